@@ -1,0 +1,90 @@
+// Package messaging is the kit's broker abstraction: one small interface with
+// two drivers, RabbitMQ (amqp091-go) and NATS JetStream (nats.go/jetstream).
+//
+// Services speak in logical queue names ("emails"); the driver maps them to
+// physical names through the environment the operator sets (see
+// contract.QueueEnv). Publishing is confirmed (publisher confirms or PubAck)
+// and retried through outages; consuming acks only after the handler
+// succeeded, retries with backoff up to a limit, then dead-letters.
+package messaging
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Message is one delivery handed to a Handler.
+type Message struct {
+	// ID is the unique message id set by the publisher; consumers use it to
+	// make handling idempotent.
+	ID string
+	// Queue is the logical queue name the message was consumed from.
+	Queue string
+	// Body is the payload, usually JSON.
+	Body []byte
+	// Headers carries application headers, including W3C trace context.
+	Headers map[string]string
+	// Attempt is the 1-based delivery attempt.
+	Attempt int
+}
+
+// Handler handles one message. Returning nil acks it; returning an error
+// schedules a redelivery with backoff until the delivery limit, after which
+// the message is dead-lettered. Wrap an error with Permanent to dead-letter
+// at once (for example a body that can never be decoded).
+type Handler func(ctx context.Context, msg Message) error
+
+// Publisher publishes confirmed, persistent messages.
+type Publisher interface {
+	// Publish sends body to the logical queue and returns the message id.
+	// It returns only after the broker confirmed the message; broker outages
+	// are retried with backoff until ctx ends.
+	Publish(ctx context.Context, queue string, body []byte) (string, error)
+}
+
+// ConsumeOptions tunes a consumer.
+type ConsumeOptions struct {
+	// Concurrency bounds the handlers running at once (default 4).
+	Concurrency int
+	// MaxDeliveries is the number of attempts before a message is
+	// dead-lettered (default 5).
+	MaxDeliveries int
+	// RetryBackoff is the first redelivery delay; it doubles per attempt up
+	// to MaxRetryBackoff (defaults 200ms and 10s).
+	RetryBackoff    time.Duration
+	MaxRetryBackoff time.Duration
+}
+
+// Broker is a connected driver.
+type Broker interface {
+	Publisher
+	// Consume runs handler for every message of the logical queue until ctx
+	// is cancelled, then stops taking new messages, waits for in-flight
+	// handlers to finish and returns. It survives broker restarts.
+	Consume(ctx context.Context, queue string, handler Handler, opts ConsumeOptions) error
+	// Ready reports the cached connection state for /readyz; it never does a
+	// network round trip.
+	Ready(ctx context.Context) error
+	// Close drains and closes the connection.
+	Close(ctx context.Context) error
+}
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as not worth retrying: the message is dead-lettered at once.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err: err}
+}
+
+// IsPermanent reports whether err was marked with Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
+}
