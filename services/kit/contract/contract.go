@@ -64,6 +64,27 @@ const (
 	EnvBrokerConnectionHash = "BROKER_CONNECTION_HASH"
 )
 
+// Environment variables the service kit reads with defaults. The operator may
+// set them to tune a service; a local run may leave them unset.
+const (
+	// EnvRequestTimeout bounds one API request (a Go duration, default 10s).
+	EnvRequestTimeout = "REQUEST_TIMEOUT"
+	// EnvBodyLimit caps a request body in bytes (default 1 MiB); more is 413.
+	EnvBodyLimit = "BODY_LIMIT_BYTES"
+	// EnvShutdownGrace bounds the whole graceful shutdown (default 25s); keep
+	// it below the pod's terminationGracePeriodSeconds.
+	EnvShutdownGrace = "SHUTDOWN_GRACE"
+	// EnvShutdownDelay is how long /readyz reports false before the API
+	// listener stops accepting (default 0), so endpoints drop the pod first.
+	EnvShutdownDelay = "SHUTDOWN_DELAY"
+	// EnvLogLevel is debug, info, warn or error (default info).
+	EnvLogLevel = "LOG_LEVEL"
+	// EnvDevDeclareTopology, when true, lets a service declare its own queues.
+	// Development and tests only: in a cluster the operator owns topology and
+	// services have no configure permission.
+	EnvDevDeclareTopology = "COURIER_DEV_DECLARE_TOPOLOGY"
+)
+
 // Broker kinds, the values of EnvBrokerKind.
 const (
 	// BrokerRabbitMQ selects the RabbitMQ (AMQP 0-9-1) driver.
