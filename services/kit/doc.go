@@ -1,0 +1,58 @@
+// Package kit is the shared service kit: every Courier service is a kit
+// Service, so it honours the operator's contract (package contract) without
+// boilerplate.
+//
+// A Service brings a Gin engine with request ids (X-Request-ID), W3C trace
+// context, JSON access logs through log/slog (request id, route template,
+// status, latency, trace id), panic recovery, a body limit (413) and a
+// per-request deadline; an admin listener with /livez, cached /readyz,
+// /metrics from a private Prometheus registry and pprof; the broker
+// connection and its consumers; and a graceful shutdown within the grace
+// period. A service's main only calls run:
+//
+//	func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+//		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+//		defer stop()
+//		var own struct {
+//			DBPath string `env:"USERS_DB_PATH" envDefault:"users.db"`
+//		}
+//		// The logical queues this service uses; each maps through QUEUE_<NAME>.
+//		cfg, err := kit.LoadConfig(getenv, &own, "emails")
+//		if err != nil {
+//			return err
+//		}
+//		svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
+//		if err != nil {
+//			return err
+//		}
+//		db, err := openDB(own.DBPath)
+//		if err != nil {
+//			return err
+//		}
+//		svc.AddReadinessCheck("database", db.PingContext)
+//		routes(svc.Engine(), &handlers{db: db, jobs: svc.Broker(), log: svc.Logger()})
+//		return svc.Run(ctx)
+//	}
+//
+// Handlers bind with BindJSON, which answers
+// {"error":"invalid request","fields":{"email":"must be a valid e-mail"}}
+// itself, and log with the request's context so lines carry its ids:
+//
+//	func (h *handlers) createUser(c *gin.Context) {
+//		var req struct {
+//			Email string `json:"email" binding:"required,email"`
+//		}
+//		if !kit.BindJSON(c, &req) {
+//			return
+//		}
+//		if _, err := h.jobs.Publish(c, "emails", body); err != nil {
+//			kit.WriteInternalError(c, err)
+//			return
+//		}
+//		h.log.InfoContext(c, "user created")
+//	}
+//
+// A consumer registers with svc.Consume("emails", handle, opts) before Run;
+// a goroutine the service starts goes through svc.Go so a panic in it is
+// logged, not fatal, and shutdown waits for it.
+package kit
