@@ -1,0 +1,172 @@
+package outbox_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/courier-dev/courier/services/internal/outbox"
+	"github.com/courier-dev/courier/services/internal/sqlitedb"
+)
+
+func init() { otel.SetTextMapPropagator(propagation.TraceContext{}) }
+
+type published struct {
+	queue   string
+	body    string
+	traceID string
+}
+
+// recorder is an in-memory Publisher that fails the first failures calls.
+type recorder struct {
+	mu       sync.Mutex
+	failures int
+	calls    int
+	got      []published
+}
+
+func (r *recorder) Publish(ctx context.Context, queue string, body []byte) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.failures > 0 {
+		r.failures--
+		return "", errors.New("broker unavailable")
+	}
+	r.got = append(r.got, published{queue, string(body), trace.SpanContextFromContext(ctx).TraceID().String()})
+	return fmt.Sprint("msg-", len(r.got)), nil
+}
+
+func (r *recorder) snapshot() ([]published, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]published(nil), r.got...), r.calls
+}
+
+func openDB(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := sqlitedb.Open(t.Context(), filepath.Join(t.TempDir(), "outbox.db"), []string{outbox.Migration})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func enqueue(t *testing.T, ctx context.Context, db *sql.DB, commit bool, bodies ...string) {
+	t.Helper()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bodies {
+		if err := outbox.Enqueue(ctx, tx, "emails", []byte(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if commit {
+		err = tx.Commit()
+	} else {
+		err = tx.Rollback()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func startRelay(t *testing.T, db *sql.DB, pub outbox.Publisher) *outbox.Relay {
+	t.Helper()
+	relay := outbox.NewRelay(db, pub, slog.New(slog.DiscardHandler))
+	// A long poll interval proves Notify, not polling, triggers the pass.
+	relay.PollInterval = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay.Run: %v", err)
+		}
+	})
+	return relay
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func pending(t *testing.T, relay *outbox.Relay) int {
+	t.Helper()
+	n, err := relay.Pending(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestRelayPublishesCommittedMessagesInOrderWithTraceContext(t *testing.T) {
+	db := openDB(t)
+	pub := &recorder{}
+	relay := startRelay(t, db, pub)
+
+	traceID := trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	ctx := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: traceID, SpanID: trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}, TraceFlags: trace.FlagsSampled,
+	}))
+	enqueue(t, ctx, db, false, "rolled back")
+	enqueue(t, ctx, db, true, "one", "two", "three")
+	relay.Notify()
+
+	waitFor(t, "three messages", func() bool { got, _ := pub.snapshot(); return len(got) >= 3 })
+	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	got, _ := pub.snapshot()
+	want := []string{"one", "two", "three"}
+	if len(got) != len(want) {
+		t.Fatalf("published %v, want %v", got, want)
+	}
+	for i, p := range got {
+		if p.queue != "emails" || p.body != want[i] || p.traceID != traceID.String() {
+			t.Errorf("message %d = %+v, want queue emails, body %q, trace %s", i, p, want[i], traceID)
+		}
+	}
+}
+
+func TestRelayRetriesUntilTheBrokerConfirms(t *testing.T) {
+	db := openDB(t)
+	pub := &recorder{failures: 3}
+	relay := startRelay(t, db, pub)
+	enqueue(t, context.Background(), db, true, "survives")
+	relay.Notify()
+
+	waitFor(t, "the message to be published", func() bool { got, _ := pub.snapshot(); return len(got) == 1 })
+	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	if got, calls := pub.snapshot(); calls != 4 || got[0].body != "survives" {
+		t.Fatalf("published %+v after %d calls; want it once after 3 failures", got, calls)
+	}
+}
+
+func TestRelayPublishesRowsLeftByAnEarlierProcess(t *testing.T) {
+	db := openDB(t)
+	enqueue(t, context.Background(), db, true, "left over")
+	pub := &recorder{}
+	startRelay(t, db, pub) // no Notify: the first pass must find it
+	waitFor(t, "the left-over message", func() bool { got, _ := pub.snapshot(); return len(got) == 1 })
+}
