@@ -143,3 +143,27 @@ func TestOpenRejectsBadPaths(t *testing.T) {
 		}
 	}
 }
+
+func TestIsUniqueViolation(t *testing.T) {
+	ctx := t.Context()
+	db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "test.db"),
+		[]string{`CREATE TABLE u (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE COLLATE NOCASE)`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if _, err := db.ExecContext(ctx, `INSERT INTO u (email) VALUES ('a@example.com')`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.ExecContext(ctx, `INSERT INTO u (email) VALUES ('A@example.com')`)
+	if !sqlitedb.IsUniqueViolation(err) {
+		t.Fatalf("duplicate insert: err = %v, want a unique violation", err)
+	}
+	_, err = db.ExecContext(ctx, `INSERT INTO u (id, email) VALUES (NULL, NULL)`)
+	if err == nil || sqlitedb.IsUniqueViolation(err) {
+		t.Fatalf("NOT NULL failure: err = %v, want an error that is not a unique violation", err)
+	}
+	if sqlitedb.IsUniqueViolation(nil) {
+		t.Fatal("nil is a unique violation")
+	}
+}
