@@ -43,17 +43,50 @@ type Publisher interface {
 	Publish(ctx context.Context, queue string, body []byte) (string, error)
 }
 
-// ConsumeOptions tunes a consumer.
+// ConsumeOptions tunes a consumer. The zero value is usable: every field
+// left zero takes its documented default.
 type ConsumeOptions struct {
-	// Concurrency bounds the handlers running at once (default 4).
+	// Concurrency bounds the handlers running at once (default 4). It is
+	// also the prefetch (RabbitMQ) or pull batch (JetStream), so a replica
+	// never holds more unacknowledged messages than it can work on.
 	Concurrency int
 	// MaxDeliveries is the number of attempts before a message is
 	// dead-lettered (default 5).
 	MaxDeliveries int
 	// RetryBackoff is the first redelivery delay; it doubles per attempt up
-	// to MaxRetryBackoff (defaults 200ms and 10s).
-	RetryBackoff    time.Duration
+	// to MaxRetryBackoff (defaults 200ms and 10s), with ±20% jitter so
+	// replicas that failed together do not retry together.
+	RetryBackoff time.Duration
+	// MaxRetryBackoff caps the redelivery delay.
 	MaxRetryBackoff time.Duration
+}
+
+// Defaults of ConsumeOptions.
+const (
+	DefaultConcurrency     = 4
+	DefaultMaxDeliveries   = 5
+	DefaultRetryBackoff    = 200 * time.Millisecond
+	DefaultMaxRetryBackoff = 10 * time.Second
+)
+
+// withDefaults returns o with every zero field set to its default.
+func (o ConsumeOptions) withDefaults() ConsumeOptions {
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.MaxDeliveries <= 0 {
+		o.MaxDeliveries = DefaultMaxDeliveries
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = DefaultRetryBackoff
+	}
+	if o.MaxRetryBackoff <= 0 {
+		o.MaxRetryBackoff = DefaultMaxRetryBackoff
+	}
+	if o.MaxRetryBackoff < o.RetryBackoff {
+		o.MaxRetryBackoff = o.RetryBackoff
+	}
+	return o
 }
 
 // Broker is a connected driver.

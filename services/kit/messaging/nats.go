@@ -1,0 +1,471 @@
+package messaging
+
+// The NATS JetStream driver.
+//
+// Connections: nats.go reconnects by itself (MaxReconnects(-1)), buffering
+// publishes meanwhile; readiness is the connection status it maintains.
+//
+// Publishing: asynchronous JetStream publishes with the message id in
+// Nats-Msg-Id, awaited one by one, so the stream's duplicate window turns a
+// retried publish whose PubAck was lost into a no-op rather than a copy.
+//
+// Retries and dead letters: the durable consumer (contract.ConsumerName)
+// counts deliveries on the server, so a failed attempt is Nak'ed with the
+// backoff as delay and comes back with NumDelivered+1 — to any replica, and
+// across restarts. The attempt that reaches MaxDeliveries and fails (or fails
+// with a Permanent error) is copied to contract.DeadLetterSubject, in the
+// same stream, and then Term'ed. The kit publishes the copy itself rather
+// than relying on the MaxDeliver advisory because the advisory carries only
+// the sequence number, is not persisted and needs a separate listener; the
+// copy keeps body and headers and is stored like any message. The consumer's
+// MaxDeliver (MaxDeliveries+1 when the kit declares it) stays as a backstop:
+// a message whose handler crashed the process on its last attempt arrives
+// once more and is dead-lettered without running the handler.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+
+	"github.com/courier-dev/courier/services/kit/contract"
+)
+
+const (
+	// natsPublishTimeout bounds the wait for one PubAck; a publish that
+	// times out is retried under the same Nats-Msg-Id.
+	natsPublishTimeout = 5 * time.Second
+	// natsAckTimeout bounds the wait for the server to confirm an ack.
+	natsAckTimeout = 5 * time.Second
+	// natsAckWait is the AckWait of consumers the kit declares itself.
+	natsAckWait = 30 * time.Second
+	// maxReasonLen keeps the dead-letter reason header within reason.
+	maxReasonLen = 512
+)
+
+type natsBroker struct {
+	base
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream string
+
+	closed     chan struct{} // closed by nats.go's ClosedHandler
+	closedOnce sync.Once
+}
+
+func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
+	n := &natsBroker{
+		stream: contract.StreamName(cfg.App),
+		closed: make(chan struct{}),
+	}
+	n.init(cfg, semconv.MessagingSystemKey.String("nats"))
+	opts := []nats.Option{
+		nats.Name(cfg.ClientName),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			n.log.Warn("nats disconnected, reconnecting", "error", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			n.log.Info("nats reconnected", "server", c.ConnectedUrlRedacted())
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			n.closedOnce.Do(func() { close(n.closed) })
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			n.log.Warn("nats asynchronous error", "subject", subject, "error", err)
+		}),
+	}
+	nc, err := backoff.Retry(ctx, func() (*nats.Conn, error) {
+		return nats.Connect(cfg.URL, opts...)
+	},
+		backoff.WithBackOff(newReconnectBackoff()),
+		backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			n.log.WarnContext(ctx, "nats dial failed, retrying", "retry_in", next, "error", err)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	n.nc = nc
+	n.js, err = jetstream.New(nc,
+		// The kit's own window bounds pending acks first; this only keeps
+		// nats.go from ever stalling below it.
+		jetstream.WithPublishAsyncMaxPending(cfg.ConfirmWindow),
+		jetstream.WithPublishAsyncTimeout(natsPublishTimeout))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("connect to nats: jetstream: %w", err)
+	}
+	if cfg.DeclareTopology {
+		if err := declareNATSStream(ctx, n.js, n.stream, cfg.physicalQueues()); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// Ready reports nats.go's cached connection status.
+func (n *natsBroker) Ready(context.Context) error {
+	if n.life.isClosing() {
+		return ErrClosed
+	}
+	if !n.nc.IsConnected() {
+		return fmt.Errorf("nats: not connected (%s)", n.nc.Status())
+	}
+	return nil
+}
+
+// Close stops consumers, waits for in-flight handlers and publishes (until
+// ctx ends), then drains and closes the connection.
+func (n *natsBroker) Close(ctx context.Context) error {
+	err := n.life.close(ctx)
+	if ctx.Err() != nil || n.nc.Drain() != nil {
+		n.nc.Close()
+	}
+	select {
+	case <-n.closed:
+	case <-ctx.Done():
+		n.nc.Close()
+	}
+	return err
+}
+
+// Publish implements Publisher.
+func (n *natsBroker) Publish(ctx context.Context, queue string, body []byte) (string, error) {
+	return n.publish(ctx, n, queue, body)
+}
+
+// send publishes one message asynchronously and waits for its PubAck. The
+// message is built anew per attempt because nats.go stamps its reply
+// subject on it.
+func (n *natsBroker) send(ctx context.Context, physical, id string, headers map[string]string, body []byte) error {
+	msg := &nats.Msg{Subject: contract.Subject(physical), Data: body, Header: make(nats.Header, len(headers)+2)}
+	for k, v := range headers {
+		msg.Header.Set(k, v)
+	}
+	msg.Header.Set(contract.HeaderMessageID, id)
+	fut, err := n.js.PublishMsgAsync(msg, jetstream.WithExpectStream(n.stream))
+	if err != nil {
+		return fmt.Errorf("send to subject %q: %w", msg.Subject, err)
+	}
+	select {
+	case <-fut.Ok():
+		return nil
+	case err := <-fut.Err():
+		return fmt.Errorf("send to subject %q: %w", msg.Subject, err)
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// Consume implements Broker: it pulls from the durable consumer with at
+// most Concurrency messages buffered, runs Concurrency workers, and binds
+// again with backoff if the consumer goes away, until ctx is cancelled or
+// Close is called.
+func (n *natsBroker) Consume(ctx context.Context, queue string, handler Handler, opts ConsumeOptions) error {
+	if err := n.life.enter(); err != nil {
+		return err
+	}
+	defer n.life.leave()
+	physical, err := n.cfg.physical(queue)
+	if err != nil {
+		return err
+	}
+	opts = opts.withDefaults()
+	ctx, cancel := joinCancel(ctx, n.life.drainCtx)
+	defer cancel()
+	n.cfg.Metrics.initConsumer(queue)
+
+	retry := newReconnectBackoff()
+	for {
+		cons, err := n.consumer(ctx, physical, opts)
+		if err == nil {
+			err = n.consumeFrom(ctx, cons, queue, physical, handler, opts)
+			retry.Reset()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		next := retry.NextBackOff()
+		n.log.WarnContext(ctx, "nats consumer stopped, binding again",
+			"queue", queue, "consumer", contract.ConsumerName(physical), "retry_in", next, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(next):
+		}
+	}
+}
+
+// consumer binds to the operator's durable consumer, or declares it with
+// settings matching opts when the kit owns the topology.
+func (n *natsBroker) consumer(ctx context.Context, physical string, opts ConsumeOptions) (jetstream.Consumer, error) {
+	name := contract.ConsumerName(physical)
+	if !n.cfg.DeclareTopology {
+		c, err := n.js.Consumer(ctx, n.stream, name)
+		if err != nil {
+			return nil, fmt.Errorf("bind consumer %q of stream %q: %w", name, n.stream, err)
+		}
+		return c, nil
+	}
+	c, err := n.js.CreateOrUpdateConsumer(ctx, n.stream, jetstream.ConsumerConfig{
+		Durable:       name,
+		FilterSubject: contract.Subject(physical),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       natsAckWait,
+		MaxDeliver:    opts.MaxDeliveries + 1,
+		MaxAckPending: opts.Concurrency,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("declare consumer %q of stream %q: %w", name, n.stream, err)
+	}
+	return c, nil
+}
+
+// consumeFrom runs the workers on one message iterator until ctx is
+// cancelled (nil, once in-flight handlers are done) or the iterator fails.
+func (n *natsBroker) consumeFrom(ctx context.Context, cons jetstream.Consumer, queue, physical string, handler Handler, opts ConsumeOptions) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(opts.Concurrency))
+	if err != nil {
+		return fmt.Errorf("pull from consumer: %w", err)
+	}
+	defer it.Stop()
+	// Drain rather than Stop on cancellation: messages already buffered
+	// come out of Next and are Nak'ed below, so another replica gets them
+	// now instead of after AckWait.
+	stopDrain := context.AfterFunc(ctx, it.Drain)
+	defer stopDrain()
+	ackWait := cons.CachedInfo().Config.AckWait
+
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	for range opts.Concurrency {
+		wg.Go(func() {
+			for {
+				msg, err := it.Next()
+				if err != nil {
+					errOnce.Do(func() { firstErr = err })
+					// One broken iterator stops every worker.
+					it.Stop()
+					return
+				}
+				if ctx.Err() != nil {
+					_ = msg.Nak()
+					continue
+				}
+				n.handleMsg(ctx, queue, physical, handler, opts, ackWait, msg)
+			}
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("message iterator: %w", firstErr)
+}
+
+// handleMsg runs one attempt and settles the message: ack, Nak with the
+// backoff delay, or dead-letter.
+func (n *natsBroker) handleMsg(ctx context.Context, queue, physical string, handler Handler, opts ConsumeOptions, ackWait time.Duration, msg jetstream.Msg) {
+	hctx := handlerContext(ctx)
+	headers := natsHeaderStrings(msg.Headers())
+	m := Message{
+		ID:      headers[contract.HeaderMessageID],
+		Queue:   queue,
+		Body:    msg.Data(),
+		Headers: headers,
+		Attempt: 1,
+	}
+	meta, err := msg.Metadata()
+	if err == nil {
+		m.Attempt = int(meta.NumDelivered)
+	}
+	log := n.log.With("queue", queue, "message_id", m.ID)
+
+	if m.Attempt > opts.MaxDeliveries {
+		log.ErrorContext(hctx, "message exceeded its delivery limit before this delivery, dead-lettering",
+			"deliveries", m.Attempt, "max_deliveries", opts.MaxDeliveries)
+		n.cfg.Metrics.countConsume(queue, contract.OutcomeDeadLetter)
+		n.deadLetter(hctx, log, physical, msg, m, opts, "delivery limit exceeded")
+		return
+	}
+
+	stopProgress := keepInProgress(msg, ackWait)
+	took, err := n.runHandler(hctx, physical, handler, m)
+	stopProgress()
+
+	switch {
+	case err == nil:
+		n.cfg.Metrics.observeConsume(queue, contract.OutcomeSuccess, took)
+		actx, cancel := context.WithTimeout(hctx, natsAckTimeout)
+		defer cancel()
+		// DoubleAck waits for the server, so when Consume returns every
+		// ack it reports is really done.
+		if err := msg.DoubleAck(actx); err != nil {
+			log.WarnContext(hctx, "could not ack; the server will redeliver the message", "error", err)
+		}
+	case IsPermanent(err) || m.Attempt >= opts.MaxDeliveries:
+		n.cfg.Metrics.observeConsume(queue, contract.OutcomeDeadLetter, took)
+		log.ErrorContext(hctx, "message handling failed, dead-lettering",
+			"attempt", m.Attempt, "permanent", IsPermanent(err), "error", err)
+		n.deadLetter(hctx, log, physical, msg, m, opts, err.Error())
+	default:
+		n.cfg.Metrics.observeConsume(queue, contract.OutcomeRetry, took)
+		wait := retryDelay(opts, m.Attempt)
+		log.WarnContext(hctx, "message handling failed, retrying", "attempt", m.Attempt, "retry_in", wait, "error", err)
+		if err := msg.NakWithDelay(wait); err != nil {
+			log.WarnContext(hctx, "could not nak; the server will redeliver the message after AckWait", "error", err)
+		}
+	}
+}
+
+// deadLetter stores a copy of msg on the queue's dead-letter subject and
+// then terminates the original. If the copy cannot be stored the original
+// is Nak'ed instead, so it is never dropped without a copy.
+func (n *natsBroker) deadLetter(ctx context.Context, log *slog.Logger, physical string, msg jetstream.Msg, m Message, opts ConsumeOptions, reason string) {
+	dead := &nats.Msg{Subject: contract.DeadLetterSubject(physical), Data: msg.Data(), Header: nats.Header{}}
+	for k, v := range msg.Headers() {
+		dead.Header[k] = slices.Clone(v)
+	}
+	id := m.ID
+	if meta, err := msg.Metadata(); err == nil && id == "" {
+		id = meta.Stream + "." + strconv.FormatUint(meta.Sequence.Stream, 10)
+	}
+	dead.Header.Set(contract.HeaderMessageID, id+".dead")
+	dead.Header.Set(HeaderOriginalMessageID, m.ID)
+	dead.Header.Set(HeaderDeliveries, strconv.Itoa(m.Attempt))
+	dead.Header.Set(HeaderDeadLetterReason, headerSafe(reason))
+
+	pctx, cancel := context.WithTimeout(ctx, natsPublishTimeout)
+	defer cancel()
+	if _, err := n.js.PublishMsg(pctx, dead, jetstream.WithExpectStream(n.stream)); err != nil {
+		log.ErrorContext(ctx, "could not store the dead letter; the message will be redelivered", "error", err)
+		_ = msg.NakWithDelay(retryDelay(opts, m.Attempt))
+		return
+	}
+	if err := msg.TermWithReason(headerSafe(reason)); err != nil {
+		// The copy is stored; a redelivery would be dead-lettered again
+		// and de-duplicated by its id.
+		log.WarnContext(ctx, "could not terminate the dead-lettered message", "error", err)
+	}
+}
+
+// keepInProgress tells the server the message is still being worked on
+// every half AckWait, so a slow handler is not raced by a redelivery.
+func keepInProgress(msg jetstream.Msg, ackWait time.Duration) (stop func()) {
+	if ackWait <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(ackWait / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// natsHeaderStrings flattens headers to their first values.
+func natsHeaderStrings(h nats.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		if len(v) > 0 {
+			out[k] = v[0]
+		}
+	}
+	return out
+}
+
+// headerSafe makes s a valid single-line header value of bounded length.
+func headerSafe(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > maxReasonLen {
+		s = s[:maxReasonLen]
+	}
+	return s
+}
+
+// declareNATSStream creates the app's stream or adds the queues' subjects
+// (each queue and its dead-letter subject) to it. Services declare only
+// their own queues, so the subjects are merged, never replaced. Work-queue
+// retention: an acked message is gone, as from a queue. Development and
+// tests only; see Config.DeclareTopology.
+func declareNATSStream(ctx context.Context, js jetstream.JetStream, stream string, physicals []string) error {
+	var want []string
+	for _, p := range physicals {
+		want = append(want, contract.Subject(p), contract.DeadLetterSubject(p))
+	}
+	// Two services starting together may race to create or update the
+	// stream; the loser reads the winner's result and merges again.
+	var err error
+	for range 5 {
+		var s jetstream.Stream
+		s, err = js.Stream(ctx, stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+				Name:      stream,
+				Subjects:  want,
+				Retention: jetstream.WorkQueuePolicy,
+				Storage:   jetstream.FileStorage,
+			})
+			if err == nil {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		cfg := s.CachedInfo().Config
+		merged := slices.Clone(cfg.Subjects)
+		for _, w := range want {
+			if !slices.Contains(merged, w) {
+				merged = append(merged, w)
+			}
+		}
+		if len(merged) == len(cfg.Subjects) {
+			return nil
+		}
+		cfg.Subjects = merged
+		if _, err = js.UpdateStream(ctx, cfg); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("declare stream %q: %w", stream, err)
+}

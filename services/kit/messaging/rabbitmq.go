@@ -1,0 +1,622 @@
+package messaging
+
+// The RabbitMQ driver.
+//
+// Connections: one AMQP connection per Broker, watched by a supervisor
+// goroutine that redials with backoff when NotifyClose fires. amqp091-go's own
+// automatic recovery (Config.Recovery) is deliberately not used: it revives
+// the same *Channel after a reconnect, so a Delivery received before the
+// outage would ack a delivery tag that now means another message on the new
+// channel. Here every channel belongs to one connection; a delivery whose
+// channel died is simply redelivered by the broker.
+//
+// Publishing: one confirm-mode channel shared by all publishers (amqp091-go
+// serialises writes), mandatory publishes so an unroutable message counts as
+// not confirmed, and a deferred confirmation per message.
+//
+// Retries and dead letters: the operator's topology gives every queue an
+// x-dead-letter-exchange, and a service has no configure permission and no
+// write permission on the queues it consumes (it cannot republish to them).
+// So the driver retries in-process: a failed delivery stays unacknowledged
+// while the consumer waits the backoff and calls the handler again, up to
+// MaxDeliveries attempts, then Nack(requeue=false) lets the broker route it
+// to the dead-letter exchange. This needs no permission beyond read, works on
+// classic and quorum queues alike on RabbitMQ 3.10, and never spins: nothing
+// is requeued on failure. Attempts survive a consumer crash on quorum queues
+// because the count starts from the broker's x-delivery-count header; a
+// message that already used up its deliveries is dead-lettered on arrival
+// without running the handler again. Classic queues have no such counter, so
+// there a consumer crashing on every attempt restarts the count (quorum
+// queues, which the operator declares, are the answer to that).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+
+	"github.com/courier-dev/courier/services/kit/contract"
+)
+
+const (
+	// rabbitDialTimeout bounds one TCP dial plus AMQP handshake.
+	rabbitDialTimeout = 5 * time.Second
+	// rabbitHeartbeat detects a dead peer within two intervals.
+	rabbitHeartbeat = 5 * time.Second
+	// headerDeliveryCount is set by quorum queues on redelivered messages.
+	headerDeliveryCount = "x-delivery-count"
+)
+
+type rabbitBroker struct {
+	base
+
+	// mu guards conn and connUp.
+	mu     sync.Mutex
+	conn   *amqp.Connection // nil while disconnected
+	connUp chan struct{}    // closed while conn != nil
+	ready  atomic.Bool
+
+	// pubMu guards pub, the shared confirm-mode publishing channel.
+	pubMu sync.Mutex
+	pub   *confirmChannel
+
+	shutdown       chan struct{} // closed by Close after draining
+	shutdownOnce   sync.Once
+	supervisorDone chan struct{}
+}
+
+func connectRabbitMQ(ctx context.Context, cfg Config) (*rabbitBroker, error) {
+	r := &rabbitBroker{
+		connUp:         make(chan struct{}),
+		shutdown:       make(chan struct{}),
+		supervisorDone: make(chan struct{}),
+	}
+	r.init(cfg, semconv.MessagingSystemRabbitMQ)
+	conn, err := r.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to rabbitmq: %w", err)
+	}
+	if cfg.DeclareTopology {
+		if err := declareRabbitTopology(conn, cfg.physicalQueues()); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+	}
+	r.setConn(conn)
+	go r.supervise(conn)
+	return r, nil
+}
+
+// dial connects, retrying with backoff until ctx ends.
+func (r *rabbitBroker) dial(ctx context.Context) (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(r.cfg.ClientName)
+	return backoff.Retry(ctx, func() (*amqp.Connection, error) {
+		return amqp.DialConfig(r.cfg.URL, amqp.Config{
+			Heartbeat:  rabbitHeartbeat,
+			Properties: props,
+			Dial:       amqp.DefaultDial(rabbitDialTimeout),
+		})
+	},
+		backoff.WithBackOff(newReconnectBackoff()),
+		backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			r.log.WarnContext(ctx, "rabbitmq dial failed, retrying", "retry_in", next, "error", err)
+		}))
+}
+
+// supervise waits for conn to close, redials and publishes the new
+// connection to the rest of the driver, until Close.
+func (r *rabbitBroker) supervise(conn *amqp.Connection) {
+	defer close(r.supervisorDone)
+	// dialCtx ends the redial loop when Close is called mid-outage.
+	dialCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-r.shutdown:
+			cancel()
+		case <-dialCtx.Done():
+		}
+	}()
+	for {
+		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+		select {
+		case amqpErr := <-closed:
+			r.clearConn()
+			r.log.Warn("rabbitmq connection lost, reconnecting", "error", amqpErr)
+		case <-r.shutdown:
+			r.clearConn()
+			_ = conn.Close()
+			return
+		}
+		var err error
+		conn, err = r.dial(dialCtx)
+		if err != nil {
+			return
+		}
+		r.setConn(conn)
+		r.log.Info("rabbitmq reconnected")
+	}
+}
+
+func (r *rabbitBroker) setConn(conn *amqp.Connection) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.conn = conn
+	close(r.connUp)
+	r.ready.Store(true)
+}
+
+func (r *rabbitBroker) clearConn() {
+	r.ready.Store(false)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn != nil {
+		r.conn = nil
+		r.connUp = make(chan struct{})
+	}
+}
+
+// connection returns the live connection, waiting for a reconnect if needed.
+func (r *rabbitBroker) connection(ctx context.Context) (*amqp.Connection, error) {
+	for {
+		r.mu.Lock()
+		conn, up := r.conn, r.connUp
+		r.mu.Unlock()
+		if conn != nil && !conn.IsClosed() {
+			return conn, nil
+		}
+		if conn != nil {
+			// Closed but the supervisor has not noticed yet; it will
+			// clear it and replace connUp.
+			select {
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the rabbitmq connection: %w", context.Cause(ctx))
+		}
+	}
+}
+
+// Ready reports whether the connection is up; it reads a flag the
+// supervisor maintains and never touches the network.
+func (r *rabbitBroker) Ready(context.Context) error {
+	if r.life.isClosing() {
+		return ErrClosed
+	}
+	if !r.ready.Load() {
+		return errors.New("rabbitmq: not connected")
+	}
+	return nil
+}
+
+// Close stops consumers, waits for in-flight handlers and publishes (until
+// ctx ends), then closes the connection.
+func (r *rabbitBroker) Close(ctx context.Context) error {
+	err := r.life.close(ctx)
+	r.shutdownOnce.Do(func() { close(r.shutdown) })
+	<-r.supervisorDone
+	return err
+}
+
+// Publish implements Publisher.
+func (r *rabbitBroker) Publish(ctx context.Context, queue string, body []byte) (string, error) {
+	return r.publish(ctx, r, queue, body)
+}
+
+// send publishes one persistent, mandatory message on the shared confirm
+// channel and waits for its confirmation.
+func (r *rabbitBroker) send(ctx context.Context, physical, id string, headers map[string]string, body []byte) error {
+	pc, err := r.publishChannel(ctx)
+	if err != nil {
+		return err
+	}
+	table := make(amqp.Table, len(headers)+1)
+	for k, v := range headers {
+		table[k] = v
+	}
+	table[contract.HeaderMessageID] = id
+	dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx,
+		contract.ExchangeName(physical), contract.RoutingKey(physical),
+		true,  // mandatory: an unroutable message comes back instead of vanishing
+		false, // immediate is not supported by RabbitMQ
+		amqp.Publishing{
+			Headers:      table,
+			DeliveryMode: amqp.Persistent,
+			MessageId:    id,
+			Timestamp:    time.Now(),
+			AppId:        r.cfg.ClientName,
+			Body:         body,
+		})
+	if err != nil {
+		r.dropPublishChannel(pc)
+		return fmt.Errorf("send to exchange %q: %w", contract.ExchangeName(physical), err)
+	}
+	select {
+	case <-dc.Done():
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	if !dc.Acked() {
+		return errors.New("broker did not confirm the message (nack or channel closed)")
+	}
+	if pc.wasReturned(id) {
+		return fmt.Errorf("message unroutable: exchange %q has no queue bound with key %q",
+			contract.ExchangeName(physical), contract.RoutingKey(physical))
+	}
+	return nil
+}
+
+// publishChannel returns the shared confirm channel, opening one on the
+// current connection if there is none or it was closed.
+func (r *rabbitBroker) publishChannel(ctx context.Context) (*confirmChannel, error) {
+	r.pubMu.Lock()
+	pc := r.pub
+	r.pubMu.Unlock()
+	if pc != nil && !pc.ch.IsClosed() {
+		return pc, nil
+	}
+	conn, err := r.connection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	if r.pub != nil && !r.pub.ch.IsClosed() {
+		return r.pub, nil
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("open publishing channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, fmt.Errorf("enable publisher confirms: %w", err)
+	}
+	r.pub = newConfirmChannel(ch)
+	return r.pub, nil
+}
+
+func (r *rabbitBroker) dropPublishChannel(pc *confirmChannel) {
+	r.pubMu.Lock()
+	if r.pub == pc {
+		r.pub = nil
+	}
+	r.pubMu.Unlock()
+	_ = pc.ch.Close()
+}
+
+// confirmChannel is a confirm-mode channel plus the bookkeeping of
+// mandatory publishes the broker returned as unroutable.
+//
+// RabbitMQ sends basic.return before the basic.ack of the same message, and
+// amqp091-go's reader goroutine hands the return to an unbuffered listener
+// channel before it processes the ack. A single listener goroutine that both
+// records returns and answers "was this id returned?" therefore always
+// records a return before it can answer the question for that message: the
+// answer cannot race the ack.
+type confirmChannel struct {
+	ch      *amqp.Channel
+	queries chan returnQuery
+	done    chan struct{}       // closed when the listener exits (channel closed)
+	ret     map[string]struct{} // ids returned and not yet asked about; owned by listen
+}
+
+type returnQuery struct {
+	id    string
+	reply chan bool
+}
+
+func newConfirmChannel(ch *amqp.Channel) *confirmChannel {
+	pc := &confirmChannel{
+		ch:      ch,
+		queries: make(chan returnQuery),
+		done:    make(chan struct{}),
+		ret:     make(map[string]struct{}),
+	}
+	go pc.listen(ch.NotifyReturn(make(chan amqp.Return)))
+	return pc
+}
+
+func (pc *confirmChannel) listen(returns <-chan amqp.Return) {
+	defer close(pc.done)
+	for {
+		select {
+		case ret, ok := <-returns:
+			if !ok {
+				return
+			}
+			pc.ret[ret.MessageId] = struct{}{}
+		case q := <-pc.queries:
+			_, returned := pc.ret[q.id]
+			delete(pc.ret, q.id)
+			q.reply <- returned
+		}
+	}
+}
+
+// wasReturned reports whether the message with id came back unroutable; it
+// must be called after the message's confirmation arrived.
+func (pc *confirmChannel) wasReturned(id string) bool {
+	reply := make(chan bool, 1)
+	select {
+	case pc.queries <- returnQuery{id: id, reply: reply}:
+		return <-reply
+	case <-pc.done:
+		// The listener has exited and will not write ret again.
+		_, returned := pc.ret[id]
+		return returned
+	}
+}
+
+// Consume implements Broker: it subscribes with prefetch = Concurrency,
+// runs Concurrency workers, and re-subscribes with backoff whenever the
+// channel or connection is lost, until ctx is cancelled or Close is called.
+func (r *rabbitBroker) Consume(ctx context.Context, queue string, handler Handler, opts ConsumeOptions) error {
+	if err := r.life.enter(); err != nil {
+		return err
+	}
+	defer r.life.leave()
+	physical, err := r.cfg.physical(queue)
+	if err != nil {
+		return err
+	}
+	opts = opts.withDefaults()
+	ctx, cancel := joinCancel(ctx, r.life.drainCtx)
+	defer cancel()
+	r.cfg.Metrics.initConsumer(queue)
+
+	retry := newReconnectBackoff()
+	for {
+		conn, err := r.connection(ctx)
+		if err != nil {
+			return nil // ctx cancelled: a clean stop
+		}
+		subscribed, err := r.consumeChannel(ctx, conn, queue, physical, handler, opts)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if subscribed {
+			retry.Reset()
+		}
+		next := retry.NextBackOff()
+		r.log.WarnContext(ctx, "rabbitmq consumer stopped, subscribing again",
+			"queue", queue, "retry_in", next, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(next):
+		}
+	}
+}
+
+// consumeChannel consumes physical on a new channel until ctx is cancelled
+// (returns nil once in-flight handlers are done) or the channel dies. It
+// reports whether the subscription was established, to reset the backoff.
+func (r *rabbitBroker) consumeChannel(ctx context.Context, conn *amqp.Connection, queue, physical string, handler Handler, opts ConsumeOptions) (bool, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open consumer channel: %w", err)
+	}
+	// Closing the channel returns every delivery not yet acked (prefetched
+	// but not started, or abandoned by a cancelled retry) to the queue.
+	defer func() { _ = ch.Close() }()
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	if err := ch.Qos(opts.Concurrency, 0, false); err != nil {
+		return false, fmt.Errorf("set prefetch: %w", err)
+	}
+	tag := r.cfg.ClientName + "-" + uuid.NewString()[:8]
+	deliveries, err := ch.Consume(physical, tag, false, false, false, false, nil)
+	if err != nil {
+		return false, fmt.Errorf("consume queue %q: %w", physical, err)
+	}
+	// gone is closed when the channel dies, so a worker waiting out a retry
+	// backoff stops early: its delivery has already gone back to the queue.
+	gone := make(chan struct{})
+	var chErr atomic.Pointer[amqp.Error]
+	go func() {
+		if e := <-closed; e != nil {
+			chErr.Store(e)
+		}
+		close(gone)
+	}()
+
+	var wg sync.WaitGroup
+	for range opts.Concurrency {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case d, ok := <-deliveries:
+					if !ok {
+						return
+					}
+					if ctx.Err() != nil {
+						// Picked after cancellation: give it straight back.
+						_ = d.Nack(false, true)
+						return
+					}
+					r.handleDelivery(ctx, gone, queue, physical, handler, opts, d)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	if e := chErr.Load(); e != nil {
+		return true, fmt.Errorf("channel closed: %w", e)
+	}
+	return true, errors.New("channel closed")
+}
+
+// handleDelivery runs the handler with in-process retries (see the file
+// comment for why) and settles the delivery exactly once.
+func (r *rabbitBroker) handleDelivery(ctx context.Context, gone <-chan struct{}, queue, physical string, handler Handler, opts ConsumeOptions, d amqp.Delivery) {
+	msg := Message{
+		ID:      d.MessageId,
+		Queue:   queue,
+		Body:    d.Body,
+		Headers: tableStrings(d.Headers),
+	}
+	if msg.ID == "" {
+		msg.ID = msg.Headers[contract.HeaderMessageID]
+	}
+	log := r.log.With("queue", queue, "message_id", msg.ID)
+	hctx := handlerContext(ctx)
+
+	attempt := deliveryCount(d.Headers) + 1
+	if attempt > opts.MaxDeliveries {
+		log.ErrorContext(hctx, "message exceeded its delivery limit before this delivery, dead-lettering",
+			"deliveries", attempt-1, "max_deliveries", opts.MaxDeliveries)
+		settle(hctx, log, d.Nack(false, false), "dead-letter")
+		r.cfg.Metrics.countConsume(queue, contract.OutcomeDeadLetter)
+		return
+	}
+	for ; ; attempt++ {
+		msg.Attempt = attempt
+		took, err := r.runHandler(hctx, physical, handler, msg)
+		switch {
+		case err == nil:
+			r.cfg.Metrics.observeConsume(queue, contract.OutcomeSuccess, took)
+			settle(hctx, log, d.Ack(false), "ack")
+			return
+		case IsPermanent(err) || attempt >= opts.MaxDeliveries:
+			r.cfg.Metrics.observeConsume(queue, contract.OutcomeDeadLetter, took)
+			log.ErrorContext(hctx, "message handling failed, dead-lettering",
+				"attempt", attempt, "permanent", IsPermanent(err), "error", err)
+			settle(hctx, log, d.Nack(false, false), "dead-letter")
+			return
+		}
+		r.cfg.Metrics.observeConsume(queue, contract.OutcomeRetry, took)
+		wait := retryDelay(opts, attempt)
+		log.WarnContext(hctx, "message handling failed, retrying", "attempt", attempt, "retry_in", wait, "error", err)
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			// Shutting down: hand the message to another consumer now
+			// rather than after our channel closes.
+			settle(hctx, log, d.Nack(false, true), "requeue")
+			return
+		case <-gone:
+			timer.Stop()
+			return // the broker has requeued it already
+		}
+	}
+}
+
+// settle logs a failed ack or nack: the broker will redeliver the message,
+// so it is a duplicate in the making, not a loss.
+func settle(ctx context.Context, log *slog.Logger, err error, what string) {
+	if err != nil {
+		log.WarnContext(ctx, "could not settle delivery; the broker will redeliver it", "action", what, "error", err)
+	}
+}
+
+// deliveryCount reads the x-delivery-count header quorum queues set on
+// redeliveries; 0 when absent (first delivery, or a classic queue).
+func deliveryCount(h amqp.Table) int {
+	switch v := h[headerDeliveryCount].(type) {
+	case int:
+		return v
+	case int8:
+		return int(v)
+	case int16:
+		return int(v)
+	case int32:
+		return int(v)
+	case int64:
+		return int(v)
+	case uint8:
+		return int(v)
+	case uint16:
+		return int(v)
+	case uint32:
+		return int(v)
+	case uint64:
+		return int(v)
+	case string:
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+	return 0
+}
+
+// tableStrings keeps the headers that have a plain string form; nested
+// tables and arrays (such as x-death) are left out.
+func tableStrings(t amqp.Table) map[string]string {
+	out := make(map[string]string, len(t))
+	for k, v := range t {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case []byte:
+			out[k] = string(v)
+		case bool, int, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64:
+			out[k] = fmt.Sprint(v)
+		case time.Time:
+			out[k] = v.UTC().Format(time.RFC3339)
+		}
+	}
+	return out
+}
+
+// declareRabbitTopology declares what the operator would for each physical
+// queue: its direct exchange and binding, a fanout dead-letter exchange and
+// the dead-letter queue. Quorum queues, because they count deliveries
+// (x-delivery-count) and so keep the attempt limit across consumer crashes.
+// Development and tests only; see Config.DeclareTopology.
+func declareRabbitTopology(conn *amqp.Connection, physicals []string) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("declare topology: open channel: %w", err)
+	}
+	defer func() { _ = ch.Close() }()
+	quorum := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
+	for _, q := range physicals {
+		ex, dlx, dlq := contract.ExchangeName(q), contract.DeadLetterExchangeName(q), contract.DeadLetterQueueName(q)
+		steps := []struct {
+			what string
+			do   func() error
+		}{
+			{"exchange " + ex, func() error { return ch.ExchangeDeclare(ex, amqp.ExchangeDirect, true, false, false, false, nil) }},
+			{"exchange " + dlx, func() error { return ch.ExchangeDeclare(dlx, amqp.ExchangeFanout, true, false, false, false, nil) }},
+			{"queue " + dlq, func() error { _, err := ch.QueueDeclare(dlq, true, false, false, false, quorum); return err }},
+			{"binding " + dlq, func() error { return ch.QueueBind(dlq, "", dlx, false, nil) }},
+			{"queue " + q, func() error {
+				_, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{
+					amqp.QueueTypeArg:        amqp.QueueTypeQuorum,
+					"x-dead-letter-exchange": dlx,
+				})
+				return err
+			}},
+			{"binding " + q, func() error { return ch.QueueBind(q, contract.RoutingKey(q), ex, false, nil) }},
+		}
+		for _, s := range steps {
+			if err := s.do(); err != nil {
+				return fmt.Errorf("declare topology: %s: %w", s.what, err)
+			}
+		}
+	}
+	return nil
+}
