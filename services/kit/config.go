@@ -91,7 +91,11 @@ func LoadConfig(getenv func(string) string, service any, queues ...string) (Conf
 		cfg.Queues[q] = physical
 	}
 	if len(missing) > 0 && cfg.BrokerKind != "" {
-		return Config{}, fmt.Errorf("config: required environment variable %s is not set (physical queue name while %s is set)",
+		verb := "variable %s is"
+		if len(missing) > 1 {
+			verb = "variables %s are"
+		}
+		return Config{}, fmt.Errorf("config: required environment "+verb+" not set (physical queue names, needed while %s is set)",
 			strings.Join(missing, ", "), contract.EnvBrokerKind)
 	}
 	return cfg, nil

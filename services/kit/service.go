@@ -270,6 +270,10 @@ func (s *Service) Config() Config { return s.cfg }
 // (BROKER_KIND unset). Pass it to handlers as a messaging.Publisher.
 func (s *Service) Broker() messaging.Broker { return s.broker }
 
+// AdminHandler serves /livez, /readyz, /metrics and pprof, as the admin
+// listener does during Run; tests can drive it through httptest.
+func (s *Service) AdminHandler() http.Handler { return adminHandler(s.ready, s.registry) }
+
 // HTTPAddr is the address the API listener is bound to.
 func (s *Service) HTTPAddr() net.Addr { return s.apiLn.Addr() }
 
@@ -374,7 +378,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	adminSrv := &http.Server{
-		Handler:           adminHandler(s.ready, s.registry),
+		Handler:           s.AdminHandler(),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		// No WriteTimeout: /debug/pprof/profile streams for as long as asked.

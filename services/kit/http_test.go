@@ -1,0 +1,374 @@
+package kit_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/courier-dev/courier/services/kit"
+)
+
+func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func decodeError(t *testing.T, rec *httptest.ResponseRecorder) kit.ErrorResponse {
+	t.Helper()
+	var e kit.ErrorResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
+		t.Fatalf("body %q is not an error response: %v", rec.Body, err)
+	}
+	return e
+}
+
+func TestRequestID(t *testing.T) {
+	svc, logs := newService(t, nil)
+	svc.Engine().GET("/ping", func(c *gin.Context) { c.String(http.StatusOK, "pong") })
+
+	long := strings.Repeat("a", 129)
+	tests := []struct {
+		name     string
+		incoming string
+		keep     bool
+	}{
+		{"minted when absent", "", false},
+		{"kept when sane", "gw-7f3a.42", true},
+		{"replaced when it has spaces", "a b", false},
+		{"replaced when too long", long, false},
+		{"replaced when not ASCII", "id-é", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/ping", nil)
+			if tt.incoming != "" {
+				req.Header.Set(kit.RequestIDHeader, tt.incoming)
+			}
+			rec := serve(svc.Engine(), req)
+			got := rec.Header().Get(kit.RequestIDHeader)
+			if tt.keep {
+				if got != tt.incoming {
+					t.Errorf("response id = %q, want the incoming %q", got, tt.incoming)
+				}
+			} else if _, err := uuid.Parse(got); err != nil {
+				t.Errorf("response id = %q, want a minted UUID: %v", got, err)
+			}
+			lines := logs.find(t, "request")
+			if last := lines[len(lines)-1]; last["request_id"] != got {
+				t.Errorf("access log request_id = %v, want %q", last["request_id"], got)
+			}
+		})
+	}
+}
+
+func TestLogsCarryRouteTemplateAndTraceID(t *testing.T) {
+	const (
+		traceID     = "4bf92f3577b34da6a3ce929d0e0e4736"
+		traceparent = "00-" + traceID + "-00f067aa0ba902b7-01"
+	)
+	hex32 := regexp.MustCompile(`^[0-9a-f]{32}$`)
+	tests := []struct {
+		name        string
+		traceparent string
+		wantTrace   string // "" means: some valid trace id
+	}{
+		{"incoming traceparent honoured", traceparent, traceID},
+		{"trace minted without one", "", ""},
+		{"malformed traceparent ignored", "00-nothex-00f067aa0ba902b7-01", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svc, logs := newService(t, nil)
+			var injected string
+			svc.Engine().GET("/users/:id", func(c *gin.Context) {
+				svc.Logger().InfoContext(c, "looking up user", "id", c.Param("id"))
+				// What the messaging driver does when it publishes a job.
+				carrier := propagation.MapCarrier{}
+				otel.GetTextMapPropagator().Inject(c, carrier)
+				injected = carrier["traceparent"]
+				c.JSON(http.StatusOK, gin.H{"id": c.Param("id")})
+			})
+			req := httptest.NewRequest(http.MethodGet, "/users/42?x=1", nil)
+			if tt.traceparent != "" {
+				req.Header.Set("traceparent", tt.traceparent)
+			}
+			rec := serve(svc.Engine(), req)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status = %d", rec.Code)
+			}
+
+			access := logs.one(t, "request")
+			for k, want := range map[string]any{
+				"route": "/users/:id", "path": "/users/42", "method": "GET", "status": float64(200),
+				"level": "INFO", "request_id": rec.Header().Get(kit.RequestIDHeader),
+			} {
+				if access[k] != want {
+					t.Errorf("access log %s = %v, want %v", k, access[k], want)
+				}
+			}
+			if _, ok := access["latency_ms"].(float64); !ok {
+				t.Errorf("access log has no latency_ms: %v", access)
+			}
+			trace, _ := access["trace_id"].(string)
+			if tt.wantTrace != "" && trace != tt.wantTrace {
+				t.Errorf("access log trace_id = %q, want %q", trace, tt.wantTrace)
+			}
+			if !hex32.MatchString(trace) || trace == strings.Repeat("0", 32) {
+				t.Errorf("access log trace_id = %q, want a valid trace id", trace)
+			}
+
+			own := logs.one(t, "looking up user")
+			if own["trace_id"] != trace || own["request_id"] != access["request_id"] {
+				t.Errorf("handler line ids = %v/%v, want the access line's %v/%v",
+					own["trace_id"], own["request_id"], trace, access["request_id"])
+			}
+			if !strings.HasPrefix(injected, "00-"+trace+"-") {
+				t.Errorf("traceparent injected downstream = %q, want trace %s", injected, trace)
+			}
+		})
+	}
+}
+
+func TestPanicBecomes500(t *testing.T) {
+	svc, logs := newService(t, nil)
+	svc.Engine().GET("/boom", func(*gin.Context) { panic("kaboom") })
+	svc.Engine().GET("/ok", func(c *gin.Context) { c.Status(http.StatusNoContent) })
+
+	rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/boom", nil))
+	if rec.Code != http.StatusInternalServerError {
+		t.Fatalf("status = %d, want 500", rec.Code)
+	}
+	if e := decodeError(t, rec); e.Error != "internal error" {
+		t.Errorf("body = %+v, want a bare internal error", e)
+	}
+	p := logs.one(t, "panic in handler")
+	if p["panic"] != "kaboom" || !strings.Contains(p["stack"].(string), "TestPanicBecomes500") {
+		t.Errorf("panic line = %v, want the value and a stack through the handler", p)
+	}
+	if p["request_id"] != rec.Header().Get(kit.RequestIDHeader) {
+		t.Errorf("panic line request_id = %v, want the request's", p["request_id"])
+	}
+	access := logs.one(t, "request")
+	if access["status"] != float64(500) || access["level"] != "ERROR" {
+		t.Errorf("access line = %v, want status 500 at ERROR", access)
+	}
+
+	if rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/ok", nil)); rec.Code != http.StatusNoContent {
+		t.Errorf("after a panic, status = %d, want 204", rec.Code)
+	}
+}
+
+func TestBodyLimit(t *testing.T) {
+	svc, _ := newService(t, map[string]string{"BODY_LIMIT_BYTES": "64"})
+	called := 0
+	svc.Engine().POST("/notes", func(c *gin.Context) {
+		called++
+		var req struct {
+			Text string `json:"text"`
+		}
+		if !kit.BindJSON(c, &req) {
+			return
+		}
+		c.Status(http.StatusCreated)
+	})
+	body := func(n int) string { return `{"text":"` + strings.Repeat("x", n) + `"}` }
+	tests := []struct {
+		name       string
+		body       string
+		chunked    bool
+		want       int
+		wantCalled bool
+	}{
+		{"under the limit", body(10), false, http.StatusCreated, true},
+		{"declared length over the limit", body(100), false, http.StatusRequestEntityTooLarge, false},
+		{"chunked body over the limit", body(100), true, http.StatusRequestEntityTooLarge, true},
+		{"chunked body under the limit", body(10), true, http.StatusCreated, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			called = 0
+			req := httptest.NewRequest(http.MethodPost, "/notes", strings.NewReader(tt.body))
+			if tt.chunked {
+				req.ContentLength = -1 // unknown length, as with Transfer-Encoding: chunked
+			}
+			rec := serve(svc.Engine(), req)
+			if rec.Code != tt.want {
+				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.want, rec.Body)
+			}
+			if tt.want == http.StatusRequestEntityTooLarge {
+				if e := decodeError(t, rec); e.Error != "request body too large" {
+					t.Errorf("body = %+v", e)
+				}
+			}
+			if (called == 1) != tt.wantCalled {
+				t.Errorf("handler called %d times, want called=%v", called, tt.wantCalled)
+			}
+		})
+	}
+}
+
+func TestRequestTimeout(t *testing.T) {
+	svc, logs := newService(t, map[string]string{"REQUEST_TIMEOUT": "50ms"})
+	svc.Engine().GET("/deadline", func(c *gin.Context) {
+		dl, ok := c.Request.Context().Deadline()
+		if !ok {
+			c.String(http.StatusOK, "none")
+			return
+		}
+		c.String(http.StatusOK, time.Until(dl).String())
+	})
+	// A handler that waits for its context and writes nothing: the kit answers.
+	svc.Engine().GET("/silent", func(c *gin.Context) { <-c.Done() })
+	// A handler whose downstream call failed with the deadline.
+	svc.Engine().GET("/downstream", func(c *gin.Context) {
+		<-c.Request.Context().Done()
+		kit.WriteInternalError(c, c.Request.Context().Err())
+	})
+
+	rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/deadline", nil))
+	left, err := time.ParseDuration(rec.Body.String())
+	if err != nil || left <= 0 || left > 50*time.Millisecond {
+		t.Errorf("deadline left in handler = %q (%v), want within 50ms", rec.Body, err)
+	}
+	for _, path := range []string{"/silent", "/downstream"} {
+		t.Run(path, func(t *testing.T) {
+			start := time.Now()
+			rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, path, nil))
+			if rec.Code != http.StatusServiceUnavailable {
+				t.Fatalf("status = %d, want 503", rec.Code)
+			}
+			if e := decodeError(t, rec); e.Error != "request timed out" {
+				t.Errorf("body = %+v", e)
+			}
+			if took := time.Since(start); took < 50*time.Millisecond {
+				t.Errorf("answered after %s, before the 50ms deadline", took)
+			}
+		})
+	}
+	for _, l := range logs.find(t, "request") {
+		if l["route"] != "/deadline" && l["status"] != float64(503) {
+			t.Errorf("access line %v, want status 503 logged", l)
+		}
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	type signup struct {
+		Email   string   `json:"email" binding:"required,email"`
+		Name    string   `json:"name" binding:"required,min=2,max=40"`
+		Age     int      `json:"age" binding:"omitempty,gte=13"`
+		Tags    []string `json:"tags" binding:"max=2"`
+		Role    string   `json:"role" binding:"omitempty,oneof=reader author"`
+		Address struct {
+			City string `json:"city" binding:"required"`
+		} `json:"address"`
+	}
+	svc, _ := newService(t, nil)
+	svc.Engine().POST("/signup", func(c *gin.Context) {
+		var req signup
+		if !kit.BindJSON(c, &req) {
+			return
+		}
+		c.JSON(http.StatusCreated, req)
+	})
+	tests := []struct {
+		name       string
+		body       string
+		want       int
+		wantError  string
+		wantFields map[string]string
+	}{
+		{
+			name: "every rule broken",
+			body: `{"email":"nope","name":"A","age":5,"tags":["a","b","c"],"role":"admin"}`,
+			want: 400, wantError: "invalid request",
+			wantFields: map[string]string{
+				"email":        "must be a valid e-mail",
+				"name":         "must be at least 2 characters long",
+				"age":          "must be at least 13",
+				"tags":         "must have at most 2 items",
+				"role":         "must be one of: reader, author",
+				"address.city": "is required",
+			},
+		},
+		{
+			name: "empty object", body: `{}`, want: 400, wantError: "invalid request",
+			wantFields: map[string]string{"email": "is required", "name": "is required", "address.city": "is required"},
+		},
+		{
+			name: "wrong type", body: `{"email":5}`, want: 400, wantError: "invalid request",
+			wantFields: map[string]string{"email": "must be a string"},
+		},
+		{name: "malformed JSON", body: `{"email":`, want: 400, wantError: "malformed request body"},
+		{name: "empty body", body: ``, want: 400, wantError: "request body is empty"},
+		{name: "valid", body: `{"email":"ada@example.com","name":"Ada","address":{"city":"London"}}`, want: 201},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/signup", strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := serve(svc.Engine(), req)
+			if rec.Code != tt.want {
+				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.want, rec.Body)
+			}
+			if tt.want < 400 {
+				return
+			}
+			e := decodeError(t, rec)
+			if e.Error != tt.wantError {
+				t.Errorf("error = %q, want %q", e.Error, tt.wantError)
+			}
+			if len(e.Fields) != len(tt.wantFields) {
+				t.Errorf("fields = %v, want %v", e.Fields, tt.wantFields)
+			}
+			for k, v := range tt.wantFields {
+				if e.Fields[k] != v {
+					t.Errorf("fields[%q] = %q, want %q", k, e.Fields[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestValidationFieldsOfOtherErrors(t *testing.T) {
+	if f := kit.ValidationFields(errors.New("plain")); f != nil {
+		t.Errorf("ValidationFields(plain error) = %v, want nil", f)
+	}
+}
+
+func TestNotFoundIsJSONAndUnmatched(t *testing.T) {
+	svc, logs := newService(t, nil)
+	rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/no/such/path", nil))
+	if rec.Code != http.StatusNotFound || decodeError(t, rec).Error != "not found" {
+		t.Errorf("got %d %s, want 404 not found", rec.Code, rec.Body)
+	}
+	// Raw paths never become a route label or log route.
+	if l := logs.one(t, "request"); l["route"] != "unmatched" || l["path"] != "/no/such/path" {
+		t.Errorf("access line = %v", l)
+	}
+}
+
+func TestLivezAndReadyzBeforeRun(t *testing.T) {
+	svc, _ := newService(t, nil)
+	svc.AddReadinessCheck("database", func(context.Context) error { return nil })
+	admin := svc.AdminHandler()
+	if rec := serve(admin, httptest.NewRequest(http.MethodGet, "/livez", nil)); rec.Code != http.StatusOK {
+		t.Errorf("/livez = %d, want 200", rec.Code)
+	}
+	rec := serve(admin, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"starting"`) {
+		t.Errorf("/readyz before Run = %d %s, want 503 starting", rec.Code, rec.Body)
+	}
+}
