@@ -1,0 +1,21 @@
+package main
+
+import (
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+// newRouter registers every route of the users API on e, the kit's engine
+// (which carries the request id, logging, metrics, recovery, body limit and
+// deadline middleware), and returns it as the API's handler.
+func newRouter(e *gin.Engine, users *store, passwords *bcryptHasher, tokens tokenIssuer, outbox notifier, log *slog.Logger) http.Handler {
+	u := &usersHandler{users: users, passwords: passwords, outbox: outbox, log: log}
+	s := &sessionsHandler{users: users, passwords: passwords, tokens: tokens, log: log}
+
+	e.POST("/api/users", u.register)
+	e.GET("/api/users/:id", u.get)
+	e.POST("/api/sessions", s.create)
+	return e
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/courier-dev/courier/services/internal/auth"
+	"github.com/courier-dev/courier/services/internal/mailjob"
+	"github.com/courier-dev/courier/services/internal/outbox"
+	"github.com/courier-dev/courier/services/internal/sqlitedb"
+	"github.com/courier-dev/courier/services/kit"
+	"github.com/courier-dev/courier/services/kit/contract"
+)
+
+// config is the users service's own configuration; the kit reads the rest
+// (ports, broker, queues, timeouts) from the contract's variables.
+type config struct {
+	// DatabasePath is the SQLite file; its directory must exist.
+	DatabasePath string `env:"DATABASE_PATH" envDefault:"users.db"`
+	// TokenSigningKey signs sign-in tokens (HS256, at least 32 bytes). The
+	// gateway verifies with the same key; in a cluster both mount it from
+	// one Secret.
+	TokenSigningKey string `env:"TOKEN_SIGNING_KEY,required"`
+	// TokenTTL is how long a sign-in token is valid.
+	TokenTTL time.Duration `env:"TOKEN_TTL" envDefault:"1h"`
+}
+
+// run starts the users service and blocks until ctx ends.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "usage: %s\n\nConfigured from the environment: DATABASE_PATH, TOKEN_SIGNING_KEY, TOKEN_TTL,\n"+
+			"%s, %s, %s and the kit's variables (see docs/contract.md).\n",
+			args[0], contract.EnvBrokerKind, contract.EnvBrokerURL, contract.QueueEnv(mailjob.Queue))
+	}
+	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+
+	var own config
+	cfg, err := kit.LoadConfig(getenv, &own, mailjob.Queue)
+	if err != nil {
+		return err
+	}
+	if cfg.BrokerKind == "" {
+		return fmt.Errorf("config: required environment variable %s is not set (users publishes welcome e-mails)", contract.EnvBrokerKind)
+	}
+	tokens, err := auth.New([]byte(own.TokenSigningKey), own.TokenTTL)
+	if err != nil {
+		return fmt.Errorf("config: invalid TOKEN_SIGNING_KEY or TOKEN_TTL: %w", err)
+	}
+	passwords, err := newBcryptHasher(bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+
+	// The database first: it is local and quick, and failing here leaves no
+	// listener or broker connection to clean up.
+	db, err := sqlitedb.Open(ctx, own.DatabasePath, migrations)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
+	if err != nil {
+		return err
+	}
+	svc.AddReadinessCheck("database", db.PingContext)
+	relay := outbox.NewRelay(db, svc.Broker(), svc.Logger())
+	svc.Go(relay.Run)
+	newRouter(svc.Engine(), &store{db: db}, passwords, tokens, relay, svc.Logger())
+
+	if err := svc.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
