@@ -1,16 +1,10 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
+	"maps"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,69 +13,30 @@ import (
 	"github.com/courier-dev/courier/services/internal/auth"
 	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/outbox"
+	"github.com/courier-dev/courier/services/internal/servicetest"
 	"github.com/courier-dev/courier/services/internal/sqlitedb"
 	"github.com/courier-dev/courier/services/kit"
 )
 
 var testKey = []byte("test-signing-key-0123456789abcdef")
 
-// memoryPublisher is an in-memory broker: it records what the outbox relay
-// publishes. The real brokers are exercised in run_test.go.
-type memoryPublisher struct {
-	mu   sync.Mutex
-	jobs []mailjob.Job
-	errs []error
-}
-
-func (p *memoryPublisher) Publish(_ context.Context, queue string, body []byte) (string, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	job, err := mailjob.Decode(body)
-	if err != nil || queue != mailjob.Queue {
-		p.errs = append(p.errs, err)
-		return "", err
-	}
-	p.jobs = append(p.jobs, job)
-	return job.ID, nil
-}
-
-func (p *memoryPublisher) published() []mailjob.Job {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]mailjob.Job(nil), p.jobs...)
-}
-
-// testAPI is the users router on the kit's engine, over real SQLite, with a
-// real outbox relay publishing to memoryPublisher.
+// testAPI is the users router on the kit's engine over real SQLite, with a
+// real outbox relay publishing to an in-memory publisher. The real brokers
+// are exercised in run_test.go.
 type testAPI struct {
 	srv    *httptest.Server
-	pub    *memoryPublisher
+	pub    *servicetest.Publisher
 	relay  *outbox.Relay
 	tokens *auth.Tokens
 }
 
 func newTestAPI(t *testing.T) *testAPI {
 	t.Helper()
-	ctx := t.Context()
-	db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "users.db"), migrations)
+	db, err := sqlitedb.Open(t.Context(), filepath.Join(t.TempDir(), "users.db"), migrations)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-
-	cfg, err := kit.LoadConfig(func(string) string { return "" }, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.BodyLimit = 4096
-	// The kit binds its listeners in New; these are unused because the test
-	// serves the engine itself, and closed here because Run never runs.
-	apiLn, adminLn := listen(t), listen(t)
-	svc, err := kit.New(ctx, cfg, kit.WithListeners(apiLn, adminLn), kit.WithLogOutput(t.Output()))
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	tokens, err := auth.New(testKey, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -91,110 +46,41 @@ func newTestAPI(t *testing.T) *testAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := &memoryPublisher{}
-	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	relay := outbox.NewRelay(db, pub, log)
-	relayCtx, stopRelay := context.WithCancel(context.Background())
-	relayDone := make(chan error, 1)
-	go func() { relayDone <- relay.Run(relayCtx) }()
-	t.Cleanup(func() {
-		stopRelay()
-		if err := <-relayDone; err != nil {
-			t.Errorf("relay: %v", err)
-		}
-	})
-
-	srv := httptest.NewServer(newRouter(svc.Engine(), &store{db: db}, passwords, tokens, relay, log))
+	pub := &servicetest.Publisher{}
+	relay := servicetest.StartRelay(t, db, pub)
+	engine := servicetest.Engine(t, func(c *kit.Config) { c.BodyLimit = 4096 })
+	srv := httptest.NewServer(newRouter(engine, &store{db: db}, passwords, tokens, relay, servicetest.Logger(t)))
 	t.Cleanup(srv.Close)
 	return &testAPI{srv: srv, pub: pub, relay: relay, tokens: tokens}
 }
 
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	return ln
-}
-
-// do sends one request and returns the status and the decoded JSON body.
-func (a *testAPI) do(t *testing.T, method, path, body string) (int, map[string]any, http.Header) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, a.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out map[string]any
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &out); err != nil {
-			t.Fatalf("%s %s: body %q is not a JSON object: %v", method, path, raw, err)
-		}
-	}
-	return resp.StatusCode, out, resp.Header
-}
-
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// check inspects a response body.
-type check func(t *testing.T, body map[string]any, header http.Header)
+// check inspects a response.
+type check func(t *testing.T, r servicetest.Response)
 
 func fields(want map[string]string) check {
-	return func(t *testing.T, body map[string]any, _ http.Header) {
+	return func(t *testing.T, r servicetest.Response) {
 		t.Helper()
-		got, _ := body["fields"].(map[string]any)
-		if len(got) != len(want) {
+		if got := r.Fields(); !maps.Equal(got, want) {
 			t.Errorf("fields = %v, want %v", got, want)
-		}
-		for k, v := range want {
-			if got[k] != v {
-				t.Errorf("fields[%q] = %v, want %q", k, got[k], v)
-			}
 		}
 	}
 }
 
 func errorIs(msg string) check {
-	return func(t *testing.T, body map[string]any, _ http.Header) {
+	return func(t *testing.T, r servicetest.Response) {
 		t.Helper()
-		if body["error"] != msg {
-			t.Errorf("error = %v, want %q", body["error"], msg)
+		if r.Body["error"] != msg {
+			t.Errorf("error = %v, want %q", r.Body["error"], msg)
 		}
 	}
 }
 
 func isUser(id float64, name, email string) check {
-	return func(t *testing.T, body map[string]any, _ http.Header) {
+	return func(t *testing.T, r servicetest.Response) {
 		t.Helper()
 		want := map[string]any{"id": id, "name": name, "email": email}
-		if len(body) != len(want) {
-			t.Errorf("user = %v, want exactly %v", body, want)
-		}
-		for k, v := range want {
-			if body[k] != v {
-				t.Errorf("user[%q] = %v, want %v", k, body[k], v)
-			}
+		if !maps.Equal(r.Body, want) {
+			t.Errorf("user = %v, want exactly %v", r.Body, want)
 		}
 	}
 }
@@ -213,9 +99,9 @@ func TestRoutes(t *testing.T) {
 		wantStatus int
 		check      check
 	}{
-		{"register", "POST", "/api/users", ada, 201, func(t *testing.T, body map[string]any, h http.Header) {
-			isUser(1, "Ada Lovelace", "ada@example.com")(t, body, h)
-			if h.Get("Location") != "/api/users/1" {
+		{"register", "POST", "/api/users", ada, 201, func(t *testing.T, r servicetest.Response) {
+			isUser(1, "Ada Lovelace", "ada@example.com")(t, r)
+			if h := r.Header; h.Get("Location") != "/api/users/1" {
 				t.Errorf("Location = %q, want /api/users/1", h.Get("Location"))
 			}
 		}},
@@ -250,7 +136,8 @@ func TestRoutes(t *testing.T) {
 		{"get zero id", "GET", "/api/users/0", ``, 400, fields(map[string]string{"id": "must be a positive integer"})},
 
 		{"sign in", "POST", "/api/sessions", `{"email":"ada@example.com","password":"analytical engine"}`, 201,
-			func(t *testing.T, body map[string]any, h http.Header) {
+			func(t *testing.T, r servicetest.Response) {
+				body, h := r.Body, r.Header
 				token, _ := body["token"].(string)
 				id, err := api.tokens.Verify(token)
 				if err != nil || id != 1 {
@@ -280,27 +167,19 @@ func TestRoutes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, body, header := api.do(t, tt.method, tt.path, tt.body)
-			if status != tt.wantStatus {
-				t.Fatalf("%s %s = %d %v, want %d", tt.method, tt.path, status, body, tt.wantStatus)
+			r := servicetest.Do(t, api.srv.Client(), tt.method, api.srv.URL+tt.path, tt.body)
+			if r.Status != tt.wantStatus {
+				t.Fatalf("%s %s = %d %s, want %d", tt.method, tt.path, r.Status, r.Raw, tt.wantStatus)
 			}
 			if tt.check != nil {
-				tt.check(t, body, header)
+				tt.check(t, r)
 			}
 		})
 	}
 
 	// Exactly the two successful registrations published a welcome job.
-	waitFor(t, "two welcome jobs", func() bool { return len(api.pub.published()) >= 2 })
-	waitFor(t, "an empty outbox", func() bool {
-		n, err := api.relay.Pending(context.Background())
-		return err == nil && n == 0
-	})
-	jobs := api.pub.published()
+	jobs := servicetest.WaitForJobs(t, api.relay, api.pub, 2)
 	want := []struct{ to, name string }{{"ada@example.com", "Ada Lovelace"}, {"charles@example.com", "Charles Babbage"}}
-	if len(jobs) != len(want) {
-		t.Fatalf("published %d jobs, want %d: %+v", len(jobs), len(want), jobs)
-	}
 	for i, j := range jobs {
 		if j.Template != mailjob.TemplateWelcome || j.To != want[i].to || j.Data[mailjob.DataName] != want[i].name {
 			t.Errorf("job %d = %+v, want a welcome e-mail to %s for %s", i, j, want[i].to, want[i].name)

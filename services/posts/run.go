@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/courier-dev/courier/services/internal/mailjob"
+	"github.com/courier-dev/courier/services/internal/outbox"
+	"github.com/courier-dev/courier/services/internal/sqlitedb"
+	"github.com/courier-dev/courier/services/kit"
+	"github.com/courier-dev/courier/services/kit/contract"
+)
+
+// config is the posts service's own configuration; the kit reads the rest
+// (ports, broker, queues, timeouts) from the contract's variables.
+type config struct {
+	// DatabasePath is the SQLite file; its directory must exist.
+	DatabasePath string `env:"DATABASE_PATH" envDefault:"posts.db"`
+	// UsersURL is the users service's base URL, set by the operator as
+	// contract.ServiceURLEnv("users").
+	UsersURL string `env:"SERVICE_USERS_URL,required"`
+	// UsersTimeout bounds one call to the users service.
+	UsersTimeout time.Duration `env:"USERS_TIMEOUT" envDefault:"2s"`
+}
+
+// run starts the posts service and blocks until ctx ends.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "usage: %s\n\nConfigured from the environment: DATABASE_PATH, %s, USERS_TIMEOUT,\n"+
+			"%s, %s, %s and the kit's variables (see docs/contract.md).\n",
+			args[0], contract.ServiceURLEnv("users"), contract.EnvBrokerKind, contract.EnvBrokerURL, contract.QueueEnv(mailjob.Queue))
+	}
+	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+
+	var own config
+	cfg, err := kit.LoadConfig(getenv, &own, mailjob.Queue)
+	if err != nil {
+		return err
+	}
+	if cfg.BrokerKind == "" {
+		return fmt.Errorf("config: required environment variable %s is not set (posts publishes comment e-mails)", contract.EnvBrokerKind)
+	}
+	if own.UsersTimeout <= 0 {
+		return fmt.Errorf("config: invalid USERS_TIMEOUT %s: want a positive duration", own.UsersTimeout)
+	}
+	users, err := newUsersClient(own.UsersURL, own.UsersTimeout)
+	if err != nil {
+		return fmt.Errorf("config: invalid %s: %w", contract.ServiceURLEnv("users"), err)
+	}
+
+	// The database first: it is local and quick, and failing here leaves no
+	// listener or broker connection to clean up.
+	db, err := sqlitedb.Open(ctx, own.DatabasePath, migrations)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
+	if err != nil {
+		return err
+	}
+	svc.AddReadinessCheck("database", db.PingContext)
+	relay := outbox.NewRelay(db, svc.Broker(), svc.Logger())
+	svc.Go(relay.Run)
+	newRouter(svc.Engine(), &store{db: db}, users, relay, svc.Logger())
+
+	if err := svc.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
