@@ -96,7 +96,9 @@ func (p *Publisher) Publish(_ context.Context, queue string, body []byte) (strin
 
 type wrongQueue struct{ queue string }
 
-func (e *wrongQueue) Error() string { return "published to queue " + e.queue + ", not " + mailjob.Queue }
+func (e *wrongQueue) Error() string {
+	return "published to queue " + e.queue + ", not " + mailjob.Queue
+}
 
 // Jobs returns the jobs published so far.
 func (p *Publisher) Jobs() []mailjob.Job {
