@@ -30,33 +30,48 @@ const MinKeyLength = 32
 // ErrInvalidToken is wrapped by every verification failure.
 var ErrInvalidToken = errors.New("invalid token")
 
-// Tokens signs and verifies HS256 JWTs whose subject is a user id.
-type Tokens struct {
+// Verifier verifies HS256 JWTs whose subject is a user id. The gateway
+// needs only this half.
+type Verifier struct {
 	key []byte
-	ttl time.Duration
 	now func() time.Time
 }
 
-// Option tunes Tokens.
-type Option func(*Tokens)
+// Tokens signs and verifies tokens; the users service issues them.
+type Tokens struct {
+	Verifier
+	ttl time.Duration
+}
+
+// Option tunes a Verifier or Tokens.
+type Option func(*Verifier)
 
 // WithClock replaces time.Now, so tests can issue tokens that are already
 // expired or not yet valid.
-func WithClock(now func() time.Time) Option { return func(t *Tokens) { t.now = now } }
+func WithClock(now func() time.Time) Option { return func(v *Verifier) { v.now = now } }
 
-// New returns Tokens signing with key; issued tokens expire after ttl.
-func New(key []byte, ttl time.Duration, opts ...Option) (*Tokens, error) {
+// NewVerifier returns a Verifier checking signatures with key.
+func NewVerifier(key []byte, opts ...Option) (*Verifier, error) {
 	if len(key) < MinKeyLength {
 		return nil, fmt.Errorf("token signing key is %d bytes: want at least %d", len(key), MinKeyLength)
 	}
+	v := &Verifier{key: append([]byte(nil), key...), now: time.Now}
+	for _, o := range opts {
+		o(v)
+	}
+	return v, nil
+}
+
+// New returns Tokens signing with key; issued tokens expire after ttl.
+func New(key []byte, ttl time.Duration, opts ...Option) (*Tokens, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("token ttl %s: want a positive duration", ttl)
 	}
-	t := &Tokens{key: append([]byte(nil), key...), ttl: ttl, now: time.Now}
-	for _, o := range opts {
-		o(t)
+	v, err := NewVerifier(key, opts...)
+	if err != nil {
+		return nil, err
 	}
-	return t, nil
+	return &Tokens{Verifier: *v, ttl: ttl}, nil
 }
 
 // Issue returns a signed token for userID and when it expires.
@@ -79,15 +94,15 @@ func (t *Tokens) Issue(userID int64) (string, time.Time, error) {
 
 // Verify checks the token's signature, algorithm, issuer and validity window
 // and returns the user id it was issued for.
-func (t *Tokens) Verify(token string) (int64, error) {
+func (v *Verifier) Verify(token string) (int64, error) {
 	var claims jwt.RegisteredClaims
-	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.key, nil },
+	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return v.key, nil },
 		// Pinning the algorithm stops "alg: none" and key-confusion tokens.
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithIssuer(Issuer),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithTimeFunc(t.now),
+		jwt.WithTimeFunc(v.now),
 	)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrInvalidToken, err)

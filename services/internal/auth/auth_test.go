@@ -29,6 +29,14 @@ func TestIssueVerify(t *testing.T) {
 	if err != nil || id != 42 {
 		t.Fatalf("Verify = %d, %v; want 42", id, err)
 	}
+	// The gateway verifies with a Verifier built from the same key.
+	verifier, err := auth.NewVerifier(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := verifier.Verify(token); err != nil || id != 42 {
+		t.Fatalf("Verifier.Verify = %d, %v; want 42", id, err)
+	}
 }
 
 func TestVerifyRejects(t *testing.T) {
@@ -96,6 +104,9 @@ func TestVerifyRejects(t *testing.T) {
 func TestNewRejectsWeakSettings(t *testing.T) {
 	if _, err := auth.New([]byte("short"), time.Hour); err == nil {
 		t.Error("a 5-byte key was accepted")
+	}
+	if _, err := auth.NewVerifier([]byte("short")); err == nil {
+		t.Error("a 5-byte key was accepted by NewVerifier")
 	}
 	if _, err := auth.New(key, 0); err == nil {
 		t.Error("a zero ttl was accepted")
