@@ -85,7 +85,13 @@ func localListener(t *testing.T) net.Listener {
 // the returned buffer.
 func newService(t *testing.T, env map[string]string, opts ...kit.Option) (*kit.Service, *logBuffer) {
 	t.Helper()
-	cfg, err := kit.LoadConfig(envMap(env), nil)
+	return newServiceWithQueues(t, env, nil, opts...)
+}
+
+// newServiceWithQueues is newService for a service using the logical queues.
+func newServiceWithQueues(t *testing.T, env map[string]string, queues []string, opts ...kit.Option) (*kit.Service, *logBuffer) {
+	t.Helper()
+	cfg, err := kit.LoadConfig(envMap(env), nil, queues...)
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}

@@ -290,7 +290,8 @@ func (s *Service) AddReadinessCheck(name string, check CheckFunc) {
 
 // Consume registers a consumer of the logical queue; Run starts it and, on
 // shutdown, cancels it and waits until its in-flight handlers have finished.
-// A panic in handler is recovered and treated as a failed attempt. Consume
+// The driver recovers a panic in handler and treats it as a failed attempt,
+// and runs handler under a span continuing the publisher's trace. Consume
 // must be called before Run.
 func (s *Service) Consume(queue string, handler messaging.Handler, opts messaging.ConsumeOptions) {
 	s.mu.Lock()
@@ -298,24 +299,7 @@ func (s *Service) Consume(queue string, handler messaging.Handler, opts messagin
 	if s.started {
 		panic("kit: Consume called after Run")
 	}
-	s.consumers = append(s.consumers, consumer{queue: queue, handler: s.recoverHandler(queue, handler), opts: opts})
-}
-
-func (s *Service) recoverHandler(queue string, h messaging.Handler) messaging.Handler {
-	return func(ctx context.Context, msg messaging.Message) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				s.log.ErrorContext(ctx, "panic in message handler",
-					slog.String("queue", queue),
-					slog.String("message_id", msg.ID),
-					slog.String("panic", fmt.Sprint(r)),
-					slog.String("stack", string(debug.Stack())),
-				)
-				err = fmt.Errorf("handler panicked: %v", r)
-			}
-		}()
-		return h(ctx, msg)
-	}
+	s.consumers = append(s.consumers, consumer{queue: queue, handler: handler, opts: opts})
 }
 
 // Go runs fn in a goroutine the service tracks. Its context ends when Run

@@ -1,0 +1,163 @@
+package kit_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/courier-dev/courier/services/kit"
+	"github.com/courier-dev/courier/services/kit/contract"
+	"github.com/courier-dev/courier/services/kit/messaging"
+	"github.com/courier-dev/courier/test/brokertest"
+)
+
+// TestServiceWithNATS runs a service against a real (embedded) NATS
+// JetStream server: a request publishes a job, the service's own consumer
+// handles it, the two share a trace id in the logs, and a shutdown with the
+// handler in flight waits for it and acks the message.
+func TestServiceWithNATS(t *testing.T) {
+	n := brokertest.StartNATS(t)
+	env := map[string]string{
+		"COURIER_APP": "blog", "COURIER_SERVICE": "users",
+		"BROKER_KIND": contract.BrokerNATS, "BROKER_URL": n.URL,
+		"QUEUE_EMAILS": "blog.emails", "COURIER_DEV_DECLARE_TOPOLOGY": "true",
+	}
+	svc, logs := newServiceWithQueues(t, env, []string{"emails"})
+
+	svc.Engine().POST("/signup", func(c *gin.Context) {
+		id, err := svc.Broker().Publish(c, "emails", []byte(`{"to":"ada@example.com"}`))
+		if err != nil {
+			kit.WriteInternalError(c, err)
+			return
+		}
+		c.JSON(http.StatusCreated, gin.H{"job": id})
+	})
+	entered, release := make(chan messaging.Message, 1), make(chan struct{})
+	svc.Consume("emails", func(ctx context.Context, msg messaging.Message) error {
+		svc.Logger().InfoContext(ctx, "sending e-mail", "job", msg.ID)
+		entered <- msg
+		<-release
+		return nil
+	}, messaging.ConsumeOptions{Concurrency: 1})
+	r := start(t, svc)
+
+	eventually(t, "ready with the broker connected", func() bool {
+		code, body := get(t, r.adminURL("/readyz"))
+		return code == 200 && strings.Contains(body, `"broker":"ok"`)
+	})
+
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	req, _ := http.NewRequest(http.MethodPost, r.apiURL("/signup"), nil)
+	req.Header.Set("traceparent", "00-"+traceID+"-b7ad6b7169203331-01")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /signup = %d", resp.StatusCode)
+	}
+
+	var msg messaging.Message
+	select {
+	case msg = <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job was not consumed")
+	}
+	families := scrape(t, r)
+	var published float64
+	for _, m := range families[contract.MetricMessagesPublished].GetMetric() {
+		if l := labels(m); l["queue"] == "emails" && l["outcome"] == contract.OutcomeSuccess {
+			published = m.GetCounter().GetValue()
+		}
+	}
+	if published != 1 {
+		t.Errorf("%s{queue=emails,outcome=success} = %v, want 1", contract.MetricMessagesPublished, published)
+	}
+
+	// Shut down with the handler in flight: Run must wait for it.
+	r.cancel()
+	eventually(t, "readiness false", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 503 })
+	select {
+	case err := <-r.done:
+		t.Fatalf("Run returned %v with a message handler in flight", err)
+	default:
+	}
+	close(release)
+	if err := r.wait(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+
+	if access := logs.one(t, "request"); access["trace_id"] != traceID {
+		t.Errorf("access log trace_id = %v, want %s", access["trace_id"], traceID)
+	}
+	if job := logs.one(t, "sending e-mail"); job["trace_id"] != traceID || job["job"] != msg.ID {
+		t.Errorf("consumer log = %v, want trace %s and job %s", job, traceID, msg.ID)
+	}
+
+	// The in-flight message was acked before Run returned: nothing pending,
+	// nothing waiting for an ack, delivered once.
+	nc, err := nats.Connect(n.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(t.Context(), contract.StreamName("blog"), contract.ConsumerName("blog.emails"))
+	if err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatalf("consumer info: %v", err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 || info.Delivered.Consumer != 1 {
+		t.Errorf("consumer state: ack pending %d, pending %d, delivered %d; want 0, 0, 1",
+			info.NumAckPending, info.NumPending, info.Delivered.Consumer)
+	}
+	var consumed float64
+	mfs, err := svc.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != contract.MetricMessagesConsumed {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if l := labels(m); l["queue"] == "emails" && l["outcome"] == contract.OutcomeSuccess {
+				consumed = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if consumed != 1 {
+		t.Errorf("%s{queue=emails,outcome=success} = %v, want 1", contract.MetricMessagesConsumed, consumed)
+	}
+}
+
+// A configured broker that cannot be reached fails New within its context
+// rather than hanging the start.
+func TestNewFailsWhenBrokerUnreachable(t *testing.T) {
+	cfg, err := kit.LoadConfig(envMap(map[string]string{
+		"COURIER_APP": "blog", "BROKER_KIND": contract.BrokerNATS,
+		"BROKER_URL": "nats://" + localListener(t).Addr().String(), // accepts, never speaks NATS
+	}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err = kit.New(ctx, cfg, kit.WithLogOutput(&logBuffer{}), kit.WithListeners(localListener(t), localListener(t)))
+	if err == nil || !strings.Contains(err.Error(), "connect to nats") {
+		t.Errorf("New = %v, want a connect error", err)
+	}
+}
