@@ -17,16 +17,19 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"math/big"
+	"mime/quotedprintable"
 	"net"
 	"net/mail"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,7 +50,8 @@ type Message struct {
 	Raw []byte
 	// Header is Raw's parsed header.
 	Header mail.Header
-	// Body is Raw's body with CRLF line endings turned into LF.
+	// Body is Raw's body, decoded when its Content-Transfer-Encoding is
+	// quoted-printable or base64, with CRLF line endings turned into LF.
 	Body string
 	// TLS reports whether the message arrived over a STARTTLS session.
 	TLS bool
@@ -73,6 +77,9 @@ type Options struct {
 	// TLS offers STARTTLS with a freshly generated self-signed certificate for
 	// 127.0.0.1 and localhost; clients trust it through CACertPEM.
 	TLS bool
+	// RejectRecipients are answered "550 5.1.1 no such mailbox" at RCPT, so
+	// tests can exercise a permanent refusal.
+	RejectRecipients []string
 }
 
 // Sink is a running SMTP server. Its methods are safe for concurrent use.
@@ -342,6 +349,13 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if slices.Contains(ss.sink.opts.RejectRecipients, to) {
+		return &smtp.SMTPError{
+			Code:         550,
+			EnhancedCode: smtp.EnhancedCode{5, 1, 1},
+			Message:      "smtpsink: no such mailbox",
+		}
+	}
 	ss.to = append(ss.to, to)
 	return nil
 }
@@ -359,7 +373,14 @@ func (ss *session) Data(r io.Reader) error {
 			Message:      "smtpsink: malformed message: " + err.Error(),
 		}
 	}
-	body, err := io.ReadAll(parsed.Body)
+	var bodyReader io.Reader = parsed.Body
+	switch strings.ToLower(strings.TrimSpace(parsed.Header.Get("Content-Transfer-Encoding"))) {
+	case "quoted-printable":
+		bodyReader = quotedprintable.NewReader(bodyReader)
+	case "base64":
+		bodyReader = base64.NewDecoder(base64.StdEncoding, bodyReader) // ignores line breaks
+	}
+	body, err := io.ReadAll(bodyReader)
 	if err != nil {
 		return fmt.Errorf("read message body: %w", err)
 	}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/mail"
+	"time"
+
+	"github.com/courier-dev/courier/services/internal/mailjob"
+	"github.com/courier-dev/courier/services/kit"
+	"github.com/courier-dev/courier/services/kit/contract"
+	"github.com/courier-dev/courier/services/kit/messaging"
+)
+
+// config is the mailer's own part of the environment; the kit reads the
+// contract's part.
+type config struct {
+	// DatabasePath is the SQLite file that records sent jobs.
+	DatabasePath string `env:"DATABASE_PATH,required"`
+	// Concurrency bounds the e-mails being sent at once.
+	Concurrency int `env:"MAILER_CONCURRENCY" envDefault:"4"`
+	// MaxDeliveries, RetryBackoff and MaxRetryBackoff shape the retries of
+	// a failing send before the job is dead-lettered. The defaults ride out
+	// about two minutes of SMTP outage (1s, 2s, 4s ... capped at 1m), longer
+	// than the kit's, which suit fast local failures.
+	MaxDeliveries   int           `env:"MAILER_MAX_DELIVERIES" envDefault:"8"`
+	RetryBackoff    time.Duration `env:"MAILER_RETRY_BACKOFF" envDefault:"1s"`
+	MaxRetryBackoff time.Duration `env:"MAILER_MAX_RETRY_BACKOFF" envDefault:"1m"`
+	// SMTP is the outgoing mail server.
+	SMTP SMTPConfig
+}
+
+// run is the whole service: main only adds the signal handling and the exit
+// code, so tests can run the real thing in-process.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, opts ...kit.Option) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+
+	var cfg config
+	kcfg, err := kit.LoadConfig(getenv, &cfg, mailjob.Queue)
+	if err != nil {
+		return err
+	}
+	if kcfg.BrokerKind == "" {
+		return fmt.Errorf("config: required environment variable %s is not set: the mailer consumes %q", contract.EnvBrokerKind, mailjob.Queue)
+	}
+	if cfg.Concurrency < 1 {
+		return fmt.Errorf("config: invalid MAILER_CONCURRENCY %d: want at least 1", cfg.Concurrency)
+	}
+	if cfg.MaxDeliveries < 1 {
+		return fmt.Errorf("config: invalid MAILER_MAX_DELIVERIES %d: want at least 1", cfg.MaxDeliveries)
+	}
+	if cfg.RetryBackoff <= 0 || cfg.MaxRetryBackoff < cfg.RetryBackoff {
+		return fmt.Errorf("config: invalid MAILER_RETRY_BACKOFF %s or MAILER_MAX_RETRY_BACKOFF %s: want 0 < first <= max",
+			cfg.RetryBackoff, cfg.MaxRetryBackoff)
+	}
+	from, err := mail.ParseAddress(cfg.SMTP.From)
+	if err != nil {
+		return fmt.Errorf("config: invalid SMTP_FROM %q: %w", cfg.SMTP.From, err)
+	}
+	sender, err := NewSMTPSender(cfg.SMTP)
+	if err != nil {
+		return err
+	}
+	templates, err := LoadTemplates()
+	if err != nil {
+		return err
+	}
+	store, err := OpenSentStore(ctx, cfg.DatabasePath)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = store.Close() }()
+
+	svc, err := kit.New(ctx, kcfg, append([]kit.Option{kit.WithLogOutput(stdout)}, opts...)...)
+	if err != nil {
+		return err
+	}
+	mailer := NewMailer(templates, sender, store, from, svc.Logger())
+	register(svc, store, mailer, cfg)
+	if err := svc.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// register is the mailer's router: it has no public routes, only the kit's
+// admin endpoints, a database readiness check and the one consumer.
+func register(svc *kit.Service, store *SentStore, mailer *Mailer, cfg config) {
+	svc.AddReadinessCheck("database", store.Ping)
+	svc.Consume(mailjob.Queue, mailer.Handle, messaging.ConsumeOptions{
+		Concurrency:     cfg.Concurrency,
+		MaxDeliveries:   cfg.MaxDeliveries,
+		RetryBackoff:    cfg.RetryBackoff,
+		MaxRetryBackoff: cfg.MaxRetryBackoff,
+	})
+}
