@@ -1,0 +1,254 @@
+package resource
+
+import (
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/services/kit/contract"
+)
+
+// Prometheus scrape annotations on the pod template, honoured by the common
+// "kubernetes-pods" scrape configuration.
+const (
+	AnnotationScrape = "prometheus.io/scrape"
+	AnnotationPort   = "prometheus.io/port"
+	AnnotationPath   = "prometheus.io/path"
+)
+
+// preStopSleepSeconds keeps a terminating pod serving while endpoint
+// controllers and proxies stop routing to it; SIGTERM only follows the pause.
+// It uses the kubelet's sleep action because service images are distroless
+// and have no shell or sleep binary to exec.
+const preStopSleepSeconds = 5
+
+// tmpVolume is the writable scratch directory of a container whose root
+// filesystem is read-only.
+const tmpVolume = "tmp"
+
+// Deployment runs a service: one container on the contract's ports and
+// environment, probed and scraped on the admin port, under a restricted
+// security context.
+func Deployment(in Input) *appsv1ac.DeploymentApplyConfiguration {
+	app, svc := in.App, in.Service
+	name := Name(app.Name, svc.Name)
+	metricsPort, _ := port(svc, metricsPortName(svc))
+
+	return appsv1ac.Deployment(name, app.Namespace).
+		WithLabels(Labels(app.Name, svc.Name)).
+		WithOwnerReferences(ownerReference(app)).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(replicas(svc)).
+			WithSelector(selector(app.Name, svc.Name)).
+			// Surge instead of taking pods down, so a single-replica service
+			// keeps serving through a rollout.
+			WithStrategy(appsv1ac.DeploymentStrategy().
+				WithType(appsv1.RollingUpdateDeploymentStrategyType).
+				WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
+					WithMaxSurge(intstr.FromString("25%")).
+					WithMaxUnavailable(intstr.FromInt32(0)))).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(Labels(app.Name, svc.Name)).
+				WithAnnotations(map[string]string{
+					AnnotationScrape: "true",
+					AnnotationPort:   strconv.Itoa(int(metricsPort)),
+					AnnotationPath:   metricsPath(svc),
+				}).
+				WithSpec(corev1ac.PodSpec().
+					// Services never talk to the Kubernetes API.
+					WithAutomountServiceAccountToken(false).
+					// Callers get explicit SERVICE_<NAME>_URL variables; the
+					// legacy per-Service variables would only add noise.
+					WithEnableServiceLinks(false).
+					WithSecurityContext(corev1ac.PodSecurityContext().
+						WithRunAsNonRoot(true).
+						WithSeccompProfile(corev1ac.SeccompProfile().
+							WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+					WithContainers(container(in)).
+					WithVolumes(corev1ac.Volume().
+						WithName(tmpVolume).
+						WithEmptyDir(corev1ac.EmptyDirVolumeSource())))))
+}
+
+func container(in Input) *corev1ac.ContainerApplyConfiguration {
+	svc := in.Service
+	c := corev1ac.Container().
+		WithName(svc.Name).
+		WithImage(svc.Image).
+		WithPorts(
+			corev1ac.ContainerPort().
+				WithName(contract.HTTPPortName).
+				WithContainerPort(httpPort(svc)).
+				WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().
+				WithName(contract.AdminPortName).
+				WithContainerPort(adminPort(svc)).
+				WithProtocol(corev1.ProtocolTCP)).
+		WithEnv(env(in)...).
+		WithResources(resources(svc)).
+		WithLivenessProbe(probe(svc, liveness, overrides(svc).Liveness)).
+		WithReadinessProbe(probe(svc, readiness, overrides(svc).Readiness)).
+		WithStartupProbe(probe(svc, startup, overrides(svc).Startup)).
+		WithLifecycle(corev1ac.Lifecycle().
+			WithPreStop(corev1ac.LifecycleHandler().
+				WithSleep(corev1ac.SleepAction().WithSeconds(preStopSleepSeconds)))).
+		// Distroless images have no shell to inspect a crash with; the log
+		// tail in the pod status is the next best thing.
+		WithTerminationMessagePolicy(corev1.TerminationMessageFallbackToLogsOnError).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithRunAsNonRoot(true).
+			WithAllowPrivilegeEscalation(false).
+			WithReadOnlyRootFilesystem(true).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")).
+			WithSeccompProfile(corev1ac.SeccompProfile().
+				WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+		WithVolumeMounts(corev1ac.VolumeMount().
+			WithName(tmpVolume).
+			WithMountPath("/tmp"))
+	if svc.ImagePullPolicy != "" {
+		c.WithImagePullPolicy(svc.ImagePullPolicy)
+	}
+	if len(svc.Command) > 0 {
+		c.WithCommand(svc.Command...)
+	}
+	if len(svc.Args) > 0 {
+		c.WithArgs(svc.Args...)
+	}
+	for i := range svc.EnvFrom {
+		c.WithEnvFrom(applyConfig[corev1ac.EnvFromSourceApplyConfiguration](svc.EnvFrom[i]))
+	}
+	return c
+}
+
+// env is the contract's environment followed by the service's own variables.
+// A variable of the service's that has the name of a contract variable
+// replaces it in place: server-side apply rejects duplicate names, and the
+// user's explicit choice wins.
+func env(in Input) []*corev1ac.EnvVarApplyConfiguration {
+	app, svc := in.App, in.Service
+	vars := []*corev1ac.EnvVarApplyConfiguration{
+		envValue(contract.EnvAppName, app.Name),
+		envValue(contract.EnvServiceName, svc.Name),
+		envField(contract.EnvPodName, "metadata.name"),
+		envField(contract.EnvPodNamespace, "metadata.namespace"),
+		envValue(contract.EnvHTTPPort, strconv.Itoa(int(httpPort(svc)))),
+		envValue(contract.EnvAdminPort, strconv.Itoa(int(adminPort(svc)))),
+	}
+	for _, callee := range svc.Calls {
+		vars = append(vars, envValue(contract.ServiceURLEnv(callee), serviceURL(app, callee)))
+	}
+
+	index := make(map[string]int, len(vars))
+	for i, v := range vars {
+		index[*v.Name] = i
+	}
+	for i := range svc.Env {
+		v := applyConfig[corev1ac.EnvVarApplyConfiguration](svc.Env[i])
+		if at, ok := index[svc.Env[i].Name]; ok {
+			vars[at] = v
+			continue
+		}
+		vars = append(vars, v)
+	}
+	return vars
+}
+
+// serviceURL is the in-cluster base URL of the app's service named callee.
+// The API guarantees callee exists; the default port covers the impossible
+// case rather than building a URL without one.
+func serviceURL(app *v1alpha1.MicroserviceApp, callee string) string {
+	p := contract.HTTPPort
+	for i := range app.Spec.Services {
+		if app.Spec.Services[i].Name == callee {
+			p = httpPort(&app.Spec.Services[i])
+		}
+	}
+	return "http://" + Name(app.Name, callee) + "." + app.Namespace + ".svc:" + strconv.Itoa(int(p))
+}
+
+func envValue(name, value string) *corev1ac.EnvVarApplyConfiguration {
+	return corev1ac.EnvVar().WithName(name).WithValue(value)
+}
+
+func envField(name, fieldPath string) *corev1ac.EnvVarApplyConfiguration {
+	return corev1ac.EnvVar().WithName(name).WithValueFrom(corev1ac.EnvVarSource().
+		WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath(fieldPath)))
+}
+
+func resources(svc *v1alpha1.Service) *corev1ac.ResourceRequirementsApplyConfiguration {
+	if svc.Resources != nil {
+		return applyConfig[corev1ac.ResourceRequirementsApplyConfiguration](svc.Resources)
+	}
+	return corev1ac.ResourceRequirements().
+		WithRequests(corev1.ResourceList{
+			corev1.ResourceCPU:    defaultCPURequest,
+			corev1.ResourceMemory: defaultMemoryRequest,
+		}).
+		WithLimits(corev1.ResourceList{
+			corev1.ResourceCPU:    defaultCPULimit,
+			corev1.ResourceMemory: defaultMemoryLimit,
+		})
+}
+
+// probeDefaults are a probe's settings when the app overrides none.
+type probeDefaults struct {
+	path                                    string
+	periodSeconds, timeoutSeconds, failures int32
+	initialDelaySeconds                     int32
+}
+
+var (
+	liveness  = probeDefaults{path: contract.LivezPath, periodSeconds: 10, timeoutSeconds: 1, failures: 3}
+	readiness = probeDefaults{path: contract.ReadyzPath, periodSeconds: 5, timeoutSeconds: 1, failures: 3}
+	// startup allows 30 × 2s = 60s to start before liveness takes over.
+	startup = probeDefaults{path: contract.LivezPath, periodSeconds: 2, timeoutSeconds: 1, failures: 30}
+)
+
+func overrides(svc *v1alpha1.Service) v1alpha1.Probes {
+	if svc.Probes == nil {
+		return v1alpha1.Probes{}
+	}
+	return *svc.Probes
+}
+
+// probe is an HTTP probe on a named port, with every timing field set so that
+// the operator owns, and rolls back edits to, all of them.
+func probe(svc *v1alpha1.Service, def probeDefaults, o *v1alpha1.Probe) *corev1ac.ProbeApplyConfiguration {
+	if o == nil {
+		o = &v1alpha1.Probe{}
+	}
+	path := def.path
+	if o.Path != "" {
+		path = o.Path
+	}
+	_, portName := port(svc, o.Port)
+	return corev1ac.Probe().
+		WithHTTPGet(corev1ac.HTTPGetAction().
+			WithPath(path).
+			WithPort(intstr.FromString(portName)).
+			WithScheme(corev1.URISchemeHTTP)).
+		WithInitialDelaySeconds(ptr.Deref(o.InitialDelaySeconds, def.initialDelaySeconds)).
+		WithPeriodSeconds(ptr.Deref(o.PeriodSeconds, def.periodSeconds)).
+		WithTimeoutSeconds(ptr.Deref(o.TimeoutSeconds, def.timeoutSeconds)).
+		WithFailureThreshold(ptr.Deref(o.FailureThreshold, def.failures))
+}
+
+func metricsPath(svc *v1alpha1.Service) string {
+	if svc.Metrics == nil || svc.Metrics.Path == "" {
+		return contract.MetricsPath
+	}
+	return svc.Metrics.Path
+}
+
+func metricsPortName(svc *v1alpha1.Service) v1alpha1.PortName {
+	if svc.Metrics == nil {
+		return v1alpha1.PortAdmin
+	}
+	return svc.Metrics.Port
+}
