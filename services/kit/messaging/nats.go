@@ -47,6 +47,8 @@ const (
 	natsPublishTimeout = 5 * time.Second
 	// natsAckTimeout bounds the wait for the server to confirm an ack.
 	natsAckTimeout = 5 * time.Second
+	// natsAckRetryFor bounds the retries of one ack, well within AckWait.
+	natsAckRetryFor = 10 * time.Second
 	// natsAckWait is the AckWait of consumers the kit declares itself.
 	natsAckWait = 30 * time.Second
 	// maxReasonLen keeps the dead-letter reason header within reason.
@@ -74,7 +76,10 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if c.IsClosed() || n.life.isClosing() {
+				return // our own Close, not an outage
+			}
 			n.log.Warn("nats disconnected, reconnecting", "error", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
@@ -116,6 +121,15 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 		if err := declareNATSStream(ctx, n.js, n.stream, cfg.physicalQueues()); err != nil {
 			nc.Close()
 			return nil, err
+		}
+		// Durable consumers exist from the start, as the operator makes
+		// them, so messages published before the first Consume are kept
+		// for it; Consume then tunes them to its options.
+		for _, p := range cfg.physicalQueues() {
+			if _, err := n.declareConsumer(ctx, p, ConsumeOptions{}.withDefaults()); err != nil {
+				nc.Close()
+				return nil, err
+			}
 		}
 	}
 	return n, nil
@@ -217,14 +231,22 @@ func (n *natsBroker) Consume(ctx context.Context, queue string, handler Handler,
 // consumer binds to the operator's durable consumer, or declares it with
 // settings matching opts when the kit owns the topology.
 func (n *natsBroker) consumer(ctx context.Context, physical string, opts ConsumeOptions) (jetstream.Consumer, error) {
-	name := contract.ConsumerName(physical)
-	if !n.cfg.DeclareTopology {
-		c, err := n.js.Consumer(ctx, n.stream, name)
-		if err != nil {
-			return nil, fmt.Errorf("bind consumer %q of stream %q: %w", name, n.stream, err)
-		}
-		return c, nil
+	if n.cfg.DeclareTopology {
+		return n.declareConsumer(ctx, physical, opts)
 	}
+	name := contract.ConsumerName(physical)
+	c, err := n.js.Consumer(ctx, n.stream, name)
+	if err != nil {
+		return nil, fmt.Errorf("bind consumer %q of stream %q: %w", name, n.stream, err)
+	}
+	return c, nil
+}
+
+// declareConsumer creates or updates physical's durable consumer: explicit
+// acks, MaxAckPending = Concurrency and MaxDeliver = MaxDeliveries+1 (see
+// the file comment for the +1).
+func (n *natsBroker) declareConsumer(ctx context.Context, physical string, opts ConsumeOptions) (jetstream.Consumer, error) {
+	name := contract.ConsumerName(physical)
 	c, err := n.js.CreateOrUpdateConsumer(ctx, n.stream, jetstream.ConsumerConfig{
 		Durable:       name,
 		FilterSubject: contract.Subject(physical),
@@ -317,11 +339,7 @@ func (n *natsBroker) handleMsg(ctx context.Context, queue, physical string, hand
 	switch {
 	case err == nil:
 		n.cfg.Metrics.observeConsume(queue, contract.OutcomeSuccess, took)
-		actx, cancel := context.WithTimeout(hctx, natsAckTimeout)
-		defer cancel()
-		// DoubleAck waits for the server, so when Consume returns every
-		// ack it reports is really done.
-		if err := msg.DoubleAck(actx); err != nil {
+		if err := doubleAck(hctx, msg); err != nil {
 			log.WarnContext(hctx, "could not ack; the server will redeliver the message", "error", err)
 		}
 	case IsPermanent(err) || m.Attempt >= opts.MaxDeliveries:
@@ -368,6 +386,19 @@ func (n *natsBroker) deadLetter(ctx context.Context, log *slog.Logger, physical 
 		// and de-duplicated by its id.
 		log.WarnContext(ctx, "could not terminate the dead-lettered message", "error", err)
 	}
+}
+
+// doubleAck acks msg and waits for the server to confirm, so that when
+// Consume returns every ack it reports is really done. An ack that meets a
+// server restart is retried for a while (the ack subject stays valid across
+// it): each ack that gets through is one duplicate fewer.
+func doubleAck(ctx context.Context, msg jetstream.Msg) error {
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		actx, cancel := context.WithTimeout(ctx, natsAckTimeout)
+		defer cancel()
+		return struct{}{}, msg.DoubleAck(actx)
+	}, backoff.WithBackOff(newReconnectBackoff()), backoff.WithMaxElapsedTime(natsAckRetryFor))
+	return err
 }
 
 // keepInProgress tells the server the message is still being worked on

@@ -582,34 +582,40 @@ func tableStrings(t amqp.Table) map[string]string {
 }
 
 // declareRabbitTopology declares what the operator would for each physical
-// queue: its direct exchange and binding, a fanout dead-letter exchange and
-// the dead-letter queue. Quorum queues, because they count deliveries
-// (x-delivery-count) and so keep the attempt limit across consumer crashes.
-// Development and tests only; see Config.DeclareTopology.
+// queue (the same shape as operator/internal/broker.Generate): a direct
+// exchange and the queue bound to it, a direct dead-letter exchange and the
+// dead-letter queue bound with contract.RoutingKey of its name, which the
+// queue's x-dead-letter-routing-key names. Quorum queues, because they count
+// deliveries (x-delivery-count) and so keep the attempt limit across consumer
+// crashes. Development and tests only; see Config.DeclareTopology.
 func declareRabbitTopology(conn *amqp.Connection, physicals []string) error {
 	ch, err := conn.Channel()
 	if err != nil {
 		return fmt.Errorf("declare topology: open channel: %w", err)
 	}
 	defer func() { _ = ch.Close() }()
-	quorum := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}
 	for _, q := range physicals {
 		ex, dlx, dlq := contract.ExchangeName(q), contract.DeadLetterExchangeName(q), contract.DeadLetterQueueName(q)
+		dlKey := contract.RoutingKey(dlq)
 		steps := []struct {
 			what string
 			do   func() error
 		}{
+			{"exchange " + dlx, func() error { return ch.ExchangeDeclare(dlx, amqp.ExchangeDirect, true, false, false, false, nil) }},
 			{"exchange " + ex, func() error { return ch.ExchangeDeclare(ex, amqp.ExchangeDirect, true, false, false, false, nil) }},
-			{"exchange " + dlx, func() error { return ch.ExchangeDeclare(dlx, amqp.ExchangeFanout, true, false, false, false, nil) }},
-			{"queue " + dlq, func() error { _, err := ch.QueueDeclare(dlq, true, false, false, false, quorum); return err }},
-			{"binding " + dlq, func() error { return ch.QueueBind(dlq, "", dlx, false, nil) }},
+			{"queue " + dlq, func() error {
+				_, err := ch.QueueDeclare(dlq, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum})
+				return err
+			}},
 			{"queue " + q, func() error {
 				_, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{
-					amqp.QueueTypeArg:        amqp.QueueTypeQuorum,
-					"x-dead-letter-exchange": dlx,
+					amqp.QueueTypeArg:           amqp.QueueTypeQuorum,
+					"x-dead-letter-exchange":    dlx,
+					"x-dead-letter-routing-key": dlKey,
 				})
 				return err
 			}},
+			{"binding " + dlq, func() error { return ch.QueueBind(dlq, dlKey, dlx, false, nil) }},
 			{"binding " + q, func() error { return ch.QueueBind(q, contract.RoutingKey(q), ex, false, nil) }},
 		}
 		for _, s := range steps {
