@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/courier-dev/courier/services/internal/auth"
+	"github.com/courier-dev/courier/services/kit"
+	"github.com/courier-dev/courier/services/kit/contract"
+)
+
+// config is the gateway's own configuration; the kit reads the rest (ports,
+// timeouts) from the contract's variables.
+type config struct {
+	// UsersURL and PostsURL are the upstreams' base URLs, set by the operator
+	// as contract.ServiceURLEnv("users") and contract.ServiceURLEnv("posts").
+	UsersURL string `env:"SERVICE_USERS_URL,required"`
+	PostsURL string `env:"SERVICE_POSTS_URL,required"`
+	// TokenSigningKey verifies sign-in tokens; the same key users signs with.
+	TokenSigningKey string `env:"TOKEN_SIGNING_KEY,required"`
+	// UpstreamTimeout bounds one forwarded request; it must be shorter than
+	// the kit's REQUEST_TIMEOUT so the client gets the gateway's 504.
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"5s"`
+}
+
+// run starts the gateway and blocks until ctx ends.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "usage: %s\n\nConfigured from the environment: %s, %s, TOKEN_SIGNING_KEY,\n"+
+			"UPSTREAM_TIMEOUT and the kit's variables (see docs/contract.md).\n",
+			args[0], contract.ServiceURLEnv("users"), contract.ServiceURLEnv("posts"))
+	}
+	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+
+	var own config
+	cfg, err := kit.LoadConfig(getenv, &own)
+	if err != nil {
+		return err
+	}
+	if own.UpstreamTimeout <= 0 || own.UpstreamTimeout >= cfg.RequestTimeout {
+		return fmt.Errorf("config: invalid UPSTREAM_TIMEOUT %s: want a positive duration below %s (%s)",
+			own.UpstreamTimeout, contract.EnvRequestTimeout, cfg.RequestTimeout)
+	}
+	tokens, err := auth.NewVerifier([]byte(own.TokenSigningKey))
+	if err != nil {
+		return fmt.Errorf("config: invalid TOKEN_SIGNING_KEY: %w", err)
+	}
+
+	usersURL, err := parseBaseURL(own.UsersURL)
+	if err != nil {
+		return fmt.Errorf("config: invalid %s: %w", contract.ServiceURLEnv("users"), err)
+	}
+	postsURL, err := parseBaseURL(own.PostsURL)
+	if err != nil {
+		return fmt.Errorf("config: invalid %s: %w", contract.ServiceURLEnv("posts"), err)
+	}
+
+	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
+	if err != nil {
+		return err
+	}
+	log := svc.Logger()
+	newRouter(svc.Engine(),
+		newUpstream("users", usersURL, own.UpstreamTimeout, log),
+		newUpstream("posts", postsURL, own.UpstreamTimeout, log),
+		tokens)
+
+	if err := svc.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
