@@ -1,0 +1,430 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/courier-dev/courier/services/internal/mailjob"
+	"github.com/courier-dev/courier/services/kit"
+	"github.com/courier-dev/courier/services/kit/contract"
+	"github.com/courier-dev/courier/services/kit/messaging"
+	"github.com/courier-dev/courier/test/brokertest"
+	"github.com/courier-dev/courier/test/smtpsink"
+)
+
+const testApp = "blog"
+
+var physicalEmails = contract.QueueName(testApp, mailjob.Queue)
+
+// world is a real broker, a real SMTP server and a database path shared by
+// the mailer processes a test starts.
+type world struct {
+	nats   *brokertest.NATS
+	sink   *smtpsink.Sink
+	dbPath string
+	env    map[string]string
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{
+		nats:   brokertest.StartNATS(t),
+		sink:   smtpsink.StartTest(t, smtpsink.Options{}),
+		dbPath: filepath.Join(t.TempDir(), "mailer.db"),
+	}
+	w.env = map[string]string{
+		contract.EnvAppName:            testApp,
+		contract.EnvServiceName:        "mailer",
+		contract.EnvBrokerKind:         contract.BrokerNATS,
+		contract.EnvBrokerURL:          w.nats.URL,
+		contract.QueueEnv("emails"):    physicalEmails,
+		contract.EnvDevDeclareTopology: "true",
+		contract.EnvShutdownGrace:      "10s",
+		"DATABASE_PATH":                w.dbPath,
+		"SMTP_HOST":                    w.sink.Host(),
+		"SMTP_PORT":                    strconv.Itoa(w.sink.Port()),
+		"SMTP_FROM":                    "Courier Blog <no-reply@courier.test>",
+		"SMTP_TIMEOUT":                 "5s",
+		"MAILER_RETRY_BACKOFF":         "50ms",
+		"MAILER_MAX_RETRY_BACKOFF":     "200ms",
+	}
+	return w
+}
+
+// mailerProcess is one run of the service in the test process.
+type mailerProcess struct {
+	adminURL string
+	logs     *syncBuffer
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// start runs the mailer's run function, as main would, until stop.
+func (w *world) start(t *testing.T) *mailerProcess {
+	t.Helper()
+	api, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &mailerProcess{
+		adminURL: "http://" + admin.Addr().String(),
+		logs:     &syncBuffer{},
+		cancel:   cancel,
+		done:     make(chan error, 1),
+	}
+	getenv := func(k string) string { return w.env[k] }
+	go func() {
+		p.done <- run(ctx, []string{"mailer"}, getenv, p.logs, kit.WithListeners(api, admin), kit.WithReadiness(50*time.Millisecond, time.Second))
+	}()
+	t.Cleanup(func() {
+		if err := p.stop(); err != nil {
+			t.Errorf("mailer shutdown: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("mailer output:\n%s", p.logs.String())
+		}
+	})
+	eventually(t, 20*time.Second, "mailer ready", func() bool {
+		select {
+		case err := <-p.done:
+			t.Fatalf("mailer exited at start: %v\n%s", err, p.logs.String())
+		default:
+		}
+		resp, err := http.Get(p.adminURL + contract.ReadyzPath)
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return p
+}
+
+// stop cancels the run, as SIGTERM would, and returns its result once.
+func (p *mailerProcess) stop() error {
+	p.cancel()
+	err, ok := <-p.done
+	if !ok {
+		return nil
+	}
+	close(p.done)
+	return err
+}
+
+// consumed reads messages_consumed_total for the emails queue from /metrics.
+func (p *mailerProcess) consumed(t *testing.T, outcome string) int {
+	t.Helper()
+	resp, err := http.Get(p.adminURL + contract.MetricsPath)
+	if err != nil {
+		t.Fatalf("scrape metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, contract.MetricMessagesConsumed+"{") &&
+			strings.Contains(line, `outcome="`+outcome+`"`) && strings.Contains(line, `queue="`+mailjob.Queue+`"`) {
+			f := strings.Fields(line)
+			n, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("parse %q: %v", line, err)
+			}
+			return int(n)
+		}
+	}
+	return 0
+}
+
+// publisher connects as users or posts would and publishes raw bodies.
+func (w *world) publisher(t *testing.T) messaging.Broker {
+	t.Helper()
+	b, err := messaging.Connect(t.Context(), messaging.Config{
+		Kind:            contract.BrokerNATS,
+		URL:             w.nats.URL,
+		App:             testApp,
+		Queues:          map[string]string{mailjob.Queue: physicalEmails},
+		DeclareTopology: true,
+	})
+	if err != nil {
+		t.Fatalf("connect publisher: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	return b
+}
+
+func (w *world) jetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(w.nats.URL)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// backlog is what the mailer's durable consumer has not acked yet.
+func (w *world) backlog(t *testing.T) int {
+	t.Helper()
+	cons, err := w.jetStream(t).Consumer(t.Context(), contract.StreamName(testApp), contract.ConsumerName(physicalEmails))
+	if err != nil {
+		t.Fatalf("bind consumer: %v", err)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatalf("consumer info: %v", err)
+	}
+	return int(info.NumPending) + info.NumAckPending
+}
+
+// deadLetter waits for the one dead letter of the emails queue.
+func (w *world) deadLetter(t *testing.T) jetstream.Msg {
+	t.Helper()
+	// The stream is a work queue, so a reader needs a durable consumer with
+	// explicit acks, filtered to the dead-letter subject only.
+	cons, err := w.jetStream(t).CreateOrUpdateConsumer(t.Context(), contract.StreamName(testApp), jetstream.ConsumerConfig{
+		Durable:       "test-dead-letters",
+		FilterSubject: contract.DeadLetterSubject(physicalEmails),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		t.Fatalf("dead-letter consumer: %v", err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
+	if err != nil {
+		t.Fatalf("no dead letter on %s: %v", contract.DeadLetterSubject(physicalEmails), err)
+	}
+	if err := m.DoubleAck(t.Context()); err != nil {
+		t.Fatalf("ack dead letter: %v", err)
+	}
+	return m
+}
+
+func publishJob(t *testing.T, b messaging.Broker, job mailjob.Job) {
+	t.Helper()
+	body, err := mailjob.Encode(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(t.Context(), mailjob.Queue, body); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+}
+
+// The broker redelivers a job whose e-mail went out and was recorded but
+// whose ack never arrived, because the process died: the restarted mailer
+// acks it without sending, so the inbox holds one e-mail.
+func TestRunRedeliveryAfterCrashSendsOnce(t *testing.T) {
+	w := newWorld(t)
+	pub := w.publisher(t)
+	job := welcomeJob("ada@example.com", "Ada")
+
+	// The first "process": the mailer's own handler on a real consumer,
+	// which dies right after the handler succeeded, before the ack.
+	f := &fixture{sink: w.sink, dbPath: w.dbPath}
+	f.open(t, SMTPConfig{})
+	crashing, err := messaging.Connect(t.Context(), messaging.Config{
+		Kind: contract.BrokerNATS, URL: w.nats.URL, App: testApp,
+		Queues: map[string]string{mailjob.Queue: physicalEmails}, DeclareTopology: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handled := make(chan struct{})
+	consumeCtx, stopConsuming := context.WithCancel(t.Context())
+	consumed := make(chan error, 1)
+	go func() {
+		consumed <- crashing.Consume(consumeCtx, mailjob.Queue, func(ctx context.Context, msg messaging.Message) error {
+			if err := f.mailer.Handle(ctx, msg); err != nil {
+				return err
+			}
+			close(handled)
+			// The process dies here, and no ack leaves it. Returning an
+			// error makes the driver Nak, which redelivers at once what an
+			// expired AckWait would redeliver after 30s; the mailer cannot
+			// tell the two apart, it only sees attempt 2.
+			<-consumeCtx.Done()
+			return errors.New("crashed before the ack")
+		}, messaging.ConsumeOptions{RetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: 50 * time.Millisecond})
+	}()
+	publishJob(t, pub, job)
+	select {
+	case <-handled:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the first mailer never handled the job")
+	}
+	stopConsuming()
+	if err := <-consumed; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("first consumer: %v", err)
+	}
+	_ = crashing.Close(context.Background())
+	_ = f.store.Close()
+	if n := len(w.sink.Messages()); n != 1 {
+		t.Fatalf("after the first delivery the sink has %d messages, want 1", n)
+	}
+
+	// The restarted mailer, the real service, gets the redelivery.
+	p := w.start(t)
+	eventually(t, 20*time.Second, "redelivered job acked", func() bool {
+		return p.consumed(t, contract.OutcomeSuccess) == 1 && w.backlog(t) == 0
+	})
+	if n := len(w.sink.Messages()); n != 1 {
+		t.Fatalf("sink has %d messages after the redelivery, want exactly 1", n)
+	}
+	if !strings.Contains(p.logs.String(), "e-mail already sent") {
+		t.Errorf("the restarted mailer did not log the skipped resend:\n%s", p.logs.String())
+	}
+}
+
+func TestRunSendsPublishedJobs(t *testing.T) {
+	w := newWorld(t)
+	p := w.start(t)
+	pub := w.publisher(t)
+	jobs := []mailjob.Job{welcomeJob("ada@example.com", "Ada"), welcomeJob("grace@example.com", "Grace")}
+	for _, j := range jobs {
+		publishJob(t, pub, j)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	msgs, err := w.sink.WaitCount(ctx, len(jobs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, m := range msgs {
+		got[m.Header.Get("Message-Id")] = m.To[0]
+	}
+	for _, j := range jobs {
+		if to := got["<"+j.ID+"@courier>"]; to != j.To {
+			t.Errorf("job %s: e-mail to %q, want %q (got %v)", j.ID, to, j.To, got)
+		}
+	}
+	eventually(t, 10*time.Second, "both jobs acked", func() bool {
+		return p.consumed(t, contract.OutcomeSuccess) == 2 && w.backlog(t) == 0
+	})
+}
+
+// A failing SMTP server gets the job retried with backoff up to the delivery
+// limit; then the job lands in the dead-letter subject, not in a loop.
+func TestRunRetriesThenDeadLettersWhenSMTPFails(t *testing.T) {
+	w := newWorld(t)
+	w.env["MAILER_MAX_DELIVERIES"] = "3"
+	w.sink.Fail(-1)
+	p := w.start(t)
+	job := welcomeJob("ada@example.com", "Ada")
+	publishJob(t, w.publisher(t), job)
+
+	dead := w.deadLetter(t)
+	if got, err := mailjob.Decode(dead.Data()); err != nil || got.ID != job.ID {
+		t.Errorf("dead letter holds %q (%v), want job %s", dead.Data(), err, job.ID)
+	}
+	if got := dead.Headers().Get(messaging.HeaderDeliveries); got != "3" {
+		t.Errorf("dead letter after %s deliveries, want 3", got)
+	}
+	if got := w.sink.Rejected(); got != 3 {
+		t.Errorf("SMTP server saw %d attempts, want 3", got)
+	}
+	if got := p.consumed(t, contract.OutcomeRetry); got != 2 {
+		t.Errorf("%d retries counted, want 2", got)
+	}
+	if n := len(w.sink.Messages()); n != 0 {
+		t.Errorf("sink has %d messages, want 0", n)
+	}
+}
+
+// A job that can never be decoded is dead-lettered on its first delivery.
+func TestRunDeadLettersUndecodableJob(t *testing.T) {
+	w := newWorld(t)
+	p := w.start(t)
+	if _, err := w.publisher(t).Publish(t.Context(), mailjob.Queue, []byte("{not a job")); err != nil {
+		t.Fatal(err)
+	}
+	dead := w.deadLetter(t)
+	if got := dead.Headers().Get(messaging.HeaderDeliveries); got != "1" {
+		t.Errorf("dead-lettered after %s deliveries, want 1", got)
+	}
+	if reason := dead.Headers().Get(messaging.HeaderDeadLetterReason); !strings.Contains(reason, "decode") {
+		t.Errorf("dead-letter reason %q does not say the job did not decode", reason)
+	}
+	if got := p.consumed(t, contract.OutcomeRetry); got != 0 {
+		t.Errorf("%d retries of an undecodable job, want 0", got)
+	}
+}
+
+func TestRunConfigErrorsNameTheVariable(t *testing.T) {
+	w := newWorld(t)
+	for _, missing := range []string{"SMTP_HOST", "DATABASE_PATH", contract.QueueEnv("emails"), contract.EnvBrokerKind} {
+		t.Run(missing, func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range w.env {
+				env[k] = v
+			}
+			delete(env, missing)
+			err := run(t.Context(), []string{"mailer"}, func(k string) string { return env[k] }, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), missing) {
+				t.Fatalf("run without %s = %v, want an error naming it", missing, err)
+			}
+		})
+	}
+	env := map[string]string{}
+	for k, v := range w.env {
+		env[k] = v
+	}
+	env["SMTP_FROM"] = "not an address"
+	if err := run(t.Context(), []string{"mailer"}, func(k string) string { return env[k] }, io.Discard); err == nil || !strings.Contains(err.Error(), "SMTP_FROM") {
+		t.Fatalf("run with a bad SMTP_FROM = %v, want an error naming it", err)
+	}
+}
+
+// eventually polls cond every 20ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a strings.Builder safe for the service's log writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
