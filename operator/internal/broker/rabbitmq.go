@@ -1,0 +1,667 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/courier-dev/courier/services/kit/contract"
+	rh "github.com/michaelklishin/rabbit-hole/v2"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Admin is the broker work the controller does for one app. RabbitMQ
+// implements it; a NATS implementation takes the same Topology.
+type Admin interface {
+	// Declare makes the broker match the topology and returns what it had to
+	// change; nil when the broker already matched.
+	Declare(ctx context.Context, ep Endpoint, t Topology, creds Credentials) ([]Change, error)
+	// Delete removes the app's users, queues (per deletion policy) and vhost.
+	Delete(ctx context.Context, ep Endpoint, t Topology) (DeleteResult, error)
+	// QueueStats reads the depth and consumers of every queue.
+	QueueStats(ctx context.Context, ep Endpoint, t Topology) ([]QueueStat, error)
+}
+
+var _ Admin = (*RabbitMQ)(nil)
+
+// Endpoint says where a broker is and who talks to it.
+type Endpoint struct {
+	// ManagementURL is the base URL of the HTTP API, without /api:
+	// "http://blog-broker.apps.svc:15672".
+	ManagementURL string
+	// AMQPHost and AMQPPort are the AMQP listener. Delete uses it to count
+	// the messages of quorum queues, whose HTTP statistics lag behind.
+	AMQPHost string
+	AMQPPort int
+	// Username and Password authenticate both: the administrator for Declare
+	// and Delete, the monitoring user (or the administrator) for QueueStats.
+	Username string
+	Password string
+}
+
+// Credentials are the passwords Declare sets. The controller generates them
+// (GeneratePassword) and keeps them in the services' connection Secrets.
+type Credentials struct {
+	// Services maps a service name to its user's password; every service
+	// that publishes or consumes needs one.
+	Services map[string]string
+	// Monitoring is the password of MonitoringUserName(app).
+	Monitoring string
+}
+
+// DeleteResult says what Delete had to leave on the broker.
+type DeleteResult struct {
+	// Retained lists the queues kept because they still hold messages (or,
+	// rarely, still had consumers after their connections were closed). When
+	// it is not empty the vhost is kept too, with its exchanges, bindings and
+	// policies, so an app re-created with the same name finds its messages.
+	Retained []string
+}
+
+// QueueStat is the state of one logical queue, for the app's status.
+type QueueStat struct {
+	// Queue is the logical name, Name the physical one.
+	Queue string `json:"queue"`
+	Name  string `json:"name"`
+	// Exists is false when the broker has no such queue.
+	Exists bool `json:"exists"`
+	// Messages counts ready and unacknowledged messages; Consumers the
+	// consumers; DeadLetters the messages in the dead-letter queue. They come
+	// from the broker's statistics, which refresh every 5 s by default.
+	Messages    int `json:"messages"`
+	Consumers   int `json:"consumers"`
+	DeadLetters int `json:"deadLetters"`
+}
+
+// Errors callers branch on; match them with errors.Is.
+var (
+	// ErrUnreachable means no answer from the broker: connection refused,
+	// no such host, a timeout. A finalizer may treat it as "the broker is
+	// gone" and proceed.
+	ErrUnreachable = errors.New("broker unreachable")
+	// ErrUnauthorized means the broker refused the credentials.
+	ErrUnauthorized = errors.New("broker refused the credentials")
+	// ErrConflict means the broker holds an entity of the same name that
+	// cannot be changed in place, such as a classic queue where the
+	// topology now wants a quorum queue. Deleting it by hand resolves it.
+	ErrConflict = errors.New("broker holds an incompatible entity")
+)
+
+// Resolver maps the "host:port" of a broker address to the address to dial.
+// In a cluster it is nil (service DNS resolves); tests map a managed
+// broker's service name to the local node.
+type Resolver func(ctx context.Context, addr string) (string, error)
+
+// Option configures RabbitMQ.
+type Option func(*RabbitMQ)
+
+// WithResolver makes every connection to the broker, HTTP and AMQP, dial the
+// address resolve returns.
+func WithResolver(resolve Resolver) Option { return func(r *RabbitMQ) { r.resolve = resolve } }
+
+// WithDialTimeout bounds connecting to the broker (default 5s), so an
+// unreachable broker is reported quickly.
+func WithDialTimeout(d time.Duration) Option { return func(r *RabbitMQ) { r.dialTimeout = d } }
+
+// WithTimeout bounds a whole Declare, Delete or QueueStats (default 1m);
+// the caller's context may end it sooner.
+func WithTimeout(d time.Duration) Option { return func(r *RabbitMQ) { r.timeout = d } }
+
+// RabbitMQ administers RabbitMQ brokers through the HTTP API with
+// rabbit-hole. It holds no per-broker state; one value serves every app.
+type RabbitMQ struct {
+	resolve     Resolver
+	dialTimeout time.Duration
+	timeout     time.Duration
+	transport   *http.Transport
+}
+
+// NewRabbitMQ returns a RabbitMQ admin client.
+func NewRabbitMQ(opts ...Option) *RabbitMQ {
+	r := &RabbitMQ{dialTimeout: 5 * time.Second, timeout: time.Minute}
+	for _, opt := range opts {
+		opt(r)
+	}
+	r.transport = &http.Transport{
+		// No proxy: the broker is an in-cluster Service or an address the
+		// user gave, and the resolver must see the real address.
+		Proxy:                 nil,
+		DialContext:           r.dial,
+		TLSHandshakeTimeout:   r.dialTimeout,
+		ResponseHeaderTimeout: r.timeout,
+	}
+	return r
+}
+
+func (r *RabbitMQ) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if r.resolve != nil {
+		resolved, err := r.resolve(ctx, addr)
+		if err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", addr, err)
+		}
+		addr = resolved
+	}
+	d := net.Dialer{Timeout: r.dialTimeout}
+	return d.DialContext(ctx, network, addr)
+}
+
+// session is one operation against one broker: the caller's context, the
+// operation's own deadline and a rabbit-hole client bound to it.
+type session struct {
+	r      *RabbitMQ
+	ep     Endpoint
+	parent context.Context
+	ctx    context.Context
+	api    *rh.Client
+}
+
+func (r *RabbitMQ) open(ctx context.Context, ep Endpoint) (*session, context.CancelFunc, error) {
+	opCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	api, err := rh.NewTLSClient(strings.TrimSuffix(ep.ManagementURL, "/"), ep.Username, ep.Password,
+		&boundTransport{ctx: opCtx, next: r.transport, user: ep.Username})
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("parse management URL %q: %w", ep.ManagementURL, err)
+	}
+	return &session{r: r, ep: ep, parent: ctx, ctx: opCtx, api: api}, cancel, nil
+}
+
+// boundTransport gives every request of a session the session's context:
+// rabbit-hole's calls take no context, so this is how cancellation and the
+// operation deadline reach them. It also turns a 401 into ErrUnauthorized,
+// which rabbit-hole reports only as text.
+type boundTransport struct {
+	ctx  context.Context
+	next http.RoundTripper
+	user string
+}
+
+func (t *boundTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req.WithContext(t.ctx))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("%w: user %q", ErrUnauthorized, t.user)
+	}
+	return resp, nil
+}
+
+// wrap says what failed and classifies err for the caller.
+func (s *session) wrap(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var apiErr rh.ErrorResponse
+	var urlErr *url.Error
+	switch {
+	case errors.Is(err, ErrUnauthorized), s.parent.Err() != nil:
+		// The caller's cancellation is theirs to interpret; err wraps it.
+		return fmt.Errorf("%s: %w", what, err)
+	case errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusBadRequest &&
+		strings.Contains(apiErr.Reason, "inequivalent arg"):
+		return fmt.Errorf("%s: %w: %w", what, ErrConflict, err)
+	case errors.As(err, &urlErr):
+		// No HTTP answer at all: refused, unresolvable, timed out.
+		return fmt.Errorf("%s: %w: %w", what, ErrUnreachable, err)
+	default:
+		return fmt.Errorf("%s: %w", what, err)
+	}
+}
+
+// write runs one rabbit-hole write and releases its response.
+func (s *session) write(what string, call func() (*http.Response, error)) error {
+	res, err := call()
+	if res != nil && res.Body != nil {
+		_ = res.Body.Close()
+	}
+	return s.wrap(what, err)
+}
+
+func isNotFound(err error) bool {
+	var apiErr rh.ErrorResponse
+	return errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound
+}
+
+// Declare makes the broker match t: it reads the vhost's definitions, users
+// and permissions, computes the difference (plan) and writes only that. It
+// is idempotent: a second call returns no changes. A user deleted by hand is
+// created again, a password changed by hand is reset, a binding or queue
+// deleted by hand comes back, and users Courier created for services the
+// topology no longer has are deleted. On error it returns the changes made
+// before it.
+func (r *RabbitMQ) Declare(ctx context.Context, ep Endpoint, t Topology, creds Credentials) ([]Change, error) {
+	want, err := Generate(t)
+	if err != nil {
+		return nil, err
+	}
+	passwords, err := creds.byUser(t.App, want.Users)
+	if err != nil {
+		return nil, err
+	}
+	s, cancel, err := r.open(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	have, err := s.observe(want.VHost)
+	if err != nil {
+		return nil, err
+	}
+	var done []Change
+	for _, st := range plan(want, passwords, ep.Username, have) {
+		if err := s.write(st.String(), func() (*http.Response, error) { return st.apply(s.api) }); err != nil {
+			return done, err
+		}
+		done = append(done, st.Change)
+	}
+	return done, nil
+}
+
+// byUser maps every user of the settings to its password.
+func (c Credentials) byUser(app string, users []User) (map[string]string, error) {
+	out := make(map[string]string, len(users))
+	var missing []string
+	for _, u := range users {
+		p := c.Monitoring
+		if u.Service != "" {
+			p = c.Services[u.Service]
+		}
+		if p == "" {
+			missing = append(missing, u.Name)
+		}
+		out[u.Name] = p
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("declare %s: no password for user %s", app, strings.Join(missing, ", "))
+	}
+	return out, nil
+}
+
+// observe reads what plan compares: four reads, however big the app.
+func (s *session) observe(vhost string) (observed, error) {
+	have := observed{
+		exchanges:   map[string]rh.ExchangeInfo{},
+		queues:      map[string]rh.QueueInfo{},
+		bindings:    map[Binding]bool{},
+		policies:    map[string]rh.Policy{},
+		users:       map[string]rh.UserInfo{},
+		permissions: map[string]rh.PermissionInfo{},
+	}
+	_, err := s.api.GetVhost(vhost)
+	switch {
+	case isNotFound(err):
+	case err != nil:
+		return have, s.wrap("read vhost "+vhost, err)
+	default:
+		have.vhost = true
+		defs, err := s.api.ListVhostDefinitions(vhost)
+		if err != nil {
+			return have, s.wrap("read definitions of vhost "+vhost, err)
+		}
+		have.read(defs)
+	}
+	users, err := s.api.ListUsers()
+	if err != nil {
+		return have, s.wrap("list users", err)
+	}
+	for _, u := range users {
+		have.users[u.Name] = u
+	}
+	perms, err := s.api.ListPermissions()
+	if err != nil {
+		return have, s.wrap("list permissions", err)
+	}
+	for _, p := range perms {
+		if p.Vhost == vhost {
+			have.permissions[p.User] = p
+		}
+	}
+	return have, nil
+}
+
+// read indexes a vhost's exported definitions.
+func (o *observed) read(defs *rh.ExportedDefinitions) {
+	if defs.Exchanges != nil {
+		for _, e := range *defs.Exchanges {
+			o.exchanges[e.Name] = e
+		}
+	}
+	if defs.Queues != nil {
+		for _, q := range *defs.Queues {
+			o.queues[q.Name] = q
+		}
+	}
+	if defs.Bindings != nil {
+		for _, b := range *defs.Bindings {
+			// Courier's bindings carry no arguments; one with arguments is a
+			// different binding.
+			if b.DestinationType == "queue" && len(b.Arguments) == 0 {
+				o.bindings[Binding{Source: b.Source, Destination: b.Destination, RoutingKey: b.RoutingKey}] = true
+			}
+		}
+	}
+	if defs.Policies != nil {
+		// rabbit-hole leaves exported policies untyped; its Policy type has
+		// the same JSON shape.
+		for _, raw := range *defs.Policies {
+			var p rh.Policy
+			if b, err := json.Marshal(raw); err == nil && json.Unmarshal(b, &p) == nil {
+				o.policies[p.Name] = p
+			}
+		}
+	}
+}
+
+// Delete removes what Declare created for t, in this order:
+//
+//  1. Courier's users of the app (ManagedTag, named after the app's services
+//     or holding permissions in its vhost), so nothing can reconnect;
+//  2. the vhost's open connections, so no message arrives or is in flight
+//     (an unacknowledged message would not count as "held");
+//  3. each queue and then its dead-letter queue: DeletionPolicy Delete
+//     deletes it, Retain deletes it only if it is empty;
+//  4. the vhost, unless a queue was retained: deleting a vhost deletes all
+//     its queues, so a retained queue keeps its vhost (and the exchanges,
+//     bindings and policies in it) alive.
+//
+// Whether a queue is empty: RabbitMQ deletes a classic queue with if-empty
+// atomically, but 3.10 refuses if-empty for quorum queues, and the HTTP API's
+// message counts lag up to the statistics interval. Delete therefore counts a
+// quorum queue's messages with an AMQP passive declare, answered by the queue
+// itself, after step 2 made sure nothing else can publish to it.
+//
+// Everything already gone counts as deleted. If the broker cannot be reached
+// the error wraps ErrUnreachable, after at most the dial timeout.
+func (r *RabbitMQ) Delete(ctx context.Context, ep Endpoint, t Topology) (DeleteResult, error) {
+	var result DeleteResult
+	if t.App == "" {
+		return result, fmt.Errorf("delete: %w: app: name is empty", ErrInvalidTopology)
+	}
+	s, cancel, err := r.open(ctx, ep)
+	if err != nil {
+		return result, err
+	}
+	defer cancel()
+	vhost := t.App
+
+	if err := s.deleteUsers(t); err != nil {
+		return result, err
+	}
+	_, err = s.api.GetVhost(vhost)
+	if isNotFound(err) {
+		return result, nil
+	}
+	if err != nil {
+		return result, s.wrap("read vhost "+vhost, err)
+	}
+	if err := s.closeConnections(vhost); err != nil {
+		return result, err
+	}
+	// The admin may have lost its access to the vhost by hand; queue
+	// operations over HTTP need it.
+	if err := s.write("grant "+ep.Username+" access to vhost "+vhost, func() (*http.Response, error) {
+		return s.api.UpdatePermissionsIn(vhost, ep.Username, fullAccess)
+	}); err != nil {
+		return result, err
+	}
+	queues := slices.Clone(t.Queues)
+	slices.SortFunc(queues, func(a, b QueueSpec) int { return strings.Compare(a.Name, b.Name) })
+	var amqpConn *amqp.Connection
+	defer func() {
+		if amqpConn != nil {
+			_ = amqpConn.Close()
+		}
+	}()
+	for _, q := range queues {
+		p := contract.QueueName(t.App, q.Name)
+		// The queue before its dead-letter queue: a message expiring from
+		// the queue meanwhile moves to the DLQ, which is looked at later.
+		for _, name := range []string{p, contract.DeadLetterQueueName(p)} {
+			if q.deletionPolicy() == Delete {
+				if err := s.write("delete queue "+name, func() (*http.Response, error) {
+					return s.api.DeleteQueue(vhost, name)
+				}); err != nil {
+					return result, err
+				}
+				continue
+			}
+			if q.Type == QueueQuorum && amqpConn == nil {
+				if amqpConn, err = s.dialAMQP(vhost); err != nil {
+					return result, err
+				}
+			}
+			retained, err := s.deleteIfEmpty(vhost, name, q.Type, amqpConn)
+			if err != nil {
+				return result, err
+			}
+			if retained {
+				result.Retained = append(result.Retained, name)
+			}
+		}
+	}
+	if len(result.Retained) > 0 {
+		return result, nil
+	}
+	return result, s.write("delete vhost "+vhost, func() (*http.Response, error) {
+		return s.api.DeleteVhost(vhost)
+	})
+}
+
+// deleteUsers deletes the app's users Courier created: those named after the
+// topology's services or the monitoring user, and any other Courier user
+// with permissions in the vhost (a service removed from the app earlier).
+func (s *session) deleteUsers(t Topology) error {
+	names := map[string]bool{MonitoringUserName(t.App): true}
+	for _, svc := range t.Services {
+		names[UserName(t.App, svc.Name)] = true
+	}
+	perms, err := s.api.ListPermissions()
+	if err != nil {
+		return s.wrap("list permissions", err)
+	}
+	for _, p := range perms {
+		if p.Vhost == t.App {
+			names[p.User] = true
+		}
+	}
+	users, err := s.api.ListUsers()
+	if err != nil {
+		return s.wrap("list users", err)
+	}
+	for _, u := range users {
+		if !names[u.Name] || !slices.Contains(u.Tags, ManagedTag) {
+			continue
+		}
+		if err := s.write("delete user "+u.Name, func() (*http.Response, error) {
+			return s.api.DeleteUser(u.Name)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeConnections closes every client connection to the vhost. Deleting a
+// user does not close its open connections.
+func (s *session) closeConnections(vhost string) error {
+	conns, err := s.api.ListVhostConnections(vhost)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return s.wrap("list connections of vhost "+vhost, err)
+	}
+	for _, c := range conns {
+		if err := s.write("close connection "+c.Name, func() (*http.Response, error) {
+			return s.api.CloseConnection(c.Name)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// consumersGoneTimeout bounds the wait for the consumers of closed
+// connections to detach from a queue; it takes milliseconds.
+const consumersGoneTimeout = 10 * time.Second
+
+// deleteIfEmpty deletes a retained queue if it holds no messages and reports
+// whether it kept it.
+func (s *session) deleteIfEmpty(vhost, name string, typ QueueType, conn *amqp.Connection) (bool, error) {
+	if typ == QueueQuorum {
+		held, found, err := s.quorumHeld(conn, name)
+		if err != nil || !found || held {
+			return held, err
+		}
+		return false, s.write("delete queue "+name, func() (*http.Response, error) {
+			return s.api.DeleteQueue(vhost, name)
+		})
+	}
+	// Classic: if-empty is checked inside the queue, atomically, but it counts
+	// ready messages only, and if-unused refuses while a consumer (holding
+	// unacknowledged messages) remains. Consumers of the connections just
+	// closed detach within moments; wait for that, bounded.
+	deadline := time.Now().Add(consumersGoneTimeout)
+	for {
+		res, err := s.api.DeleteQueue(vhost, name, rh.QueueDeleteOptions{IfEmpty: true, IfUnused: true})
+		if res != nil && res.Body != nil {
+			_ = res.Body.Close()
+		}
+		var apiErr rh.ErrorResponse
+		switch {
+		case err == nil:
+			return false, nil
+		case errors.As(err, &apiErr) && strings.Contains(apiErr.Reason, "not empty"):
+			return true, nil
+		case errors.As(err, &apiErr) && strings.Contains(apiErr.Reason, "in use"):
+			if time.Now().After(deadline) {
+				return true, nil
+			}
+		default:
+			return false, s.wrap("delete queue "+name+" if empty", err)
+		}
+		if err := s.pause(100 * time.Millisecond); err != nil {
+			return false, s.wrap("delete queue "+name+" if empty", err)
+		}
+	}
+}
+
+// quorumHeld reports whether a quorum queue holds messages, counted once no
+// consumer is attached so that none is unacknowledged; a consumer still
+// attached after consumersGoneTimeout counts as holding. found is false if
+// the queue does not exist.
+func (s *session) quorumHeld(conn *amqp.Connection, name string) (held, found bool, err error) {
+	deadline := time.Now().Add(consumersGoneTimeout)
+	for {
+		ch, err := conn.Channel()
+		if err != nil {
+			return false, false, s.wrapAMQP("open channel", err)
+		}
+		q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+		var amqpErr *amqp.Error
+		if errors.As(err, &amqpErr) && amqpErr.Code == amqp.NotFound {
+			return false, false, nil // the broker closed the channel
+		}
+		_ = ch.Close()
+		if err != nil {
+			return false, false, s.wrapAMQP("count messages of queue "+name, err)
+		}
+		if q.Messages > 0 || q.Consumers == 0 || time.Now().After(deadline) {
+			return q.Messages > 0 || q.Consumers > 0, true, nil
+		}
+		if err := s.pause(100 * time.Millisecond); err != nil {
+			return false, false, s.wrap("count messages of queue "+name, err)
+		}
+	}
+}
+
+// pause waits d or until the operation ends.
+func (s *session) pause(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// dialAMQP connects to the vhost as the session's user through the resolver.
+func (s *session) dialAMQP(vhost string) (*amqp.Connection, error) {
+	if s.ep.AMQPHost == "" || s.ep.AMQPPort == 0 {
+		return nil, fmt.Errorf("connect to vhost %s: endpoint has no AMQP address, needed to count quorum queue messages", vhost)
+	}
+	uri := ConnectionURL(s.ep.AMQPHost, s.ep.AMQPPort, vhost, s.ep.Username, s.ep.Password)
+	conn, err := amqp.DialConfig(uri, amqp.Config{
+		Dial: func(network, addr string) (net.Conn, error) {
+			return s.r.dial(s.ctx, network, addr)
+		},
+		Heartbeat: 10 * time.Second,
+	})
+	if err != nil {
+		return nil, s.wrapAMQP("connect to vhost "+vhost+" at "+net.JoinHostPort(s.ep.AMQPHost, strconv.Itoa(s.ep.AMQPPort)), err)
+	}
+	return conn, nil
+}
+
+// wrapAMQP classifies an amqp091-go error like wrap does an HTTP one.
+func (s *session) wrapAMQP(what string, err error) error {
+	var amqpErr *amqp.Error
+	var netErr net.Error
+	switch {
+	case s.parent.Err() != nil:
+		return fmt.Errorf("%s: %w", what, err)
+	case errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused:
+		return fmt.Errorf("%s: %w: %w", what, ErrUnauthorized, err)
+	case errors.As(err, &netErr), errors.Is(err, amqp.ErrClosed):
+		return fmt.Errorf("%s: %w: %w", what, ErrUnreachable, err)
+	default:
+		return fmt.Errorf("%s: %w", what, err)
+	}
+}
+
+// QueueStats reads every queue's depth, consumers and dead letters in one
+// request. Give it the monitoring user's credentials (MonitoringUserName):
+// it needs to read nothing else. Stats are in the order of the queues' names.
+func (r *RabbitMQ) QueueStats(ctx context.Context, ep Endpoint, t Topology) ([]QueueStat, error) {
+	s, cancel, err := r.open(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	infos, err := s.api.ListQueuesWithParametersIn(t.App, url.Values{"columns": {"name,messages,consumers"}})
+	if err != nil {
+		return nil, s.wrap("list queues of vhost "+t.App, err)
+	}
+	byName := make(map[string]rh.QueueInfo, len(infos))
+	for _, q := range infos {
+		byName[q.Name] = q
+	}
+	queues := slices.Clone(t.Queues)
+	slices.SortFunc(queues, func(a, b QueueSpec) int { return strings.Compare(a.Name, b.Name) })
+	stats := make([]QueueStat, 0, len(queues))
+	for _, q := range queues {
+		p := contract.QueueName(t.App, q.Name)
+		info, ok := byName[p]
+		stats = append(stats, QueueStat{
+			Queue:       q.Name,
+			Name:        p,
+			Exists:      ok,
+			Messages:    info.Messages,
+			Consumers:   info.Consumers,
+			DeadLetters: byName[contract.DeadLetterQueueName(p)].Messages,
+		})
+	}
+	return stats, nil
+}
