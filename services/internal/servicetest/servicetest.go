@@ -8,8 +8,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -22,6 +24,8 @@ import (
 	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/outbox"
 	"github.com/courier-dev/courier/services/kit"
+	"github.com/courier-dev/courier/services/kit/contract"
+	"github.com/courier-dev/courier/services/kit/messaging"
 )
 
 // Engine returns the kit's Gin engine, middleware and all, for a router
@@ -215,3 +219,173 @@ func (r Response) Fields() map[string]string {
 	}
 	return out
 }
+
+// RunFunc is a service's run function.
+type RunFunc func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error
+
+// Running is a service started with Start.
+type Running struct {
+	// APIURL and AdminURL are the base URLs of the two listeners.
+	APIURL, AdminURL string
+	// Logs holds the service's JSON log lines.
+	Logs *LogLines
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs a service's run function with env as its whole environment,
+// on free ports (HTTP_PORT and ADMIN_PORT 0 unless env sets them), and
+// waits for its "service started" log line. The service is stopped at
+// cleanup if the test has not stopped it.
+func Start(t testing.TB, run RunFunc, name string, env map[string]string) *Running {
+	t.Helper()
+	full := map[string]string{"HTTP_PORT": "0", "ADMIN_PORT": "0"}
+	maps.Copy(full, env)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Running{Logs: &LogLines{echo: testWriter(t)}, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- run(ctx, []string{name}, func(k string) string { return full[k] }, r.Logs) }()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+
+	var started map[string]any
+	deadline := time.Now().Add(30 * time.Second)
+	for started == nil {
+		select {
+		case err := <-r.done:
+			t.Fatalf("%s exited while starting: %v", name, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not log \"service started\" within 30s", name)
+		}
+		started = r.Logs.Find("service started")
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.APIURL = "http://" + loopback(t, started["http_addr"])
+	r.AdminURL = "http://" + loopback(t, started["admin_addr"])
+	return r
+}
+
+// loopback turns a bound address such as "[::]:41234" into "127.0.0.1:41234".
+func loopback(t testing.TB, addr any) string {
+	t.Helper()
+	s, _ := addr.(string)
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		t.Fatalf("bound address %v: %v", addr, err)
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+// Stop cancels the service's context, as SIGTERM would, and returns what
+// run returned, failing the test if it takes longer than 30 seconds.
+func (r *Running) Stop(t testing.TB) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup's receive
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("the service did not stop within 30s")
+		return nil
+	}
+}
+
+// LogLines collects JSON log lines written to it, safe for concurrent use.
+type LogLines struct {
+	mu    sync.Mutex
+	buf   []byte
+	lines []map[string]any
+	echo  io.Writer
+}
+
+// Write implements io.Writer.
+func (l *LogLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.echo.Write(p)
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		var line map[string]any
+		if json.Unmarshal(l.buf[:i], &line) == nil {
+			l.lines = append(l.lines, line)
+		}
+		l.buf = l.buf[i+1:]
+	}
+	return len(p), nil
+}
+
+// Find returns the first line whose msg is msg, or nil.
+func (l *LogLines) Find(msg string) map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		if line["msg"] == msg {
+			return line
+		}
+	}
+	return nil
+}
+
+// ConsumeJobs consumes the e-mail queue of app on a real broker, as the
+// mailer would, and hands every message to the returned channel. It
+// declares the development topology itself, so it may start before or
+// after the publishing service.
+func ConsumeJobs(t testing.TB, kind, url, app string) <-chan messaging.Message {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	broker, err := messaging.Connect(ctx, messaging.Config{
+		Kind: kind, URL: url, App: app,
+		Queues:          map[string]string{mailjob.Queue: contract.QueueName(app, mailjob.Queue)},
+		DeclareTopology: true,
+		Logger:          Logger(t),
+	})
+	if err != nil {
+		cancel()
+		t.Fatalf("connect the test consumer: %v", err)
+	}
+	out := make(chan messaging.Message, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- broker.Consume(ctx, mailjob.Queue, func(_ context.Context, msg messaging.Message) error {
+			out <- msg
+			return nil
+		}, messaging.ConsumeOptions{Concurrency: 1})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("test consumer: %v", err)
+		}
+		_ = broker.Close(context.Background())
+	})
+	return out
+}
+
+// NextJob waits up to 20 seconds for a message and decodes it as a job.
+func NextJob(t testing.TB, msgs <-chan messaging.Message) (mailjob.Job, messaging.Message) {
+	t.Helper()
+	select {
+	case msg := <-msgs:
+		job, err := mailjob.Decode(msg.Body)
+		if err != nil {
+			t.Fatalf("message %s: %v", msg.ID, err)
+		}
+		return job, msg
+	case <-time.After(20 * time.Second):
+		t.Fatal("no job arrived within 20s")
+		return mailjob.Job{}, messaging.Message{}
+	}
+}
+
+// HTTPClient is a client with a timeout, so a hung service fails the test
+// instead of hanging it.
+func HTTPClient() *http.Client { return &http.Client{Timeout: 15 * time.Second} }

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/courier-dev/courier/services/internal/servicetest"
+	"github.com/courier-dev/courier/services/kit/contract"
+)
+
+// TestRun starts the whole gateway and forwards a signed-in write through it.
+func TestRun(t *testing.T) {
+	users, posts := newEchoUpstream(t, "users"), newEchoUpstream(t, "posts")
+	svc := servicetest.Start(t, run, "gateway", map[string]string{
+		contract.EnvAppName: "blog", contract.EnvServiceName: "gateway",
+		contract.ServiceURLEnv("users"): users.URL,
+		contract.ServiceURLEnv("posts"): posts.URL,
+		"TOKEN_SIGNING_KEY":             string(testKey),
+	})
+	client := servicetest.HTTPClient()
+
+	servicetest.WaitFor(t, "ready", func() bool {
+		return servicetest.Do(t, client, "GET", svc.AdminURL+contract.ReadyzPath, "").Status == 200
+	})
+	r := servicetest.Do(t, client, "POST", svc.APIURL+"/api/posts", `{}`, "Authorization", "Bearer "+token(t, testKey, 9, time.Now()))
+	if e := decodeEcho(t, r); r.Status != 200 || e.Service != "posts" || e.UserID != "9" {
+		t.Fatalf("POST /api/posts = %d %s, want it forwarded to posts as user 9", r.Status, r.Raw)
+	}
+	if r := servicetest.Do(t, client, "POST", svc.APIURL+"/api/posts", `{}`); r.Status != 401 {
+		t.Fatalf("POST /api/posts without a token = %d %s, want 401", r.Status, r.Raw)
+	}
+	if err := svc.Stop(t); err != nil {
+		t.Fatalf("run returned %v after SIGTERM", err)
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	base := map[string]string{
+		contract.ServiceURLEnv("users"): "http://users:8080", contract.ServiceURLEnv("posts"): "http://posts:8080",
+		"TOKEN_SIGNING_KEY": string(testKey),
+	}
+	tests := []struct {
+		name    string
+		change  map[string]string
+		wantErr string
+	}{
+		{"no users URL", map[string]string{contract.ServiceURLEnv("users"): ""}, contract.ServiceURLEnv("users")},
+		{"no posts URL", map[string]string{contract.ServiceURLEnv("posts"): ""}, contract.ServiceURLEnv("posts")},
+		{"posts URL without scheme", map[string]string{contract.ServiceURLEnv("posts"): "posts:8080"}, contract.ServiceURLEnv("posts")},
+		{"no signing key", map[string]string{"TOKEN_SIGNING_KEY": ""}, "TOKEN_SIGNING_KEY"},
+		{"short signing key", map[string]string{"TOKEN_SIGNING_KEY": "0123456789"}, "TOKEN_SIGNING_KEY"},
+		{"upstream timeout not below the request timeout", map[string]string{"UPSTREAM_TIMEOUT": "10s", contract.EnvRequestTimeout: "10s"}, "UPSTREAM_TIMEOUT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := maps.Clone(base)
+			maps.Copy(env, tt.change)
+			err := run(t.Context(), []string{"gateway"}, func(k string) string { return env[k] }, t.Output())
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("run = %v, want an error naming %s", err, tt.wantErr)
+			}
+		})
+	}
+}
