@@ -30,17 +30,24 @@ type Settings struct {
 
 // Exchange is one exchange to declare.
 type Exchange struct {
-	Name    string `json:"name"`
-	Type    string `json:"type"`
-	Durable bool   `json:"durable"`
+	// Name is the physical exchange name from the contract package.
+	Name string `json:"name"`
+	// Type is always "direct": one exchange per queue, keyed by routing key.
+	Type string `json:"type"`
+	// Durable exchanges survive a broker restart.
+	Durable bool `json:"durable"`
 }
 
 // Queue is one queue to declare. Its Arguments are fixed at declaration
 // (RabbitMQ refuses to redeclare a queue with different arguments), so they
 // only hold what never changes: the type and where dead letters go.
 type Queue struct {
-	Name      string         `json:"name"`
-	Durable   bool           `json:"durable"`
+	// Name is the physical queue name from the contract package.
+	Name string `json:"name"`
+	// Durable queues survive a broker restart (quorum queues always are).
+	Durable bool `json:"durable"`
+	// Arguments are x-queue-type and, on a queue that has one, its
+	// dead-letter exchange and routing key.
 	Arguments map[string]any `json:"arguments"`
 	// DeletionPolicy is the policy of the logical queue it belongs to.
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy"`
@@ -48,38 +55,53 @@ type Queue struct {
 
 // Binding binds a queue to an exchange with a routing key.
 type Binding struct {
-	Source      string `json:"source"`
+	// Source is the exchange.
+	Source string `json:"source"`
+	// Destination is the queue.
 	Destination string `json:"destination"`
-	RoutingKey  string `json:"routingKey"`
+	// RoutingKey is contract.RoutingKey of the queue.
+	RoutingKey string `json:"routingKey"`
 }
 
 // Policy is a RabbitMQ policy. Limits live in policies rather than queue
 // arguments because a changed policy applies to the existing queue at once,
 // while a changed argument would need the queue deleted and declared again.
 type Policy struct {
-	Name    string `json:"name"`
+	// Name is the physical name of the queue it applies to.
+	Name string `json:"name"`
+	// Pattern matches exactly that queue name (regex-escaped, anchored).
 	Pattern string `json:"pattern"`
+	// ApplyTo is "queues", so an exchange of the same name is not matched.
 	ApplyTo string `json:"applyTo"`
 	// Priority is 0: the pattern matches exactly one queue, so no other
 	// Courier policy competes with it.
-	Priority   int            `json:"priority"`
+	Priority int `json:"priority"`
+	// Definition holds message-ttl, max-length with overflow, and
+	// delivery-limit, each only when set.
 	Definition map[string]any `json:"definition"`
 }
 
 // User is a broker user; Service is empty for the monitoring user.
 type User struct {
-	Name    string   `json:"name"`
-	Service string   `json:"service,omitempty"`
-	Tags    []string `json:"tags"`
+	// Name is UserName or MonitoringUserName.
+	Name string `json:"name"`
+	// Service is the service the user belongs to.
+	Service string `json:"service,omitempty"`
+	// Tags always include ManagedTag.
+	Tags []string `json:"tags"`
 }
 
 // Permission is a user's configure, write and read permission in the vhost:
 // regular expressions over exchange and queue names.
 type Permission struct {
-	User      string `json:"user"`
+	// User is the user's name.
+	User string `json:"user"`
+	// Configure is always "^$": the operator declares everything.
 	Configure string `json:"configure"`
-	Write     string `json:"write"`
-	Read      string `json:"read"`
+	// Write matches the exchanges of the queues the service publishes to.
+	Write string `json:"write"`
+	// Read matches the queues the service consumes.
+	Read string `json:"read"`
 }
 
 // Queue argument and policy keys, as RabbitMQ 3.10 names them.
