@@ -372,3 +372,54 @@ func TestLivezAndReadyzBeforeRun(t *testing.T) {
 		t.Errorf("/readyz before Run = %d %s, want 503 starting", rec.Code, rec.Body)
 	}
 }
+
+func TestOutgoingCallsCarryTraceAndRequestID(t *testing.T) {
+	type seen struct{ traceparent, requestID string }
+	got := make(chan seen, 1)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Header.Get("traceparent"), r.Header.Get(kit.RequestIDHeader)}
+	}))
+	defer upstream.Close()
+
+	svc, _ := newService(t, nil)
+	users := kit.NewHTTPClient(2 * time.Second)
+	svc.Engine().GET("/posts/:id", func(c *gin.Context) {
+		req, err := http.NewRequestWithContext(c, http.MethodGet, upstream.URL+"/users/7", nil)
+		if err != nil {
+			kit.WriteInternalError(c, err)
+			return
+		}
+		resp, err := users.Do(req)
+		if err != nil {
+			kit.WriteInternalError(c, err)
+			return
+		}
+		_ = resp.Body.Close()
+		c.Status(http.StatusOK)
+	})
+
+	const traceID = "11112222333344445555666677778888"
+	req := httptest.NewRequest(http.MethodGet, "/posts/1", nil)
+	req.Header.Set("traceparent", "00-"+traceID+"-1111222233334444-01")
+	req.Header.Set(kit.RequestIDHeader, "edge-1")
+	if rec := serve(svc.Engine(), req); rec.Code != http.StatusOK {
+		t.Fatalf("status = %d %s", rec.Code, rec.Body)
+	}
+	s := <-got
+	parts := strings.Split(s.traceparent, "-")
+	if len(parts) != 4 || parts[1] != traceID || parts[2] == "1111222233334444" {
+		t.Errorf("upstream traceparent = %q, want trace %s with this service's span as parent", s.traceparent, traceID)
+	}
+	if s.requestID != "edge-1" {
+		t.Errorf("upstream request id = %q, want edge-1", s.requestID)
+	}
+}
+
+func TestWrongMethodIs405(t *testing.T) {
+	svc, _ := newService(t, nil)
+	svc.Engine().GET("/posts", func(c *gin.Context) { c.Status(http.StatusOK) })
+	rec := serve(svc.Engine(), httptest.NewRequest(http.MethodDelete, "/posts", nil))
+	if rec.Code != http.StatusMethodNotAllowed || decodeError(t, rec).Error != "method not allowed" {
+		t.Errorf("got %d %s, want 405", rec.Code, rec.Body)
+	}
+}

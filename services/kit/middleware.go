@@ -24,6 +24,11 @@ import (
 // (so a gateway's id follows the request downstream); otherwise one is minted.
 const RequestIDHeader = "X-Request-ID"
 
+// requestIDKey is RequestIDHeader in canonical form, computed once so the
+// hot path indexes the header maps directly instead of canonicalising (and
+// allocating) on every request.
+var requestIDKey = http.CanonicalHeaderKey(RequestIDHeader)
+
 // maxRequestIDLen bounds an accepted incoming request id.
 const maxRequestIDLen = 128
 
@@ -54,11 +59,14 @@ func (s *Service) observe() gin.HandlerFunc {
 		start := time.Now()
 		req := c.Request
 
-		id := req.Header.Get(RequestIDHeader)
+		var id string
+		if v := req.Header[requestIDKey]; len(v) > 0 {
+			id = v[0]
+		}
 		if !validRequestID(id) {
 			id = uuid.NewString()
 		}
-		c.Header(RequestIDHeader, id)
+		c.Writer.Header()[requestIDKey] = []string{id}
 
 		route := c.FullPath()
 		if route == "" {

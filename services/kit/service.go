@@ -207,7 +207,9 @@ func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err err
 		return nil, fmt.Errorf("kit: configure trusted proxies: %w", err)
 	}
 	e.Use(s.observe(), s.recovery(), s.bodyLimit())
+	e.HandleMethodNotAllowed = true
 	e.NoRoute(func(c *gin.Context) { WriteError(c, http.StatusNotFound, "not found") })
+	e.NoMethod(func(c *gin.Context) { WriteError(c, http.StatusMethodNotAllowed, "method not allowed") })
 	s.engine = e
 	return s, nil
 }
@@ -342,10 +344,10 @@ func (s *Service) safeGo(fn func(ctx context.Context) error) (err error) {
 // Run serves the API and the admin endpoints and runs the consumers until
 // ctx ends (signal.NotifyContext in the service's run) or a listener or
 // consumer fails. It then shuts down within Config.ShutdownGrace: /readyz
-// turns false first, the API stops accepting and finishes in-flight
-// requests, consumers stop taking messages and finish their in-flight
-// handlers, goroutines from Go end, the broker is closed, and last the admin
-// listener. Run returns nil after a clean shutdown caused by ctx.
+// turns false first; after Config.ShutdownDelay the API stops accepting and
+// finishes in-flight requests while consumers stop taking messages and
+// finish their in-flight handlers; then goroutines from Go are cancelled and
+// awaited, the broker is closed, and last the admin listener goes. Run returns nil after a clean shutdown caused by ctx.
 func (s *Service) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("kit: Run called twice")
@@ -463,14 +465,15 @@ func (s *Service) shutdown(ctx context.Context, apiSrv, adminSrv *http.Server, s
 		_ = apiSrv.Close()
 	}
 
-	// Goroutines started by handlers get their cancellation only now.
+	if err := waitGroup(graceCtx, consumers); err != nil {
+		errs = append(errs, fmt.Errorf("drain consumers: %w", err))
+	}
+	// Goroutines started by handlers and message handlers get their
+	// cancellation only now that neither can start new ones.
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()
 	s.bgCancel()
-	if err := waitGroup(graceCtx, consumers); err != nil {
-		errs = append(errs, fmt.Errorf("drain consumers: %w", err))
-	}
 	if err := waitGroup(graceCtx, &s.bg); err != nil {
 		errs = append(errs, fmt.Errorf("wait for goroutines: %w", err))
 	}
