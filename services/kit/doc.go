@@ -54,5 +54,12 @@
 //
 // A consumer registers with svc.Consume("emails", handle, opts) before Run;
 // a goroutine the service starts goes through svc.Go so a panic in it is
-// logged, not fatal, and shutdown waits for it.
+// logged, not fatal, and shutdown waits for it. Calls to other services go
+// through NewHTTPClient (or InjectHeaders in a reverse proxy), so the next
+// service logs the same trace id and request id.
+//
+// Subpackages: logging builds the JSON logger whose lines carry trace and
+// request ids; tracing installs the process-wide W3C propagator and tracer
+// provider (New calls it); messaging holds the broker drivers; contract
+// holds the names shared with the operator.
 package kit
