@@ -161,3 +161,21 @@ func TestNewFailsWhenBrokerUnreachable(t *testing.T) {
 		t.Errorf("New = %v, want a connect error", err)
 	}
 }
+
+// A consumer that ends on its own leaves its queue unserved, so Run shuts
+// the service down and says why, and the pod restarts.
+func TestRunStopsWhenAConsumerFails(t *testing.T) {
+	n := brokertest.StartNATS(t)
+	env := map[string]string{
+		"COURIER_APP": "blog", "BROKER_KIND": contract.BrokerNATS, "BROKER_URL": n.URL,
+		"QUEUE_EMAILS": "blog.emails", "COURIER_DEV_DECLARE_TOPOLOGY": "true",
+	}
+	svc, _ := newServiceWithQueues(t, env, []string{"emails"})
+	// "audit" has no physical name, so the driver refuses to consume it.
+	svc.Consume("audit", func(context.Context, messaging.Message) error { return nil }, messaging.ConsumeOptions{})
+	r := start(t, svc)
+	err := r.wait(t)
+	if err == nil || !strings.Contains(err.Error(), `consumer of queue "audit" stopped`) {
+		t.Errorf("Run = %v, want the consumer's failure", err)
+	}
+}
