@@ -79,9 +79,6 @@ func (b *base) publish(ctx context.Context, d driver, queue string, body []byte)
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := joinCancel(ctx, b.life.abortCtx)
-	defer cancel()
-
 	id := uuid.NewString()
 	ctx, span := b.tracer.Start(ctx, "publish "+physical,
 		trace.WithSpanKind(trace.SpanKindProducer),
@@ -105,11 +102,36 @@ func (b *base) publish(ctx context.Context, d driver, queue string, body []byte)
 	case b.window <- struct{}{}:
 	case <-ctx.Done():
 		return fail(fmt.Errorf("waiting for a confirm window slot: %w", context.Cause(ctx)))
+	case <-b.life.abortCtx.Done():
+		return fail(ErrClosed)
 	}
 	defer func() { <-b.window }()
 
-	var last error
-	_, err = backoff.Retry(ctx, func() (struct{}, error) {
+	// The first attempt runs outside backoff.Retry: it is the common case
+	// and needs none of the retry machinery (drivers watch the abort
+	// channel themselves).
+	if err := d.send(ctx, physical, id, headers, body); err != nil {
+		if err := b.retry(ctx, d, queue, physical, id, headers, body, err); err != nil {
+			return fail(err)
+		}
+	}
+	b.cfg.Metrics.observePublish(queue, contract.OutcomeSuccess)
+	return id, nil
+}
+
+// retry retries d.send with backoff after a first attempt failed with
+// first, until it is confirmed or ctx (or a forced Close) ends it.
+func (b *base) retry(ctx context.Context, d driver, queue, physical, id string, headers map[string]string, body []byte, first error) error {
+	ctx, cancel := joinCancel(ctx, b.life.abortCtx)
+	defer cancel()
+	last, attempted := first, false
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		if !attempted {
+			// Hand the failed first attempt to Retry so that it waits
+			// and logs before the second.
+			attempted = true
+			return struct{}{}, first
+		}
 		err := d.send(ctx, physical, id, headers, body)
 		if err != nil {
 			last = err
@@ -123,14 +145,16 @@ func (b *base) publish(ctx context.Context, d driver, queue string, body []byte)
 			b.log.WarnContext(ctx, "publish not confirmed, retrying",
 				"queue", queue, "message_id", id, "retry_in", next, "error", err)
 		}))
-	if err != nil {
-		if last != nil && !errors.Is(err, last) {
-			err = fmt.Errorf("%w (last attempt: %w)", err, last)
-		}
-		return fail(fmt.Errorf("not confirmed: %w", err))
+	if err == nil {
+		return nil
 	}
-	b.cfg.Metrics.observePublish(queue, contract.OutcomeSuccess)
-	return id, nil
+	if !errors.Is(err, last) {
+		err = fmt.Errorf("%w (last attempt: %w)", err, last)
+	}
+	if b.life.abortCtx.Err() != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return fmt.Errorf("not confirmed: %w", err)
 }
 
 // runHandler calls handler under a consumer span whose parent is the

@@ -186,6 +186,8 @@ func (n *natsBroker) send(ctx context.Context, physical, id string, headers map[
 		return fmt.Errorf("send to subject %q: %w", msg.Subject, err)
 	case <-ctx.Done():
 		return context.Cause(ctx)
+	case <-n.life.abortCtx.Done():
+		return ErrClosed
 	}
 }
 

@@ -190,6 +190,8 @@ func (r *rabbitBroker) connection(ctx context.Context) (*amqp.Connection, error)
 		case <-up:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for the rabbitmq connection: %w", context.Cause(ctx))
+		case <-r.life.abortCtx.Done():
+			return nil, ErrClosed
 		}
 	}
 }
@@ -252,6 +254,8 @@ func (r *rabbitBroker) send(ctx context.Context, physical, id string, headers ma
 	case <-dc.Done():
 	case <-ctx.Done():
 		return context.Cause(ctx)
+	case <-r.life.abortCtx.Done():
+		return ErrClosed
 	}
 	if !dc.Acked() {
 		return errors.New("broker did not confirm the message (nack or channel closed)")
