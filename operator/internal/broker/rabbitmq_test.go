@@ -148,6 +148,13 @@ func channel(t *testing.T, conn *amqp.Connection) *amqp.Channel {
 // publish publishes with publisher confirms and returns whether the broker
 // acknowledged the message; a refusal closes the channel and is returned as
 // the channel's *amqp.Error.
+// publishTo publishes to a physical queue the way the kit does: through the
+// queue's own exchange with the queue's routing key.
+func publishTo(t *testing.T, ch *amqp.Channel, physicalQueue, body string) (bool, error) {
+	t.Helper()
+	return publish(t, ch, contract.ExchangeName(physicalQueue), contract.RoutingKey(physicalQueue), body)
+}
+
 func publish(t *testing.T, ch *amqp.Channel, exchange, key, body string) (bool, error) {
 	t.Helper()
 	if err := ch.Confirm(false); err != nil {
@@ -225,7 +232,7 @@ func TestDeclareCreatesExactlyTheTopology(t *testing.T) {
 		}
 		gotExchanges = append(gotExchanges, fmt.Sprintf("%s type=%s durable=%t", e.Name, e.Type, e.Durable))
 	}
-	wantExchanges := []string{"exact.emails type=direct durable=true", "exact.emails.dlx type=direct durable=true"}
+	wantExchanges := []string{"exact.emails.dlx type=direct durable=true", "exact.emails.exchange type=direct durable=true"}
 	assertEqual(t, "exchanges", gotExchanges, wantExchanges)
 
 	queues, err := f.admin.ListQueuesIn(vhost)
@@ -255,8 +262,8 @@ func TestDeclareCreatesExactlyTheTopology(t *testing.T) {
 		gotBindings = append(gotBindings, fmt.Sprintf("%s -> %s %s key=%s", b.Source, b.DestinationType, b.Destination, b.RoutingKey))
 	}
 	wantBindings := []string{
-		"exact.emails -> queue exact.emails key=exact.emails",
 		"exact.emails.dlx -> queue exact.emails.dlq key=exact.emails.dlq",
+		"exact.emails.exchange -> queue exact.emails key=exact.emails",
 	}
 	assertEqual(t, "bindings", gotBindings, wantBindings)
 
@@ -321,8 +328,8 @@ func TestDeclareCreatesExactlyTheTopology(t *testing.T) {
 		f.broker.AdminUser + " configure=.* write=.* read=.*",
 		`exact._monitoring configure=^$ write=^$ read=^$`,
 		`exact.mailer configure=^$ write=^$ read=^exact\.emails$`,
-		`exact.posts configure=^$ write=^exact\.emails$ read=^$`,
-		`exact.users configure=^$ write=^exact\.emails$ read=^$`,
+		`exact.posts configure=^$ write=^exact\.emails\.exchange$ read=^$`,
+		`exact.users configure=^$ write=^exact\.emails\.exchange$ read=^$`,
 	}
 	assertEqual(t, "permissions", gotPerms, wantPerms)
 }
@@ -438,7 +445,7 @@ func TestDeclareRepairsDriftMadeByHand(t *testing.T) {
 	res, err = f.admin.UpdatePermissionsIn("drift", "drift.posts", rh.Permissions{Configure: ".*", Write: ".*", Read: ".*"})
 	mustWrite("widen permissions", res, err)
 	res, err = f.admin.DeleteBinding("drift", rh.BindingInfo{
-		Source: emails, Destination: emails, DestinationType: "queue", RoutingKey: emails, PropertiesKey: emails,
+		Source: contract.ExchangeName(emails), Destination: emails, DestinationType: "queue", RoutingKey: emails, PropertiesKey: emails,
 	})
 	mustWrite("delete binding", res, err)
 	res, err = f.admin.DeleteQueue("drift", contract.DeadLetterQueueName(emails))
@@ -457,7 +464,7 @@ func TestDeclareRepairsDriftMadeByHand(t *testing.T) {
 		"create permissions " + f.ep.Username,
 		"create policy drift.emails",
 		"create queue drift.emails.dlq",
-		"create binding drift.emails -> drift.emails",
+		"create binding drift.emails.exchange -> drift.emails",
 		"create binding drift.emails.dlx -> drift.emails.dlq",
 		"create user drift.users",
 		"update user drift.mailer (password)",
@@ -466,7 +473,7 @@ func TestDeclareRepairsDriftMadeByHand(t *testing.T) {
 	})
 
 	// Recreated and reset credentials work again, end to end.
-	if acked, err := publish(t, channel(t, dial(t, f.url("users"))), emails, emails, "again"); err != nil || !acked {
+	if acked, err := publishTo(t, channel(t, dial(t, f.url("users"))), emails, "again"); err != nil || !acked {
 		t.Fatalf("recreated user publishing: acked=%t err=%v", acked, err)
 	}
 	if _, err := channel(t, dial(t, f.url("mailer"))).Consume(emails, "", false, false, false, false, nil); err != nil {
@@ -525,7 +532,7 @@ func TestPoliciesEnforceTheLimits(t *testing.T) {
 
 	t.Run("delivery limit dead-letters after MaxDeliveries attempts", func(t *testing.T) {
 		emails := f.physical("emails")
-		if acked, err := publish(t, channel(t, dial(t, f.url("users"))), emails, emails, "job"); err != nil || !acked {
+		if acked, err := publishTo(t, channel(t, dial(t, f.url("users"))), emails, "job"); err != nil || !acked {
 			t.Fatalf("publish: acked=%t err=%v", acked, err)
 		}
 		ch := channel(t, dial(t, f.url("mailer")))
@@ -557,7 +564,7 @@ func TestPoliciesEnforceTheLimits(t *testing.T) {
 
 	t.Run("message TTL dead-letters expired messages", func(t *testing.T) {
 		q := f.physical("expiring")
-		if acked, err := publish(t, channel(t, dial(t, f.url("users"))), q, q, "late"); err != nil || !acked {
+		if acked, err := publishTo(t, channel(t, dial(t, f.url("users"))), q, "late"); err != nil || !acked {
 			t.Fatalf("publish: acked=%t err=%v", acked, err)
 		}
 		eventually(t, 10*time.Second, "expired message dead-lettered", func() bool {
@@ -571,10 +578,10 @@ func TestPoliciesEnforceTheLimits(t *testing.T) {
 	t.Run("max length refuses new messages to a full classic queue", func(t *testing.T) {
 		q := f.physical("bounded")
 		ch := channel(t, dial(t, f.url("users")))
-		if acked, err := publish(t, ch, q, q, "first"); err != nil || !acked {
+		if acked, err := publishTo(t, ch, q, "first"); err != nil || !acked {
 			t.Fatalf("first publish: acked=%t err=%v", acked, err)
 		}
-		if acked, err := publish(t, ch, q, q, "second"); err != nil || acked {
+		if acked, err := publishTo(t, ch, q, "second"); err != nil || acked {
 			t.Fatalf("second publish to a full queue: acked=%t err=%v, want a negative confirm", acked, err)
 		}
 	})
@@ -587,7 +594,7 @@ func TestPoliciesEnforceTheLimits(t *testing.T) {
 		ch := channel(t, dial(t, f.url("users")))
 		var acks []bool
 		for i := range 4 {
-			acked, err := publish(t, ch, q, q, fmt.Sprint(i))
+			acked, err := publishTo(t, ch, q, fmt.Sprint(i))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -619,10 +626,10 @@ func TestPoliciesEnforceTheLimits(t *testing.T) {
 		})
 		ch := channel(t, dial(t, f.url("users")))
 		q := f.physical("bounded")
-		if acked, err := publish(t, ch, q, q, "second"); err != nil || !acked {
+		if acked, err := publishTo(t, ch, q, "second"); err != nil || !acked {
 			t.Fatalf("publish after raising the limit to 2: acked=%t err=%v", acked, err)
 		}
-		if acked, err := publish(t, ch, q, q, "third"); err != nil || acked {
+		if acked, err := publishTo(t, ch, q, "third"); err != nil || acked {
 			t.Fatalf("publish beyond the raised limit: acked=%t err=%v, want a negative confirm", acked, err)
 		}
 	})
@@ -690,7 +697,7 @@ func TestDeleteRetainsQueuesThatHoldMessages(t *testing.T) {
 	pub := channel(t, dial(t, f.url("users")))
 	for _, q := range []string{"held-quorum", "held-classic", "dropped"} {
 		p := f.physical(q)
-		if acked, err := publish(t, pub, p, p, "job"); err != nil || !acked {
+		if acked, err := publishTo(t, pub, p, "job"); err != nil || !acked {
 			t.Fatalf("publish to %s: acked=%t err=%v", p, acked, err)
 		}
 	}
@@ -840,7 +847,7 @@ func TestQueueStatsWithTheMonitoringUser(t *testing.T) {
 	emails := f.physical("emails")
 	pub := channel(t, dial(t, f.url("users")))
 	for i := range 2 {
-		if acked, err := publish(t, pub, emails, emails, fmt.Sprint(i)); err != nil || !acked {
+		if acked, err := publishTo(t, pub, emails, fmt.Sprint(i)); err != nil || !acked {
 			t.Fatalf("publish: acked=%t err=%v", acked, err)
 		}
 	}

@@ -133,8 +133,11 @@ func QueueName(app, queue string) string { return app + "." + queue }
 
 // ExchangeName is the dedicated direct exchange in front of a physical queue.
 // One exchange per queue is what makes "may publish only to emails"
-// enforceable with RabbitMQ's write permission.
-func ExchangeName(physicalQueue string) string { return physicalQueue }
+// enforceable with RabbitMQ's write permission. It must not equal the queue's
+// name: RabbitMQ permissions match names of exchanges and queues alike, so a
+// service that may write exchange A and read B could otherwise bind queue A to
+// exchange B and copy B's messages.
+func ExchangeName(physicalQueue string) string { return physicalQueue + ".exchange" }
 
 // RoutingKey is the routing key used to publish to a physical queue's
 // exchange; the queue is bound with the same key.
