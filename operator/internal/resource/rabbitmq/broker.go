@@ -35,17 +35,19 @@ var DefaultStorageSize = resource.MustParse("10Gi")
 // DefaultResources are a node's compute resources when Broker.Resources is
 // empty. Memory request and limit are equal, as RabbitMQ recommends: the
 // memory alarm is computed from the limit (see rabbitmqConf), so a node that
-// is scheduled on its request can always reach its alarm threshold. There is
-// no CPU limit: throttling stalls the Erlang schedulers, and a stalled node
-// misses inter-node heartbeats and is taken for partitioned.
+// is scheduled on its request can always reach its alarm threshold. 1 GiB
+// puts the alarm at about 340 MB, well above the 100 to 150 MB an idle node
+// with the management plugin uses. There is no CPU limit: throttling stalls
+// the Erlang schedulers, and a stalled node misses inter-node heartbeats and
+// is taken for partitioned.
 func DefaultResources() corev1.ResourceRequirements {
 	return corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{
 			corev1.ResourceCPU:    resource.MustParse("200m"),
-			corev1.ResourceMemory: resource.MustParse("512Mi"),
+			corev1.ResourceMemory: resource.MustParse("1Gi"),
 		},
 		Limits: corev1.ResourceList{
-			corev1.ResourceMemory: resource.MustParse("512Mi"),
+			corev1.ResourceMemory: resource.MustParse("1Gi"),
 		},
 	}
 }

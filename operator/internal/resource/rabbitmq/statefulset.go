@@ -78,11 +78,12 @@ const (
 
 // StatefulSet runs the broker's nodes.
 //
-// The pods use podManagementPolicy Parallel: cluster formation does not need
-// ordered starts, since peer discovery registers nodes under a lock and the
-// first node forms the cluster that the others join; and OrderedReady would
-// deadlock a full restart, where the node that stopped last must start first
-// while the others it waits for are held back until it is ready.
+// The pods use podManagementPolicy Parallel. Peer discovery is built for
+// nodes that boot together (the RabbitMQ cluster operator starts its nodes
+// the same way): one forms the cluster and the others join it. OrderedReady
+// would even deadlock a full restart: a restarted node only becomes ready
+// once the peers it last saw are back, but OrderedReady starts pod 1 only
+// after pod 0 is ready.
 func StatefulSet(b Broker) *appsv1ac.StatefulSetApplyConfiguration {
 	n := NamesFor(b.App)
 	return appsv1ac.StatefulSet(n.StatefulSet, b.Namespace).
