@@ -51,6 +51,18 @@ type readiness struct {
 
 	state        atomic.Pointer[readinessState]
 	shuttingDown atomic.Bool
+	// poke asks the loop for a refresh now, when a dependency is known to
+	// have changed (the broker connected), instead of at the next tick.
+	poke chan struct{}
+}
+
+// refreshSoon asks the background loop to refresh without waiting for the
+// next tick.
+func (r *readiness) refreshSoon() {
+	select {
+	case r.poke <- struct{}{}:
+	default: // one is already pending
+	}
 }
 
 func (r *readiness) add(name string, check CheckFunc) {
@@ -121,6 +133,8 @@ func (r *readiness) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			r.refresh(ctx)
+		case <-r.poke:
 			r.refresh(ctx)
 		}
 	}

@@ -144,21 +144,52 @@ func TestServiceWithNATS(t *testing.T) {
 	}
 }
 
-// A configured broker that cannot be reached fails New within its context
-// rather than hanging the start.
-func TestNewFailsWhenBrokerUnreachable(t *testing.T) {
-	cfg, err := kit.LoadConfig(envMap(map[string]string{
-		"COURIER_APP": "blog", "BROKER_KIND": contract.BrokerNATS,
+// A broker that cannot be reached does not keep the service from starting:
+// /livez answers, /readyz says why it is not ready, a publish gives up with
+// its context, and shutdown stops the connection attempt.
+func TestServiceStartsWhileBrokerUnreachable(t *testing.T) {
+	env := map[string]string{
+		"COURIER_APP": "blog", "BROKER_KIND": contract.BrokerNATS, "QUEUE_EMAILS": "blog.emails",
 		"BROKER_URL": "nats://" + localListener(t).Addr().String(), // accepts, never speaks NATS
+	}
+	svc, _ := newServiceWithQueues(t, env, []string{"emails"})
+	svc.Consume("emails", func(context.Context, messaging.Message) error { return nil }, messaging.ConsumeOptions{})
+	r := start(t, svc)
+
+	if code, _ := get(t, r.adminURL("/livez")); code != http.StatusOK {
+		t.Errorf("/livez = %d, want 200 while the broker is unreachable", code)
+	}
+	eventually(t, "readyz explains", func() bool {
+		code, body := get(t, r.adminURL("/readyz"))
+		return code == 503 && strings.Contains(body, `"broker":"connecting to the broker"`)
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := svc.Broker().Publish(ctx, "emails", []byte("{}")); err == nil || !strings.Contains(err.Error(), "connecting to the broker") {
+		t.Errorf("Publish = %v, want a connecting error once its context ended", err)
+	}
+	if err := r.stop(t); err != nil {
+		t.Errorf("Run = %v, want a clean shutdown", err)
+	}
+}
+
+// A broker configuration that can never work ends Run with the reason,
+// rather than leaving the pod unready forever.
+func TestRunFailsWhenBrokerConnectFailsForGood(t *testing.T) {
+	cfg, err := kit.LoadConfig(envMap(map[string]string{
+		"COURIER_APP": "blog", "BROKER_KIND": contract.BrokerNATS, "BROKER_URL": "nats://127.0.0.1:1",
 	}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	_, err = kit.New(ctx, cfg, kit.WithLogOutput(&logBuffer{}), kit.WithListeners(localListener(t), localListener(t)))
-	if err == nil || !strings.Contains(err.Error(), "connect to nats") {
-		t.Errorf("New = %v, want a connect error", err)
+	cfg.Queues = map[string]string{"emails": ""} // messaging.Connect rejects it outright
+	svc, err := kit.New(t.Context(), cfg, kit.WithLogOutput(&logBuffer{}), kit.WithListeners(localListener(t), localListener(t)))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	r := start(t, svc)
+	if err := r.wait(t); err == nil || !strings.Contains(err.Error(), "connect to nats") {
+		t.Errorf("Run = %v, want the connect error", err)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,6 +96,9 @@ type Service struct {
 	metrics  *httpMetrics
 	ready    *readiness
 	broker   messaging.Broker
+	// pending is the broker while New's background connect runs; nil with
+	// WithBroker or without a broker.
+	pending *pendingBroker
 
 	apiLn, adminLn net.Listener
 
@@ -106,7 +108,7 @@ type Service struct {
 	stopping  bool
 
 	// bgCtx is the context of goroutines started with Go; Run cancels it
-	// once the API has drained.
+	// once the API and the consumers have drained.
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -118,8 +120,12 @@ var ginModeOnce sync.Once
 
 // New builds a Service from cfg: logger, tracing, metrics registry, Gin
 // engine with the kit's middleware, admin endpoints, and, when cfg names a
-// broker, the broker connection. It binds both listeners, so a port
-// conflict fails here. ctx bounds connecting to the broker.
+// broker, a connection made in the background: Broker() can be used at
+// once, its Publish and Consume wait for the connection, and /readyz reports
+// "connecting to the broker" meanwhile. If connecting fails for good, Run
+// returns the error. New binds both listeners, so a port conflict fails
+// here. ctx's values (not its cancellation; Run's shutdown stops
+// connecting) are kept for the connection.
 func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err error) {
 	o := options{
 		logOutput:        os.Stdout,
@@ -162,6 +168,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err err
 			log:      log,
 			interval: o.readinessEvery,
 			timeout:  o.readinessTimeout,
+			poke:     make(chan struct{}, 1),
 		},
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
@@ -188,10 +195,12 @@ func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err err
 
 	s.broker = o.broker
 	if s.broker == nil && cfg.BrokerKind != "" {
-		s.broker, err = connectBroker(ctx, cfg, log, reg)
-		if err != nil {
-			return nil, err
-		}
+		// Registered now, so /metrics has the message series from the start.
+		metricsReg := reg
+		s.pending = connectInBackground(context.WithoutCancel(ctx), func(ctx context.Context) (messaging.Broker, error) {
+			return connectBroker(ctx, cfg, log, metricsReg)
+		})
+		s.broker = s.pending
 	}
 	if s.broker != nil {
 		s.ready.add("broker", s.broker.Ready)
@@ -212,32 +221,6 @@ func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err err
 	e.NoMethod(func(c *gin.Context) { WriteError(c, http.StatusMethodNotAllowed, "method not allowed") })
 	s.engine = e
 	return s, nil
-}
-
-// connectBroker dials the configured broker with the kit's logger and the
-// message metrics on the service's registry. A variable so tests of New
-// can see what it is given.
-var connectBroker = func(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (messaging.Broker, error) {
-	var name []string
-	for _, n := range []string{cfg.App, cfg.Service, cfg.PodName} {
-		if n != "" {
-			name = append(name, n)
-		}
-	}
-	b, err := messaging.Connect(ctx, messaging.Config{
-		Kind:            cfg.BrokerKind,
-		URL:             cfg.BrokerURL,
-		App:             cfg.App,
-		Queues:          cfg.Queues,
-		DeclareTopology: cfg.DevDeclareTopology,
-		ClientName:      strings.Join(name, "/"),
-		Logger:          log,
-		Metrics:         messaging.NewMetrics(reg),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kit: connect to %s: %w", cfg.BrokerKind, err)
-	}
-	return b, nil
 }
 
 func listen(given net.Listener, addr string) (net.Listener, error) {
@@ -419,10 +402,25 @@ func (s *Service) Run(ctx context.Context) error {
 		slog.Int("consumers", len(consumers)),
 	)
 
+	var brokerDone <-chan struct{}
+	if s.pending != nil {
+		brokerDone = s.pending.failed()
+	}
 	var cause error
-	select {
-	case <-ctx.Done():
-	case cause = <-failed:
+	for cause == nil && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case cause = <-failed:
+		case <-brokerDone:
+			brokerDone = nil // connected, or failed: look once
+			if _, err := s.pending.wait(ctx); err != nil {
+				cause = err
+			} else {
+				s.ready.refreshSoon()
+			}
+		}
+	}
+	if cause != nil {
 		s.log.Error("shutting down after a failure", slog.String("error", cause.Error()))
 	}
 	err := s.shutdown(ctx, apiSrv, adminSrv, stopConsumers, &consumersWG)
