@@ -12,7 +12,9 @@ import (
 
 // MicroserviceAppSpec declares the services of one application.
 //
-// +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.calls) || s.calls.all(c, self.services.exists(t, t.name == c)))",fieldPath=".services",messageExpression="'calls must name services of this app; spec.services[].calls of ' + self.services.filter(s, has(s.calls) && s.calls.exists(c, !self.services.exists(t, t.name == c))).map(s, s.name).join(', ') + ' name services that do not exist'"
+// The calls rule has a fixed message: a messageExpression naming the unknown
+// entries exceeds the API server's CEL cost budget.
+// +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.calls) || s.calls.all(c, self.services.exists(t, t.name == c)))",fieldPath=".services",message="spec.services[].calls must name services of this app"
 type MicroserviceAppSpec struct {
 	// services are the workloads of the app. Each becomes a Deployment and a
 	// Service named "<app>-<service>", plus a PodDisruptionBudget when it runs

@@ -150,6 +150,9 @@ func env(in Input) []*corev1ac.EnvVarApplyConfiguration {
 	}
 	for i := range svc.Env {
 		v := applyConfig[corev1ac.EnvVarApplyConfiguration](svc.Env[i])
+		if v.ValueFrom != nil && v.ValueFrom.FieldRef != nil && v.ValueFrom.FieldRef.APIVersion == nil {
+			v.ValueFrom.FieldRef.WithAPIVersion("v1") // the API server's default, as in envField
+		}
 		if at, ok := index[svc.Env[i].Name]; ok {
 			vars[at] = v
 			continue
@@ -177,8 +180,10 @@ func envValue(name, value string) *corev1ac.EnvVarApplyConfiguration {
 }
 
 func envField(name, fieldPath string) *corev1ac.EnvVarApplyConfiguration {
+	// apiVersion is what the API server would default; setting it keeps the
+	// stored object equal to the desired one.
 	return corev1ac.EnvVar().WithName(name).WithValueFrom(corev1ac.EnvVarSource().
-		WithFieldRef(corev1ac.ObjectFieldSelector().WithFieldPath(fieldPath)))
+		WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath(fieldPath)))
 }
 
 func resources(svc *v1alpha1.Service) *corev1ac.ResourceRequirementsApplyConfiguration {
@@ -200,7 +205,6 @@ func resources(svc *v1alpha1.Service) *corev1ac.ResourceRequirementsApplyConfigu
 type probeDefaults struct {
 	path                                    string
 	periodSeconds, timeoutSeconds, failures int32
-	initialDelaySeconds                     int32
 }
 
 var (
@@ -217,8 +221,8 @@ func overrides(svc *v1alpha1.Service) v1alpha1.Probes {
 	return *svc.Probes
 }
 
-// probe is an HTTP probe on a named port, with every timing field set so that
-// the operator owns, and rolls back edits to, all of them.
+// probe is an HTTP probe on a named port. Its timing fields are all set, so
+// the operator owns them and rolls back edits to any of them.
 func probe(svc *v1alpha1.Service, def probeDefaults, o *v1alpha1.Probe) *corev1ac.ProbeApplyConfiguration {
 	if o == nil {
 		o = &v1alpha1.Probe{}
@@ -228,15 +232,20 @@ func probe(svc *v1alpha1.Service, def probeDefaults, o *v1alpha1.Probe) *corev1a
 		path = o.Path
 	}
 	_, portName := port(svc, o.Port)
-	return corev1ac.Probe().
+	p := corev1ac.Probe().
 		WithHTTPGet(corev1ac.HTTPGetAction().
 			WithPath(path).
 			WithPort(intstr.FromString(portName)).
 			WithScheme(corev1.URISchemeHTTP)).
-		WithInitialDelaySeconds(ptr.Deref(o.InitialDelaySeconds, def.initialDelaySeconds)).
 		WithPeriodSeconds(ptr.Deref(o.PeriodSeconds, def.periodSeconds)).
 		WithTimeoutSeconds(ptr.Deref(o.TimeoutSeconds, def.timeoutSeconds)).
 		WithFailureThreshold(ptr.Deref(o.FailureThreshold, def.failures))
+	// The API server does not store a zero delay (the field is omitempty),
+	// so asking for one would read back as a difference on every reconcile.
+	if d := ptr.Deref(o.InitialDelaySeconds, 0); d > 0 {
+		p.WithInitialDelaySeconds(d)
+	}
+	return p
 }
 
 func metricsPath(svc *v1alpha1.Service) string {

@@ -1,0 +1,146 @@
+// Command courier-operator runs the controller manager that reconciles
+// MicroserviceApps.
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	// Import all Kubernetes client auth plugins (e.g. OIDC) so the operator
+	// runs outside the cluster against any kubeconfig.
+	_ "k8s.io/client-go/plugin/pkg/client/auth"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/controller"
+)
+
+var (
+	scheme   = runtime.NewScheme()
+	setupLog = ctrl.Log.WithName("setup")
+)
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		setupLog.Error(err, "courier-operator failed")
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	var (
+		metricsAddr, probeAddr                           string
+		metricsCertPath, metricsCertName, metricsCertKey string
+		enableLeaderElection, secureMetrics, enableHTTP2 bool
+	)
+	fs := flag.NewFlagSet("courier-operator", flag.ContinueOnError)
+	fs.StringVar(&metricsAddr, "metrics-bind-address", "0",
+		"The address the metrics endpoint binds to. Use :8443 for HTTPS or :8080 for HTTP, or 0 to disable the metrics endpoint.")
+	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health probe endpoint binds to.")
+	fs.BoolVar(&enableLeaderElection, "leader-elect", false,
+		"Enable leader election, so that only one replica of the manager reconciles at a time.")
+	fs.BoolVar(&secureMetrics, "metrics-secure", true,
+		"Serve metrics over HTTPS, to authenticated and authorized clients only. Use --metrics-secure=false for plain HTTP.")
+	fs.StringVar(&metricsCertPath, "metrics-cert-path", "",
+		"The directory holding the metrics server certificate. Without it, a self-signed certificate is generated.")
+	fs.StringVar(&metricsCertName, "metrics-cert-name", "tls.crt", "The name of the metrics server certificate file.")
+	fs.StringVar(&metricsCertKey, "metrics-cert-key", "tls.key", "The name of the metrics server key file.")
+	fs.BoolVar(&enableHTTP2, "enable-http2", false,
+		"Enable HTTP/2 on the metrics server. Off by default for the HTTP/2 Stream Cancellation and Rapid Reset CVEs.")
+	opts := zap.Options{}
+	opts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("parse flags: %w", err)
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+
+	var tlsOpts []func(*tls.Config)
+	if !enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+
+	metricsOptions := metricsserver.Options{
+		BindAddress:   metricsAddr,
+		SecureServing: secureMetrics,
+		TLSOpts:       tlsOpts,
+	}
+	if secureMetrics {
+		// Authenticate callers with TokenReviews and authorize them with
+		// SubjectAccessReviews for GET /metrics; see
+		// config/rbac/metrics_auth_role.yaml and metrics_reader_role.yaml.
+		metricsOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	var metricsCertWatcher *certwatcher.CertWatcher
+	if metricsCertPath != "" {
+		var err error
+		metricsCertWatcher, err = certwatcher.New(
+			filepath.Join(metricsCertPath, metricsCertName),
+			filepath.Join(metricsCertPath, metricsCertKey),
+		)
+		if err != nil {
+			return fmt.Errorf("watch metrics certificate: %w", err)
+		}
+		metricsOptions.TLSOpts = append(metricsOptions.TLSOpts, func(c *tls.Config) {
+			c.GetCertificate = metricsCertWatcher.GetCertificate
+		})
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsOptions,
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         enableLeaderElection,
+		LeaderElectionID:       "courier-operator.apps.courier.dev",
+		// The process exits as soon as the manager stops, so handing the
+		// lease over early is safe and lets a new leader start at once.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         cache.Options{ByObject: controller.CacheByObject()},
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+
+	if err := (&controller.MicroserviceAppReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("courier-operator"),
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up MicroserviceApp controller: %w", err)
+	}
+
+	if metricsCertWatcher != nil {
+		if err := mgr.Add(metricsCertWatcher); err != nil {
+			return fmt.Errorf("add metrics certificate watcher: %w", err)
+		}
+	}
+	if err := errors.Join(
+		mgr.AddHealthzCheck("healthz", healthz.Ping),
+		mgr.AddReadyzCheck("readyz", healthz.Ping),
+	); err != nil {
+		return fmt.Errorf("set up health checks: %w", err)
+	}
+
+	setupLog.Info("starting manager")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,142 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/courier-dev/courier/operator/internal/resource"
+)
+
+// Event reasons on the app.
+const (
+	eventCreated     = "Created"
+	eventUpdated     = "Updated"
+	eventDeleted     = "Deleted"
+	eventApplyFailed = "ApplyFailed"
+	eventPruneFailed = "DeleteFailed"
+)
+
+// namedApplyConfiguration is what every generated apply configuration of an
+// object offers.
+type namedApplyConfiguration interface {
+	runtime.ApplyConfiguration
+	GetName() *string
+	GetNamespace() *string
+}
+
+// applyChild brings one owned object to its desired state and returns the
+// object as the API server holds it.
+//
+// It writes only when the fields the operator owns differ from the desired
+// ones. Server-side apply of an unchanged object would also change nothing,
+// but it is still a request per object per reconcile; comparing against the
+// owned fields (kept in managedFields, so the cache must not strip them) makes
+// a reconcile that changes nothing write nothing. A hand edit moves the edited
+// fields to another manager, so it shows up as a difference and is rolled
+// back.
+func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b resource.Builder, desired runtime.ApplyConfiguration) (client.Object, error) {
+	named, ok := desired.(namedApplyConfiguration)
+	if !ok {
+		return nil, fmt.Errorf("%s apply configuration %T has no name", b.Kind, desired)
+	}
+	key := client.ObjectKey{Namespace: ptr.Deref(named.GetNamespace(), ""), Name: ptr.Deref(named.GetName(), "")}
+	s.wanted[wantedKey(b.Kind, key.Name)] = true
+
+	current := b.New()
+	created := false
+	switch err := r.Get(ctx, key, current); {
+	case apierrors.IsNotFound(err):
+		created = true
+	case err != nil:
+		return nil, fmt.Errorf("read %s %s: %w", b.Kind, key.Name, err)
+	default:
+		owned, err := b.Owned(current, resource.FieldOwner)
+		if err != nil {
+			return nil, fmt.Errorf("extract owned fields of %s %s: %w", b.Kind, key.Name, err)
+		}
+		if equality.Semantic.DeepEqual(owned, desired) {
+			return current, nil
+		}
+	}
+
+	if err := r.Apply(ctx, desired, client.FieldOwner(resource.FieldOwner), client.ForceOwnership); err != nil {
+		r.Recorder.Eventf(s.app, nil, corev1.EventTypeWarning, eventApplyFailed, "Apply",
+			"apply %s %s: %v", b.Kind, key.Name, err)
+		return nil, fmt.Errorf("apply %s %s: %w", b.Kind, key.Name, err)
+	}
+	// The client decodes the API server's answer, the whole object, into the
+	// apply configuration; converting it spares a read that the cache could
+	// only answer with the object as it was before the write.
+	applied := b.New()
+	if err := convert(desired, applied); err != nil {
+		return nil, fmt.Errorf("decode applied %s %s: %w", b.Kind, key.Name, err)
+	}
+
+	reason := eventUpdated
+	if created {
+		reason = eventCreated
+	}
+	logf.FromContext(ctx).Info("applied", "kind", b.Kind, "name", key.Name, "created", created)
+	r.Recorder.Eventf(s.app, applied, corev1.EventTypeNormal, reason, "Apply", "%s %s %s", reason, b.Kind, key.Name)
+	return applied, nil
+}
+
+// prune deletes the objects the app owns but no longer wants: those of a
+// removed service, or a disruption budget once a service is down to one
+// replica.
+func (r *MicroserviceAppReconciler) prune(ctx context.Context, s *scope) error {
+	for _, b := range resource.PerService {
+		list := b.NewList()
+		if err := r.List(ctx, list,
+			client.InNamespace(s.app.Namespace),
+			client.MatchingLabels(resource.AppLabels(s.app.Name)),
+		); err != nil {
+			return fmt.Errorf("list %ss: %w", b.Kind, err)
+		}
+		err := meta.EachListItem(list, func(o runtime.Object) error {
+			obj := o.(client.Object)
+			if s.wanted[wantedKey(b.Kind, obj.GetName())] ||
+				!metav1.IsControlledBy(obj, s.app) ||
+				!obj.GetDeletionTimestamp().IsZero() {
+				return nil
+			}
+			// The UID precondition keeps a stale cache from deleting an
+			// object that was meanwhile recreated under the same name.
+			err := r.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())})
+			if client.IgnoreNotFound(err) != nil {
+				r.Recorder.Eventf(s.app, obj, corev1.EventTypeWarning, eventPruneFailed, "Delete",
+					"delete %s %s: %v", b.Kind, obj.GetName(), err)
+				return fmt.Errorf("delete %s %s: %w", b.Kind, obj.GetName(), err)
+			}
+			logf.FromContext(ctx).Info("deleted", "kind", b.Kind, "name", obj.GetName())
+			r.Recorder.Eventf(s.app, nil, corev1.EventTypeNormal, eventDeleted, "Delete",
+				"Deleted %s %s", b.Kind, obj.GetName())
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// convert copies an apply configuration into the typed object of the same
+// kind; the two share their JSON form.
+func convert(from runtime.ApplyConfiguration, to client.Object) error {
+	raw, err := json.Marshal(from)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, to)
+}

@@ -1,0 +1,226 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
+)
+
+// readyDependsOn lists, in the order a false Ready reports them, the
+// conditions Ready summarises. A new concern adds its condition here.
+var readyDependsOn = []string{
+	v1alpha1.ConditionResourcesApplied,
+	v1alpha1.ConditionServicesAvailable,
+}
+
+// progressDeadlineExceeded is the reason the deployment controller gives its
+// Progressing condition when a rollout stalls (k8s.io/kubernetes keeps the
+// constant in an internal package).
+const progressDeadlineExceeded = "ProgressDeadlineExceeded"
+
+// patchStatus computes the app's status from what the reconcile observed and
+// writes it when, and only when, it differs from the status read at the
+// start. observedGeneration moves only when the reconcile succeeded, so
+// "observedGeneration == generation and Ready" means the current spec is
+// running.
+func (r *MicroserviceAppReconciler) patchStatus(ctx context.Context, s *scope, reconcileErr error) error {
+	app := s.app
+	rollouts := observeRollouts(app, s.deployments)
+	app.Status.Services = serviceStatuses(rollouts)
+	app.Status.ReadyServices = readyServices(rollouts)
+	setResourcesApplied(app, reconcileErr)
+	setServicesAvailable(app, rollouts)
+	setReady(app)
+	if reconcileErr == nil {
+		app.Status.ObservedGeneration = app.Generation
+	}
+
+	if equality.Semantic.DeepEqual(s.original.Status, app.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, app, client.MergeFrom(s.original)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil // deleted meanwhile; nothing left to report on
+		}
+		return fmt.Errorf("update status: %w", err)
+	}
+	return nil
+}
+
+// rollout is what one service's Deployment says about its rollout.
+type rollout struct {
+	service   string
+	image     string
+	desired   int32
+	ready     int32
+	available bool
+	stalled   bool
+	// waiting says what the rollout waits for, when it is not available.
+	waiting string
+}
+
+// observeRollouts evaluates each service's Deployment, in spec order.
+func observeRollouts(app *v1alpha1.MicroserviceApp, deployments map[string]*appsv1.Deployment) []rollout {
+	out := make([]rollout, 0, len(app.Spec.Services))
+	for i := range app.Spec.Services {
+		svc := &app.Spec.Services[i]
+		out = append(out, rolloutOf(svc, deployments[svc.Name]))
+	}
+	return out
+}
+
+// rolloutOf follows `kubectl rollout status`: a Deployment is available when
+// its controller has seen the current spec, every desired pod runs the
+// current template, no old pod is left and every updated pod is available.
+// It keeps following the Deployment afterwards, so pods going unavailable
+// make the service unavailable again.
+func rolloutOf(svc *v1alpha1.Service, d *appsv1.Deployment) rollout {
+	ro := rollout{service: svc.Name, desired: ptr.Deref(svc.Replicas, 1)}
+	if d == nil {
+		ro.waiting = "no Deployment yet"
+		return ro
+	}
+	ro.desired = ptr.Deref(d.Spec.Replicas, 1)
+	ro.ready = d.Status.ReadyReplicas
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == svc.Name {
+			ro.image = c.Image
+		}
+	}
+
+	st := d.Status
+	switch {
+	case d.Generation > st.ObservedGeneration:
+		ro.waiting = "rollout not yet observed by the deployment controller"
+	case progressing(d).Reason == progressDeadlineExceeded:
+		ro.stalled = true
+		ro.waiting = "rollout exceeded its progress deadline"
+	case st.UpdatedReplicas < ro.desired:
+		ro.waiting = fmt.Sprintf("%d of %d pods updated", st.UpdatedReplicas, ro.desired)
+	case st.Replicas > st.UpdatedReplicas:
+		ro.waiting = fmt.Sprintf("%d old pods terminating", st.Replicas-st.UpdatedReplicas)
+	case st.AvailableReplicas < st.UpdatedReplicas:
+		ro.waiting = fmt.Sprintf("%d of %d pods available", st.AvailableReplicas, st.UpdatedReplicas)
+	default:
+		ro.available = true
+	}
+	return ro
+}
+
+func progressing(d *appsv1.Deployment) appsv1.DeploymentCondition {
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentProgressing {
+			return c
+		}
+	}
+	return appsv1.DeploymentCondition{}
+}
+
+func serviceStatuses(rollouts []rollout) []v1alpha1.ServiceStatus {
+	out := make([]v1alpha1.ServiceStatus, 0, len(rollouts))
+	for _, ro := range rollouts {
+		out = append(out, v1alpha1.ServiceStatus{
+			Name:            ro.service,
+			Image:           ro.image,
+			DesiredReplicas: ro.desired,
+			ReadyReplicas:   ro.ready,
+			Available:       ro.available,
+		})
+	}
+	return out
+}
+
+func readyServices(rollouts []rollout) string {
+	available := 0
+	for _, ro := range rollouts {
+		if ro.available {
+			available++
+		}
+	}
+	return fmt.Sprintf("%d/%d", available, len(rollouts))
+}
+
+// setResourcesApplied records whether every object was written.
+func setResourcesApplied(app *v1alpha1.MicroserviceApp, err error) {
+	c := metav1.Condition{
+		Type:               v1alpha1.ConditionResourcesApplied,
+		Status:             metav1.ConditionTrue,
+		Reason:             v1alpha1.ReasonApplied,
+		Message:            "every object is up to date",
+		ObservedGeneration: app.Generation,
+	}
+	if err != nil {
+		c.Status = metav1.ConditionFalse
+		c.Reason = v1alpha1.ReasonApplyFailed
+		c.Message = err.Error()
+	}
+	meta.SetStatusCondition(&app.Status.Conditions, c)
+}
+
+// setServicesAvailable records whether every service has rolled out and
+// which ones are still waiting, and for what.
+func setServicesAvailable(app *v1alpha1.MicroserviceApp, rollouts []rollout) {
+	c := metav1.Condition{
+		Type:               v1alpha1.ConditionServicesAvailable,
+		Status:             metav1.ConditionTrue,
+		Reason:             v1alpha1.ReasonAvailable,
+		Message:            fmt.Sprintf("%d of %d services available", len(rollouts), len(rollouts)),
+		ObservedGeneration: app.Generation,
+	}
+	var waiting []string
+	for _, ro := range rollouts {
+		if ro.available {
+			continue
+		}
+		waiting = append(waiting, ro.service+": "+ro.waiting)
+		c.Status = metav1.ConditionFalse
+		if ro.stalled {
+			c.Reason = v1alpha1.ReasonRolloutStalled
+		} else if c.Reason != v1alpha1.ReasonRolloutStalled {
+			c.Reason = v1alpha1.ReasonRollingOut
+		}
+	}
+	if len(waiting) > 0 {
+		c.Message = "waiting for " + strings.Join(waiting, "; ")
+	}
+	meta.SetStatusCondition(&app.Status.Conditions, c)
+}
+
+// setReady summarises the conditions in readyDependsOn: true when all are,
+// otherwise false with the reason and message of the first that is not.
+func setReady(app *v1alpha1.MicroserviceApp) {
+	c := metav1.Condition{
+		Type:               v1alpha1.ConditionReady,
+		Status:             metav1.ConditionTrue,
+		Reason:             v1alpha1.ReasonReady,
+		Message:            "every service is running its current spec",
+		ObservedGeneration: app.Generation,
+	}
+	for _, t := range readyDependsOn {
+		dep := meta.FindStatusCondition(app.Status.Conditions, t)
+		if dep != nil && dep.Status == metav1.ConditionTrue {
+			continue
+		}
+		if dep == nil {
+			c.Status = metav1.ConditionUnknown
+			c.Reason = v1alpha1.ReasonReconciling
+			c.Message = t + " not yet determined"
+		} else {
+			c.Status = metav1.ConditionFalse
+			c.Reason = dep.Reason
+			c.Message = t + ": " + dep.Message
+		}
+		break
+	}
+	meta.SetStatusCondition(&app.Status.Conditions, c)
+}

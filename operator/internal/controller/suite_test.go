@@ -1,0 +1,287 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
+)
+
+// The suite runs the controller in a manager against a real API server
+// (envtest: etcd and kube-apiserver, no kubelet, no controllers), the way
+// cmd/main.go wires it.
+var (
+	scheme = runtime.NewScheme()
+	// cfg reaches the test API server.
+	cfg *rest.Config
+	// k8s is an uncached client for the tests' own reads and writes, so a
+	// test never sees a stale object.
+	k8s client.Client
+	// mgrClient is the manager's cached client, the one the controller uses.
+	mgrClient client.Client
+)
+
+const (
+	// timeout bounds every wait for the controller; generous because the
+	// test machine is shared.
+	timeout = 30 * time.Second
+	poll    = 100 * time.Millisecond
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set; run `make test`, or export KUBEBUILDER_ASSETS=$(hack/envtest.sh)")
+		return 1
+	}
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	var err error
+	if cfg, err = env.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
+		}
+	}()
+
+	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintf(os.Stderr, "create client: %v\n", err)
+		return 1
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{ByObject: CacheByObject()},
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "create manager: %v\n", err)
+		return 1
+	}
+	mgrClient = mgr.GetClient()
+	if err := (&MicroserviceAppReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("courier-operator"),
+	}).SetupWithManager(mgr); err != nil {
+		fmt.Fprintf(os.Stderr, "set up controller: %v\n", err)
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	code := m.Run()
+	cancel()
+	if err := <-done; err != nil {
+		fmt.Fprintf(os.Stderr, "manager: %v\n", err)
+		return 1
+	}
+	return code
+}
+
+// zapLevel keeps the controller's logs to errors unless TEST_VERBOSE is set.
+func zapLevel() zapcore.Level {
+	if os.Getenv("TEST_VERBOSE") != "" {
+		return zapcore.DebugLevel
+	}
+	return zapcore.ErrorLevel
+}
+
+// namespace creates a namespace of its own for a test. envtest runs no
+// namespace controller, so namespaces are left behind with the API server.
+func namespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")),
+	}}
+	if len(ns.Name) > 63 {
+		ns.Name = strings.TrimRight(ns.Name[:63], "-")
+	}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatalf("create namespace %s: %v", ns.Name, err)
+	}
+	return ns.Name
+}
+
+// eventually polls cond until it returns nil, failing the test with cond's
+// last error after timeout.
+func eventually(t *testing.T, what string, cond func(ctx context.Context) error) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), poll, timeout, true, func(ctx context.Context) (bool, error) {
+		last = cond(ctx)
+		return last == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: not true after %s: %v", what, timeout, last)
+	}
+}
+
+// create creates obj with the uncached client.
+func create(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := k8s.Create(context.Background(), obj); err != nil {
+		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+// get waits for the object named name in ns to exist and returns it.
+func get[T client.Object](t *testing.T, ns, name string, obj T) T {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%T %s/%s exists", obj, ns, name), func(ctx context.Context) error {
+		return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj)
+	})
+	return obj
+}
+
+// updateApp re-reads the app, applies change and writes it, retrying on
+// conflicts with the controller's status writes.
+func updateApp(t *testing.T, ns, name string, change func(*v1alpha1.MicroserviceApp)) {
+	t.Helper()
+	eventually(t, "update app "+name, func(ctx context.Context) error {
+		app := &v1alpha1.MicroserviceApp{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
+			return err
+		}
+		change(app)
+		return k8s.Update(ctx, app)
+	})
+}
+
+// markAvailable plays the deployment controller, which envtest lacks: it
+// reports the Deployment's current spec as fully rolled out and available.
+func markAvailable(t *testing.T, ns, name string) {
+	t.Helper()
+	setDeploymentStatus(t, ns, name, func(d *appsv1.Deployment) {
+		n := ptr.Deref(d.Spec.Replicas, 1)
+		d.Status = appsv1.DeploymentStatus{
+			ObservedGeneration: d.Generation,
+			Replicas:           n,
+			UpdatedReplicas:    n,
+			ReadyReplicas:      n,
+			AvailableReplicas:  n,
+			Conditions: []appsv1.DeploymentCondition{{
+				Type:               appsv1.DeploymentAvailable,
+				Status:             corev1.ConditionTrue,
+				Reason:             "MinimumReplicasAvailable",
+				LastUpdateTime:     metav1.Now(),
+				LastTransitionTime: metav1.Now(),
+			}},
+		}
+	})
+}
+
+// setDeploymentStatus rewrites a Deployment's status, retrying on conflicts.
+func setDeploymentStatus(t *testing.T, ns, name string, change func(*appsv1.Deployment)) {
+	t.Helper()
+	eventually(t, "set status of Deployment "+name, func(ctx context.Context) error {
+		d := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, d); err != nil {
+			return err
+		}
+		change(d)
+		return k8s.Status().Update(ctx, d)
+	})
+}
+
+// writeCounter wraps the manager's cached client and counts every request
+// that would change something in the API server.
+type writeCounter struct {
+	writes atomic.Int64
+	client.WithWatch
+}
+
+func newWriteCounter(c client.Client) *writeCounter {
+	w := &writeCounter{}
+	count := func() { w.writes.Add(1) }
+	w.WithWatch = interceptor.NewClient(noWatch{c}, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			count()
+			return c.Create(ctx, obj, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			count()
+			return c.Update(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+			count()
+			return c.Patch(ctx, obj, p, opts...)
+		},
+		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+			count()
+			return c.Apply(ctx, obj, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			count()
+			return c.Delete(ctx, obj, opts...)
+		},
+		DeleteAllOf: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteAllOfOption) error {
+			count()
+			return c.DeleteAllOf(ctx, obj, opts...)
+		},
+		SubResourceCreate: func(ctx context.Context, c client.Client, sub string, obj, subObj client.Object, opts ...client.SubResourceCreateOption) error {
+			count()
+			return c.SubResource(sub).Create(ctx, obj, subObj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			count()
+			return c.SubResource(sub).Update(ctx, obj, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+			count()
+			return c.SubResource(sub).Patch(ctx, obj, p, opts...)
+		},
+		SubResourceApply: func(ctx context.Context, c client.Client, sub string, obj runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
+			count()
+			return c.SubResource(sub).Apply(ctx, obj, opts...)
+		},
+	})
+	return w
+}
+
+// noWatch lets the interceptor wrap the manager's client, which has no Watch;
+// the reconciler never watches through its client.
+type noWatch struct{ client.Client }
+
+func (noWatch) Watch(context.Context, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
+	return nil, errors.New("watch is not supported by the counting client")
+}
