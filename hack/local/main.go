@@ -11,6 +11,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -20,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"text/tabwriter"
@@ -154,7 +156,16 @@ func printSummary(w io.Writer, st *stack.Stack, dir, mailDir string) {
 	fmt.Fprintf(w, "\nThe blog is running (app %q, broker %s at %s).\n\n", stack.App, st.BrokerKind, st.BrokerURL)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  service\tAPI\tadmin (/livez /readyz /metrics)")
-	for _, p := range st.Processes() {
+	// The gateway first: it is the one to talk to.
+	procs := st.Processes()
+	rank := func(p *stack.Process) int {
+		if p.Name == "gateway" {
+			return 0
+		}
+		return 1
+	}
+	slices.SortStableFunc(procs, func(a, b *stack.Process) int { return cmp.Compare(rank(a), rank(b)) })
+	for _, p := range procs {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", p.Name, p.HTTPURL, p.AdminURL)
 	}
 	_ = tw.Flush()
