@@ -6,9 +6,10 @@ import (
 )
 
 // The literal defaults in the markers below are the values of
-// services/kit/contract (HTTPPort, AdminPort, MetricsPath, the port names);
-// markers cannot reference Go constants, so TestCRDDefaultsFollowContract
-// keeps the generated CRD and the contract in step.
+// services/kit/contract (HTTPPort, AdminPort, MetricsPath, the port names).
+// Markers cannot reference Go constants, so TestDefaultsFollowContract (in
+// the controller's envtest suite) and TestPortNamesFollowContract keep the
+// two in step.
 
 // MicroserviceAppSpec declares the services of one application.
 //

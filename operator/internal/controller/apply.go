@@ -20,11 +20,11 @@ import (
 
 // Event reasons on the app.
 const (
-	eventCreated     = "Created"
-	eventUpdated     = "Updated"
-	eventDeleted     = "Deleted"
-	eventApplyFailed = "ApplyFailed"
-	eventPruneFailed = "DeleteFailed"
+	eventCreated      = "Created"
+	eventUpdated      = "Updated"
+	eventDeleted      = "Deleted"
+	eventApplyFailed  = "ApplyFailed"
+	eventDeleteFailed = "DeleteFailed"
 )
 
 // namedApplyConfiguration is what every generated apply configuration of an
@@ -87,7 +87,7 @@ func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b 
 	if created {
 		reason = eventCreated
 	}
-	logf.FromContext(ctx).Info("applied", "kind", b.Kind, "name", key.Name, "created", created)
+	logf.FromContext(ctx).Info("applied", "kind", b.Kind, "object", key.Name, "created", created)
 	r.Recorder.Eventf(s.app, applied, corev1.EventTypeNormal, reason, "Apply", "%s %s %s", reason, b.Kind, key.Name)
 	return applied, nil
 }
@@ -115,11 +115,11 @@ func (r *MicroserviceAppReconciler) prune(ctx context.Context, s *scope) error {
 			// object that was meanwhile recreated under the same name.
 			err := r.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())})
 			if client.IgnoreNotFound(err) != nil {
-				r.Recorder.Eventf(s.app, obj, corev1.EventTypeWarning, eventPruneFailed, "Delete",
+				r.Recorder.Eventf(s.app, obj, corev1.EventTypeWarning, eventDeleteFailed, "Delete",
 					"delete %s %s: %v", b.Kind, obj.GetName(), err)
 				return fmt.Errorf("delete %s %s: %w", b.Kind, obj.GetName(), err)
 			}
-			logf.FromContext(ctx).Info("deleted", "kind", b.Kind, "name", obj.GetName())
+			logf.FromContext(ctx).Info("deleted", "kind", b.Kind, "object", obj.GetName())
 			r.Recorder.Eventf(s.app, nil, corev1.EventTypeNormal, eventDeleted, "Delete",
 				"Deleted %s %s", b.Kind, obj.GetName())
 			return nil

@@ -101,7 +101,7 @@ func rolloutOf(svc *v1alpha1.Service, d *appsv1.Deployment) rollout {
 	st := d.Status
 	switch {
 	case d.Generation > st.ObservedGeneration:
-		ro.waiting = "rollout not yet observed by the deployment controller"
+		ro.waiting = "rollout not started"
 	case progressing(d).Reason == progressDeadlineExceeded:
 		ro.stalled = true
 		ro.waiting = "rollout exceeded its progress deadline"

@@ -37,7 +37,7 @@ func TestRolloutOf(t *testing.T) {
 		{"no deployment", nil,
 			rollout{service: "api", desired: 3, waiting: "no Deployment yet"}},
 		{"spec not yet observed", deployment(3, appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3, ReadyReplicas: 3}),
-			rollout{service: "api", image: "api:2", desired: 3, ready: 3, waiting: "rollout not yet observed by the deployment controller"}},
+			rollout{service: "api", image: "api:2", desired: 3, ready: 3, waiting: "rollout not started"}},
 		{"stalled", deployment(3, appsv1.DeploymentStatus{ObservedGeneration: 2, Conditions: stalled}),
 			rollout{service: "api", image: "api:2", desired: 3, stalled: true, waiting: "rollout exceeded its progress deadline"}},
 		{"pods not updated", deployment(3, appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 1}),
