@@ -55,6 +55,10 @@ const (
 	maxReasonLen = 512
 )
 
+// errNATSClosed means nats.go closed the connection for good outside of
+// Close.
+var errNATSClosed = errors.New("nats connection closed")
+
 type natsBroker struct {
 	base
 	nc     *nats.Conn
@@ -63,6 +67,8 @@ type natsBroker struct {
 
 	closed     chan struct{} // closed by nats.go's ClosedHandler
 	closedOnce sync.Once
+	// publishes feeds the publisher goroutine.
+	publishes chan natsPublish
 }
 
 func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
@@ -70,6 +76,7 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 		stream: contract.StreamName(cfg.App),
 		closed: make(chan struct{}),
 	}
+	n.publishes = make(chan natsPublish, cfg.ConfirmWindow)
 	n.init(cfg, semconv.MessagingSystemKey.String("nats"))
 	opts := []nats.Option{
 		nats.Name(cfg.ClientName),
@@ -132,6 +139,7 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 			}
 		}
 	}
+	go n.publisher()
 	return n, nil
 }
 
@@ -166,28 +174,68 @@ func (n *natsBroker) Publish(ctx context.Context, queue string, body []byte) (st
 	return n.publish(ctx, n, queue, body)
 }
 
-// send publishes one message asynchronously and waits for its PubAck. The
-// message is built anew per attempt because nats.go stamps its reply
-// subject on it.
+// send publishes one message and waits for its PubAck. The message is
+// built anew per attempt because nats.go stamps its reply subject on it.
 func (n *natsBroker) send(ctx context.Context, physical, id string, headers map[string]string, body []byte) error {
 	msg := &nats.Msg{Subject: contract.Subject(physical), Data: body, Header: make(nats.Header, len(headers)+2)}
 	for k, v := range headers {
 		msg.Header.Set(k, v)
 	}
 	msg.Header.Set(contract.HeaderMessageID, id)
-	fut, err := n.js.PublishMsgAsync(msg, jetstream.WithExpectStream(n.stream))
-	if err != nil {
-		return fmt.Errorf("send to subject %q: %w", msg.Subject, err)
+	req := natsPublish{msg: msg, started: make(chan natsStarted, 1)}
+	select {
+	case n.publishes <- req:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-n.life.abortCtx.Done():
+		return ErrClosed
+	}
+	var started natsStarted
+	select {
+	case started = <-req.started:
+	case <-n.closed:
+		return errNATSClosed
+	}
+	if started.err != nil {
+		return fmt.Errorf("send to subject %q: %w", msg.Subject, started.err)
 	}
 	select {
-	case <-fut.Ok():
+	case <-started.fut.Ok():
 		return nil
-	case err := <-fut.Err():
+	case err := <-started.fut.Err():
 		return fmt.Errorf("send to subject %q: %w", msg.Subject, err)
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	case <-n.life.abortCtx.Done():
 		return ErrClosed
+	}
+}
+
+// natsPublish asks the publisher goroutine to send msg.
+type natsPublish struct {
+	msg     *nats.Msg
+	started chan natsStarted // buffered; always receives one value
+}
+
+type natsStarted struct {
+	fut jetstream.PubAckFuture
+	err error
+}
+
+// publisher sends every message from one goroutine. Many goroutines
+// publishing on one nats.Conn at once queue on its mutex behind the
+// flusher's socket writes; a single writer lets the flusher batch and, in
+// bench/publish, costs about a fifth less CPU per message. It stops when
+// the connection is closed; a send waiting then ends with its ctx or Close.
+func (n *natsBroker) publisher() {
+	for {
+		select {
+		case req := <-n.publishes:
+			fut, err := n.js.PublishMsgAsync(req.msg, jetstream.WithExpectStream(n.stream))
+			req.started <- natsStarted{fut: fut, err: err}
+		case <-n.closed:
+			return
+		}
 	}
 }
 
@@ -218,6 +266,11 @@ func (n *natsBroker) Consume(ctx context.Context, queue string, handler Handler,
 		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if n.nc.IsClosed() {
+			// nats.go gave up (for example the server refused our
+			// credentials twice); only a restart with fresh ones helps.
+			return fmt.Errorf("consume queue %q: %w", queue, errNATSClosed)
 		}
 		next := retry.NextBackOff()
 		n.log.WarnContext(ctx, "nats consumer stopped, binding again",
