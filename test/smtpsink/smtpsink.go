@@ -109,6 +109,15 @@ func Start(opts Options) (*Sink, error) {
 		}
 	}
 	s := &Sink{opts: opts, changed: make(chan struct{}), served: make(chan struct{})}
+	if opts.Dir != "" {
+		// Number on from a previous run's files, so the names keep sorting
+		// in arrival order.
+		old, err := filepath.Glob(filepath.Join(opts.Dir, "*.eml"))
+		if err != nil {
+			return nil, fmt.Errorf("list sink directory: %w", err)
+		}
+		s.seq = len(old)
+	}
 
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = "courier-smtpsink"
