@@ -46,6 +46,9 @@ type RabbitMQ struct {
 
 	dir      string
 	distPort int
+	// prometheusPort is taken from the free ports too: the plugin's fixed
+	// default (15692) would clash between nodes running side by side.
+	prometheusPort int
 	node     string
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -101,7 +104,7 @@ func NewRabbitMQ() (*RabbitMQ, error) {
 	if _, err := os.Stat(RabbitMQServerBin); err != nil {
 		return nil, fmt.Errorf("rabbitmq-server is not installed (apt-get install rabbitmq-server): %w", err)
 	}
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +119,7 @@ func NewRabbitMQ() (*RabbitMQ, error) {
 		AMQPPort:       ports[0],
 		ManagementPort: ports[1],
 		distPort:       ports[2],
+		prometheusPort: ports[3],
 		dir:            dir,
 		node:           fmt.Sprintf("courier-%d-%d@localhost", os.Getpid(), ports[0]),
 		uid:            -1,
@@ -141,6 +145,8 @@ func (r *RabbitMQ) prepare() error {
 	conf := fmt.Sprintf(`listeners.tcp.1 = %[1]s:%[2]d
 management.tcp.ip = %[1]s
 management.tcp.port = %[3]d
+prometheus.tcp.ip = %[1]s
+prometheus.tcp.port = %[6]d
 loopback_users = none
 default_user = %[4]s
 default_pass = %[5]s
@@ -150,7 +156,7 @@ default_permissions.read = .*
 default_permissions.write = .*
 log.file.level = warning
 log.console = false
-`, r.Host, r.AMQPPort, r.ManagementPort, r.AdminUser, r.AdminPassword)
+`, r.Host, r.AMQPPort, r.ManagementPort, r.AdminUser, r.AdminPassword, r.prometheusPort)
 	files := map[string]string{
 		"rabbitmq.conf":   conf,
 		"enabled_plugins": "[rabbitmq_management,rabbitmq_prometheus].\n",
