@@ -49,12 +49,12 @@ type RabbitMQ struct {
 	// prometheusPort is taken from the free ports too: the plugin's fixed
 	// default (15692) would clash between nodes running side by side.
 	prometheusPort int
-	node     string
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	cred     *syscall.Credential
-	uid, gid int
+	node           string
+	mu             sync.Mutex
+	cmd            *exec.Cmd
+	exited         chan struct{}
+	cred           *syscall.Credential
+	uid, gid       int
 }
 
 // StartRabbitMQ starts a private RabbitMQ node for t and stops it when t ends.
