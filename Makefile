@@ -30,8 +30,11 @@ help: ## Display this help.
 
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC from the API markers.
-	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=false webhook paths="./operator/..." \
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./operator/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	# The operator chart ships the same generated CRD and RBAC rules.
+	cp config/crd/bases/*.yaml charts/courier/crds/
+	cp config/rbac/role.yaml charts/courier/files/manager-role.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods from the API markers.
@@ -83,7 +86,7 @@ local: ## Run the blog's four services, a broker and an SMTP sink on localhost (
 
 .PHONY: docker-build
 docker-build: ## Build one image per binary.
-	for b in $(BINARIES); do $(CONTAINER_TOOL) build --build-arg BINARY=$$b -t $(REGISTRY)/$$b:$(TAG) .; done
+	for b in $(BINARIES); do $(CONTAINER_TOOL) build --target $$b -t $(REGISTRY)/$$b:$(TAG) .; done
 
 .PHONY: docker-push
 docker-push: ## Push the images.
