@@ -13,6 +13,19 @@ const (
 	// ConditionServicesAvailable is true when every service's Deployment has
 	// rolled out its current spec and all desired pods are available.
 	ConditionServicesAvailable = "ServicesAvailable"
+	// ConditionBrokerReady is true when the app's broker answers the
+	// operator: every node of a managed broker is ready, or the external
+	// broker's management API accepts the administrator. True (NoBroker)
+	// when the app has no broker.
+	ConditionBrokerReady = "BrokerReady"
+	// ConditionTopologyReady is true when the broker holds the app's vhost,
+	// exchanges, queues, dead-letter queues, policies, users and permissions
+	// as the spec derives them. True (NoBroker) when the app has no broker.
+	ConditionTopologyReady = "TopologyReady"
+	// ConditionCredentialsReady is true when every service that publishes
+	// or consumes has its connection Secret and the broker has its user with
+	// that Secret's password. True (NoBroker) when the app has no broker.
+	ConditionCredentialsReady = "CredentialsReady"
 )
 
 // Reasons of the conditions above. A false Ready carries the reason of the
@@ -36,4 +49,50 @@ const (
 	// ReasonRolloutStalled: at least one Deployment exceeded its progress
 	// deadline.
 	ReasonRolloutStalled = "RolloutStalled"
+
+	// ReasonNoBroker: the app declares no broker, so the broker conditions
+	// hold trivially.
+	ReasonNoBroker = "NoBroker"
+
+	// ReasonBrokerAvailable (BrokerReady): the broker answers.
+	ReasonBrokerAvailable = "BrokerAvailable"
+	// ReasonWaitingForBrokerPods (BrokerReady): the managed broker's
+	// StatefulSet has fewer ready nodes than replicas (or is scaled to zero);
+	// the message counts them.
+	ReasonWaitingForBrokerPods = "WaitingForBrokerPods"
+	// ReasonBrokerUnreachable (BrokerReady): the broker's management API
+	// does not answer; the message has the error.
+	ReasonBrokerUnreachable = "BrokerUnreachable"
+	// ReasonBrokerUnauthorized (BrokerReady): the broker refused the
+	// administrator credentials (or, polling queue depths, the monitoring
+	// user's).
+	ReasonBrokerUnauthorized = "BrokerUnauthorized"
+	// ReasonExternalSecretMissing (BrokerReady): the Secret
+	// spec.broker.external.secretRef names does not exist.
+	ReasonExternalSecretMissing = "ExternalSecretMissing"
+	// ReasonBrokerSecretInvalid (BrokerReady): the external broker's Secret
+	// or the managed broker's admin Secret lacks a key or holds a bad value;
+	// the message says which.
+	ReasonBrokerSecretInvalid = "BrokerSecretInvalid"
+
+	// ReasonDeclared (TopologyReady): the broker matches the spec.
+	ReasonDeclared = "Declared"
+	// ReasonWaitingForBroker (TopologyReady, CredentialsReady): nothing can
+	// be declared until BrokerReady's cause is resolved.
+	ReasonWaitingForBroker = "WaitingForBroker"
+	// ReasonDeclareFailed (TopologyReady): the broker answered but refused a
+	// change, such as a queue that exists with another type; the message
+	// has the error.
+	ReasonDeclareFailed = "DeclareFailed"
+
+	// ReasonCredentialsIssued (CredentialsReady): every service that uses a
+	// queue has its Secret and broker user.
+	ReasonCredentialsIssued = "CredentialsIssued"
+	// ReasonWaitingForTopology (CredentialsReady): the Secrets are written
+	// but the broker has not been told their passwords, because declaring
+	// the topology failed.
+	ReasonWaitingForTopology = "WaitingForTopology"
+	// ReasonSecretsNotWritten (CredentialsReady): a connection Secret could
+	// not be written; ResourcesApplied has the error.
+	ReasonSecretsNotWritten = "SecretsNotWritten"
 )

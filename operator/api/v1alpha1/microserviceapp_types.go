@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -11,11 +12,18 @@ import (
 // the controller's envtest suite) and TestPortNamesFollowContract keep the
 // two in step.
 
-// MicroserviceAppSpec declares the services of one application.
+// MicroserviceAppSpec declares the services of one application, the queues
+// between them and the broker that carries the queues.
 //
-// The calls rule has a fixed message: a messageExpression naming the unknown
-// entries exceeds the API server's CEL cost budget.
+// The cross-reference rules have fixed messages: a messageExpression naming
+// the offending entries exceeds the API server's CEL cost budget.
 // +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.calls) || s.calls.all(c, self.services.exists(t, t.name == c)))",fieldPath=".services",message="spec.services[].calls must name services of this app"
+// +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.publishes) || s.publishes.all(q, has(self.queues) && self.queues.exists(x, x.name == q)))",fieldPath=".services",message="spec.services[].publishes must name queues in spec.queues"
+// +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.consumes) || s.consumes.all(q, has(self.queues) && self.queues.exists(x, x.name == q)))",fieldPath=".services",message="spec.services[].consumes must name queues in spec.queues"
+// +kubebuilder:validation:XValidation:rule="!has(self.queues) || self.queues.all(q, self.services.exists(s, has(s.publishes) && q.name in s.publishes))",fieldPath=".queues",message="every queue in spec.queues needs a service that publishes to it (spec.services[].publishes)"
+// +kubebuilder:validation:XValidation:rule="!has(self.queues) || self.queues.all(q, self.services.exists(s, has(s.consumes) && q.name in s.consumes))",fieldPath=".queues",message="every queue in spec.queues needs a service that consumes it (spec.services[].consumes)"
+// +kubebuilder:validation:XValidation:rule="!has(self.queues) || size(self.queues) == 0 || has(self.broker)",fieldPath=".queues",message="spec.queues needs spec.broker"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.broker) || has(self.broker)",fieldPath=".broker",message="spec.broker cannot be removed once set"
 type MicroserviceAppSpec struct {
 	// services are the workloads of the app. Each becomes a Deployment and a
 	// Service named "<app>-<service>", plus a PodDisruptionBudget when it runs
@@ -27,12 +35,267 @@ type MicroserviceAppSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +required
 	Services []Service `json:"services"`
+
+	// broker is the message broker that carries the app's queues: one the
+	// operator runs for the app (managed) or one that already exists
+	// (external). Required when the app has queues. Once set it cannot be
+	// removed, nor can its kind change or it switch between managed and
+	// external: the queues, their messages and the services' users live on
+	// it.
+	//
+	// +optional
+	Broker *Broker `json:"broker,omitempty"`
+
+	// queues are the app's logical queues. Services name them in publishes
+	// and consumes; every queue needs at least one publisher and one
+	// consumer. On RabbitMQ, queue <q> of app <app> is the queue "<app>.<q>"
+	// in the vhost "<app>", with its own exchange "<app>.<q>.exchange" and a
+	// dead-letter queue "<app>.<q>.dlq".
+	//
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Queues []Queue `json:"queues,omitempty"`
+}
+
+// BrokerKind names a message broker.
+//
+// Only rabbitmq is accepted for now; nats joins the enum once the operator
+// provisions NATS JetStream, with the same spec.broker shape.
+//
+// +kubebuilder:validation:Enum=rabbitmq
+type BrokerKind string
+
+// Broker kinds, the values services see in BROKER_KIND
+// (contract.BrokerRabbitMQ).
+const (
+	// BrokerRabbitMQ is RabbitMQ 3.x with the management plugin.
+	BrokerRabbitMQ BrokerKind = "rabbitmq"
+)
+
+// Broker is where an app's queues live and who administers it: exactly one
+// of managed and external.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.managed) != has(self.external)",message="spec.broker must set exactly one of managed and external"
+// +kubebuilder:validation:XValidation:rule="self.kind == oldSelf.kind",fieldPath=".kind",message="spec.broker.kind cannot change once set"
+// +kubebuilder:validation:XValidation:rule="has(self.managed) == has(oldSelf.managed)",message="spec.broker cannot switch between managed and external once set"
+type Broker struct {
+	// kind is the broker's kind. Only "rabbitmq" for now.
+	//
+	// +required
+	Kind BrokerKind `json:"kind"`
+
+	// managed makes the operator run the broker for this app: a RabbitMQ
+	// StatefulSet "<app>-broker" whose nodes form one cluster, reached
+	// through the Service "<app>-broker" (AMQP 5672, management 15672,
+	// Prometheus 15692), with generated administrator credentials and Erlang
+	// cookie in the Secret "<app>-broker-admin". With a managed broker the
+	// app's name may have at most 45 characters, and no service may be named
+	// "broker" or "broker-nodes".
+	//
+	// +optional
+	Managed *ManagedBroker `json:"managed,omitempty"`
+
+	// external points the operator at a broker that already runs. The
+	// operator creates the app's vhost, topology and users on it with the
+	// administrator credentials of secretRef. Apps sharing one external
+	// broker must have distinct names: the vhost and the user names derive
+	// from the app's name.
+	//
+	// +optional
+	External *ExternalBroker `json:"external,omitempty"`
+}
+
+// ManagedBroker is a broker the operator runs for one app.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",fieldPath=".storageClassName",message="spec.broker.managed.storageClassName is immutable"
+type ManagedBroker struct {
+	// image is the RabbitMQ 3.x image: the official image with the
+	// management plugin, or one built on it (the pods rely on its user,
+	// uid 999, and its paths). The default is pinned, so a broker changes
+	// version only when this field does.
+	//
+	// +kubebuilder:default="rabbitmq:3.13.7-management"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:Pattern=`^\S+$`
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// replicas is the number of RabbitMQ nodes. Three or more make quorum
+	// queues the default and let them survive the loss of a node. Zero
+	// scales the broker down and keeps its volumes; the app is then not
+	// ready.
+	//
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// storageSize is each node's persistent volume. Immutable: a
+	// StatefulSet's volume claims cannot change.
+	//
+	// +kubebuilder:default="10Gi"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.broker.managed.storageSize is immutable"
+	// +optional
+	StorageSize *resource.Quantity `json:"storageSize,omitempty"`
+
+	// storageClassName is the storage class of the nodes' volumes; unset,
+	// the cluster's default class. Immutable like storageSize.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// resources are the RabbitMQ container's compute resources. Unset, a
+	// node requests 200m CPU and 1Gi memory, limited to 1Gi memory and no
+	// CPU limit (throttling stalls the Erlang schedulers). The memory limit
+	// also sets RabbitMQ's memory alarm.
+	//
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// Keys of the Secret an external broker's secretRef names.
+const (
+	// ExternalManagementURLKey holds the base URL of the RabbitMQ HTTP API,
+	// without /api: "http://rabbitmq.messaging.svc:15672".
+	ExternalManagementURLKey = "management-url"
+	// ExternalUsernameKey holds the administrator's user name. It needs the
+	// "administrator" tag: the operator creates vhosts, users and
+	// permissions.
+	ExternalUsernameKey = "username"
+	// ExternalPasswordKey holds the administrator's password.
+	ExternalPasswordKey = "password"
+)
+
+// ExternalBroker is a broker the operator does not run.
+type ExternalBroker struct {
+	// secretRef names a Secret in the app's namespace holding the broker's
+	// management API and administrator credentials under the keys
+	// "management-url" (the HTTP API's base URL without /api, such as
+	// "http://rabbitmq.messaging.svc:15672"), "username" and "password".
+	// A change to the Secret is picked up at once.
+	//
+	// +required
+	SecretRef SecretReference `json:"secretRef"`
+
+	// host is the AMQP host the services dial, such as
+	// "rabbitmq.messaging.svc". The operator dials it too, to count a
+	// retained quorum queue's messages when the app is deleted.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-.A-Za-z0-9]*[A-Za-z0-9])?$`
+	// +required
+	Host string `json:"host"`
+
+	// port is the AMQP port the services dial.
+	//
+	// +kubebuilder:default=5672
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+}
+
+// SecretReference names a Secret in the app's namespace.
+type SecretReference struct {
+	// name is the Secret's name.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+}
+
+// QueueType is the type of a RabbitMQ queue.
+//
+// +kubebuilder:validation:Enum=classic;quorum
+type QueueType string
+
+// Queue types.
+const (
+	// QueueClassic is a classic queue, held by one node.
+	QueueClassic QueueType = "classic"
+	// QueueQuorum is a quorum queue, replicated over the broker's nodes.
+	QueueQuorum QueueType = "quorum"
+)
+
+// DeletionPolicy says what happens to a queue when its app is deleted.
+//
+// +kubebuilder:validation:Enum=retain;delete
+type DeletionPolicy string
+
+// Deletion policies.
+const (
+	// DeletionRetain deletes the queue only if it is empty; a queue still
+	// holding messages is kept, with its vhost, so an app created again under
+	// the same name finds them.
+	DeletionRetain DeletionPolicy = "retain"
+	// DeletionDelete deletes the queue and its dead letters with the app.
+	DeletionDelete DeletionPolicy = "delete"
+)
+
+// Queue is one logical queue of the app.
+type Queue struct {
+	// name is the logical name services use, such as "emails". A service
+	// reads its physical name from the variable QUEUE_<NAME> (the name
+	// upper-cased, '-' turned into '_').
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	// +required
+	Name string `json:"name"`
+
+	// type is "classic" or "quorum". Unset, the operator picks quorum when
+	// the managed broker has three or more replicas and classic otherwise
+	// (always classic on an external broker), and keeps the type it picked
+	// for a queue that exists, as status.queues[].type shows. A queue's type
+	// cannot change once it exists on the broker: the app reports
+	// TopologyReady=False (DeclareFailed) until the queue is deleted by hand.
+	//
+	// +optional
+	Type QueueType `json:"type,omitempty"`
+
+	// maxDeliveries is the number of delivery attempts after which a message
+	// is dead-lettered. The broker enforces it on quorum queues; on classic
+	// queues only the consumer can (the service kit stops after its own
+	// limit, 5 by default). Unset, the broker sets no limit.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxDeliveries *int32 `json:"maxDeliveries,omitempty"`
+
+	// messageTTL dead-letters a message that waited longer than this, such
+	// as "24h". At least 1ms; unset, messages never expire.
+	//
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms')",message="messageTTL must be at least 1ms"
+	// +optional
+	MessageTTL *metav1.Duration `json:"messageTTL,omitempty"`
+
+	// maxLength caps the messages ready in the queue; a full queue refuses
+	// new messages, and publishers retry. Unset, no cap.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxLength *int64 `json:"maxLength,omitempty"`
+
+	// deletionPolicy says what happens to the queue and its dead letters
+	// when the app is deleted: "retain" (the default) deletes them only when
+	// empty, "delete" deletes them with their messages.
+	//
+	// +kubebuilder:default=retain
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
 }
 
 // Service declares one workload of the app: its image and ports, how it is
-// run, and which other services of the app it calls.
+// run, which other services of the app it calls and which queues it uses.
 //
 // +kubebuilder:validation:XValidation:rule="self.httpPort != self.adminPort",fieldPath=".adminPort",message="adminPort must differ from httpPort"
+// +kubebuilder:validation:XValidation:rule="!(self.name in ['broker', 'broker-nodes'])",fieldPath=".name",message="spec.services[].name: broker and broker-nodes are reserved for the managed broker's objects"
 // +kubebuilder:validation:XValidation:rule="!has(self.calls) || !(self.name in self.calls)",fieldPath=".calls",message="calls must not name the service itself"
 type Service struct {
 	// name identifies the service within the app. It is a DNS-1035 label
@@ -148,6 +411,30 @@ type Service struct {
 	// +kubebuilder:validation:items:MaxLength=62
 	// +optional
 	Calls []string `json:"calls,omitempty"`
+
+	// publishes names the queues of spec.queues this service publishes to.
+	// The service's broker user may write to exactly those queues'
+	// exchanges, and nothing else.
+	//
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=63
+	// +optional
+	Publishes []string `json:"publishes,omitempty"`
+
+	// consumes names the queues of spec.queues this service consumes. The
+	// service's broker user may read exactly those queues, and nothing else.
+	//
+	// A service that publishes or consumes gets its own broker user, a
+	// connection Secret "<app>-<service>-broker" (keys url, username,
+	// password) and the variables BROKER_KIND, BROKER_URL (from the Secret's
+	// url) and QUEUE_<NAME> per queue it uses.
+	//
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=63
+	// +optional
+	Consumes []string `json:"consumes,omitempty"`
 }
 
 // PortName selects one of a service's two ports by its name.
@@ -254,7 +541,12 @@ type MicroserviceAppStatus struct {
 
 	// conditions say whether the app is Ready and, when it is not, which
 	// concern holds it back: ResourcesApplied (the operator wrote every
-	// object) and ServicesAvailable (every Deployment has rolled out).
+	// object), BrokerReady (the broker answers), TopologyReady (its vhost,
+	// exchanges, queues, users and permissions match the spec),
+	// CredentialsReady (every service that uses a queue has its connection
+	// Secret and the broker accepts it) and ServicesAvailable (every
+	// Deployment has rolled out). Each false condition's reason says what it
+	// waits for.
 	//
 	// +listType=map
 	// +listMapKey=type
@@ -275,6 +567,58 @@ type MicroserviceAppStatus struct {
 	//
 	// +optional
 	ReadyServices string `json:"readyServices,omitempty"`
+
+	// queues report each queue's type and, as the broker last counted them,
+	// its depth, consumers and dead letters, in the order of the queues'
+	// names. The operator polls them with a read-only monitoring user every
+	// 30 seconds; the broker itself refreshes the counts every 5 seconds.
+	//
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Queues []QueueStatus `json:"queues,omitempty"`
+
+	// queuedMessages is the sum of status.queues[].messages, for kubectl
+	// get -o wide; unset when the app has no queues.
+	//
+	// +optional
+	QueuedMessages *int64 `json:"queuedMessages,omitempty"`
+
+	// deadLetters is the sum of status.queues[].deadLetters, for kubectl
+	// get -o wide; unset when the app has no queues.
+	//
+	// +optional
+	DeadLetters *int64 `json:"deadLetters,omitempty"`
+}
+
+// QueueStatus reports one queue as the broker last counted it.
+type QueueStatus struct {
+	// name is the queue's logical name in spec.queues.
+	//
+	// +required
+	Name string `json:"name"`
+
+	// type is the queue's type as declared: spec.queues[].type, or the
+	// operator's default when that is unset.
+	//
+	// +optional
+	Type QueueType `json:"type,omitempty"`
+
+	// messages counts the messages ready or delivered and not yet
+	// acknowledged.
+	//
+	// +optional
+	Messages int64 `json:"messages"`
+
+	// consumers counts the consumers attached to the queue.
+	//
+	// +optional
+	Consumers int32 `json:"consumers"`
+
+	// deadLetters counts the messages in the queue's dead-letter queue.
+	//
+	// +optional
+	DeadLetters int64 `json:"deadLetters"`
 }
 
 // ServiceStatus reports one service's Deployment.
@@ -316,9 +660,12 @@ type ServiceStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Services",type=string,JSONPath=`.status.readyServices`
 // +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Queued",type=integer,priority=1,JSONPath=`.status.queuedMessages`
+// +kubebuilder:printcolumn:name="Dead Letters",type=integer,priority=1,JSONPath=`.status.deadLetters`
 // +kubebuilder:printcolumn:name="Message",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.spec.services.all(s, size(self.metadata.name) + size(s.name) <= 62)",message="metadata.name and each spec.services[].name together must be at most 62 characters, since objects are named <app>-<service>"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.broker) || !has(self.spec.broker.managed) || size(self.metadata.name) <= 45",message="metadata.name must be at most 45 characters with a managed broker (spec.broker.managed), since its pods are named after it"
 type MicroserviceApp struct {
 	metav1.TypeMeta `json:",inline"`
 

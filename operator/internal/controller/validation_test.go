@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
@@ -31,6 +32,39 @@ func appObject(ns, name string, services ...svc) *unstructured.Unstructured {
 	}}
 	return u
 }
+
+// appSpec is an app as kubectl would send it, with the whole spec given.
+func appSpec(ns, name string, spec map[string]any) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(),
+		"kind":       "MicroserviceApp",
+		"metadata":   map[string]any{"name": name, "namespace": ns},
+		"spec":       spec,
+	}}
+}
+
+// queueApp is a valid app with a managed broker and a queue emails that
+// users publishes to and mailer consumes, with change applied to its spec.
+func queueApp(ns, name string, change func(spec map[string]any)) *unstructured.Unstructured {
+	spec := map[string]any{
+		"broker": map[string]any{"kind": "rabbitmq", "managed": map[string]any{}},
+		"queues": []any{map[string]any{"name": "emails"}},
+		"services": []any{
+			with("users", svc{"publishes": []any{"emails"}}),
+			with("mailer", svc{"consumes": []any{"emails"}}),
+		},
+	}
+	if change != nil {
+		change(spec)
+	}
+	return appSpec(ns, name, spec)
+}
+
+// service returns the i-th service of a spec built by queueApp.
+func service(spec map[string]any, i int) svc { return spec["services"].([]any)[i].(svc) }
+
+// queue returns the first queue of a spec built by queueApp.
+func queue(spec map[string]any) map[string]any { return spec["queues"].([]any)[0].(map[string]any) }
 
 // with returns a valid service named name with the given fields added.
 func with(name string, fields svc) svc {
@@ -99,6 +133,64 @@ func TestValidation(t *testing.T) {
 			[]string{"metadata.name and each spec.services[].name together must be at most 62 characters"}},
 		{"unknown pull policy", appObject(ns, "a", with("users", svc{"imagePullPolicy": "Sometimes"})),
 			[]string{"spec.services[0].imagePullPolicy", "Unsupported value"}},
+
+		// Queues and the broker.
+		{"publishes to an unknown queue", queueApp(ns, "a", func(spec map[string]any) {
+			service(spec, 0)["publishes"] = []any{"emails", "sms"}
+		}), []string{"spec.services", "spec.services[].publishes must name queues in spec.queues"}},
+		{"consumes an unknown queue", queueApp(ns, "a", func(spec map[string]any) {
+			service(spec, 1)["consumes"] = []any{"sms", "emails"}
+		}), []string{"spec.services", "spec.services[].consumes must name queues in spec.queues"}},
+		{"a queue nobody publishes to", queueApp(ns, "a", func(spec map[string]any) {
+			delete(service(spec, 0), "publishes")
+		}), []string{"spec.queues", "every queue in spec.queues needs a service that publishes to it"}},
+		{"a queue nobody consumes", queueApp(ns, "a", func(spec map[string]any) {
+			delete(service(spec, 1), "consumes")
+		}), []string{"spec.queues", "every queue in spec.queues needs a service that consumes it"}},
+		{"queues without a broker", queueApp(ns, "a", func(spec map[string]any) { delete(spec, "broker") }),
+			[]string{"spec.queues", "spec.queues needs spec.broker"}},
+		{"duplicate queue names", queueApp(ns, "a", func(spec map[string]any) {
+			spec["queues"] = []any{map[string]any{"name": "emails"}, map[string]any{"name": "emails"}}
+		}), []string{"spec.queues[1]", "Duplicate value"}},
+		{"queue name not a DNS label", queueApp(ns, "a", func(spec map[string]any) { queue(spec)["name"] = "E_mails" }),
+			[]string{"spec.queues[0].name", "should match"}},
+		{"unknown queue type", queueApp(ns, "a", func(spec map[string]any) { queue(spec)["type"] = "stream" }),
+			[]string{"spec.queues[0].type", "Unsupported value"}},
+		{"max deliveries zero", queueApp(ns, "a", func(spec map[string]any) { queue(spec)["maxDeliveries"] = 0 }),
+			[]string{"spec.queues[0].maxDeliveries", "greater than or equal to 1"}},
+		{"message TTL below a millisecond", queueApp(ns, "a", func(spec map[string]any) { queue(spec)["messageTTL"] = "500us" }),
+			[]string{"spec.queues[0].messageTTL", "messageTTL must be at least 1ms"}},
+		{"max length zero", queueApp(ns, "a", func(spec map[string]any) { queue(spec)["maxLength"] = 0 }),
+			[]string{"spec.queues[0].maxLength", "greater than or equal to 1"}},
+		{"unknown deletion policy", queueApp(ns, "a", func(spec map[string]any) { queue(spec)["deletionPolicy"] = "Orphan" }),
+			[]string{"spec.queues[0].deletionPolicy", "Unsupported value"}},
+		{"unknown broker kind", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["kind"] = "kafka"
+		}), []string{"spec.broker.kind", "Unsupported value"}},
+		{"NATS not supported yet", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["kind"] = "nats"
+		}), []string{"spec.broker.kind", "Unsupported value"}},
+		{"broker both managed and external", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["external"] = map[string]any{"secretRef": map[string]any{"name": "s"}, "host": "mq"}
+		}), []string{"spec.broker", "spec.broker must set exactly one of managed and external"}},
+		{"broker neither managed nor external", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "rabbitmq"}
+		}), []string{"spec.broker", "spec.broker must set exactly one of managed and external"}},
+		{"external broker without host", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "rabbitmq", "external": map[string]any{"secretRef": map[string]any{"name": "s"}}}
+		}), []string{"spec.broker.external.host", "Required value"}},
+		{"external broker without secret", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "rabbitmq", "external": map[string]any{"host": "mq"}}
+		}), []string{"spec.broker.external.secretRef", "Required value"}},
+		{"managed broker with negative replicas", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["managed"] = map[string]any{"replicas": -1}
+		}), []string{"spec.broker.managed.replicas", "greater than or equal to 0"}},
+		{"service named broker", queueApp(ns, "a", func(spec map[string]any) { service(spec, 0)["name"] = "broker" }),
+			[]string{"spec.services[0].name", "broker and broker-nodes are reserved"}},
+		{"service named broker-nodes", queueApp(ns, "a", func(spec map[string]any) { service(spec, 1)["name"] = "broker-nodes" }),
+			[]string{"spec.services[1].name", "broker and broker-nodes are reserved"}},
+		{"app name too long for a managed broker", queueApp(ns, strings.Repeat("a", 46), nil),
+			[]string{"metadata.name must be at most 45 characters with a managed broker"}},
 	}
 	for _, tt := range invalid {
 		t.Run("rejects "+tt.name, func(t *testing.T) {
@@ -137,6 +229,32 @@ func TestValidation(t *testing.T) {
 			"metrics": map[string]any{"path": "/internal/metrics", "port": "http"},
 		}))},
 		{"names exactly at the limit", appObject(ns, strings.Repeat("a", 31), with(strings.Repeat("b", 31), nil))},
+		{"a queue with a managed broker", queueApp(ns, "a", nil)},
+		{"every queue and broker field", queueApp(ns, strings.Repeat("a", 45), func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "rabbitmq", "managed": map[string]any{
+				"image": "rabbitmq:3.13.7-management", "replicas": 3, "storageSize": "1Gi", "storageClassName": "fast",
+				"resources": map[string]any{"limits": map[string]any{"memory": "2Gi"}},
+			}}
+			spec["queues"] = []any{
+				map[string]any{"name": "emails", "type": "quorum", "maxDeliveries": 5, "messageTTL": "24h",
+					"maxLength": 10000, "deletionPolicy": "delete"},
+				map[string]any{"name": "audit-log", "type": "classic", "messageTTL": "1ms"},
+			}
+			service(spec, 0)["publishes"] = []any{"emails", "audit-log"}
+			service(spec, 1)["consumes"] = []any{"emails", "audit-log"}
+		})},
+		{"an external broker", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "rabbitmq", "external": map[string]any{
+				"secretRef": map[string]any{"name": "rabbitmq-admin"}, "host": "rabbitmq.messaging.svc", "port": 5671,
+			}}
+		})},
+		{"a service that publishes and consumes the same queue", queueApp(ns, "a", func(spec map[string]any) {
+			service(spec, 0)["consumes"] = []any{"emails"}
+		})},
+		{"a broker without queues", appSpec(ns, "a", map[string]any{
+			"broker":   map[string]any{"kind": "rabbitmq", "managed": map[string]any{}},
+			"services": []any{with("users", nil)},
+		})},
 	}
 	for _, tt := range valid {
 		t.Run("accepts "+tt.name, func(t *testing.T) {
@@ -170,5 +288,132 @@ func TestDefaultsFollowContract(t *testing.T) {
 	}
 	if s.Metrics.Path != contract.MetricsPath || string(s.Metrics.Port) != contract.AdminPortName {
 		t.Errorf("metrics defaulted to %s on %s, want the contract's %s on %s", s.Metrics.Path, s.Metrics.Port, contract.MetricsPath, contract.AdminPortName)
+	}
+}
+
+// TestBrokerDefaultsFollowBuilders checks that the API server fills in the
+// managed broker's image and storage and the external broker's port with the
+// values the rabbitmq builders use, which the markers can only hold as
+// literals. Stored defaults keep a broker's version and volume size from
+// changing when a new operator changes its own defaults.
+func TestBrokerDefaultsFollowBuilders(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	decode := func(u *unstructured.Unstructured) *v1alpha1.MicroserviceApp {
+		t.Helper()
+		if err := k8s.Create(context.Background(), u, client.DryRunAll); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		app := &v1alpha1.MicroserviceApp{}
+		if err := k8s.Scheme().Convert(u, app, nil); err != nil {
+			t.Fatalf("convert: %v", err)
+		}
+		return app
+	}
+
+	managed := decode(queueApp(ns, "managed", nil))
+	m := managed.Spec.Broker.Managed
+	if m.Image != rabbitmq.DefaultImage {
+		t.Errorf("image defaulted to %q, want rabbitmq.DefaultImage %q", m.Image, rabbitmq.DefaultImage)
+	}
+	if m.StorageSize == nil || m.StorageSize.Cmp(rabbitmq.DefaultStorageSize) != 0 {
+		t.Errorf("storageSize defaulted to %v, want rabbitmq.DefaultStorageSize %s", m.StorageSize, rabbitmq.DefaultStorageSize.String())
+	}
+	if m.Replicas == nil || *m.Replicas != 1 {
+		t.Errorf("replicas defaulted to %v, want 1", m.Replicas)
+	}
+	if p := managed.Spec.Queues[0].DeletionPolicy; p != v1alpha1.DeletionRetain {
+		t.Errorf("deletionPolicy defaulted to %q, want %q", p, v1alpha1.DeletionRetain)
+	}
+
+	external := decode(queueApp(ns, "external", func(spec map[string]any) {
+		spec["broker"] = map[string]any{"kind": "rabbitmq", "external": map[string]any{
+			"secretRef": map[string]any{"name": "s"}, "host": "mq",
+		}}
+	}))
+	if p := external.Spec.Broker.External.Port; p != rabbitmq.AMQPPort {
+		t.Errorf("external port defaulted to %d, want rabbitmq.AMQPPort %d", p, rabbitmq.AMQPPort)
+	}
+}
+
+// TestBrokerIsImmutable updates a stored app in ways the transition rules
+// forbid: the broker and its storage stay as they were created. The rule
+// that keeps spec.broker.kind is not exercised: with rabbitmq the only kind
+// the enum accepts, no update can reach it yet.
+func TestBrokerIsImmutable(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	create(t, queueApp(ns, "frozen", func(spec map[string]any) {
+		spec["broker"].(map[string]any)["managed"] = map[string]any{"storageSize": "1Gi", "storageClassName": "fast"}
+	}))
+	managed := func(spec map[string]any) map[string]any {
+		return spec["broker"].(map[string]any)["managed"].(map[string]any)
+	}
+	// update tries change as a dry run, again when the controller's status
+	// writes got in between.
+	update := func(change func(spec map[string]any)) error {
+		for {
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("MicroserviceApp"))
+			if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "frozen"}, u); err != nil {
+				t.Fatal(err)
+			}
+			change(u.Object["spec"].(map[string]any))
+			if err := k8s.Update(context.Background(), u, client.DryRunAll); !apierrors.IsConflict(err) {
+				return err
+			}
+		}
+	}
+
+	rejected := []struct {
+		name   string
+		change func(spec map[string]any)
+		want   string
+	}{
+		{"removing the broker", func(spec map[string]any) {
+			delete(spec, "broker")
+			delete(spec, "queues")
+			for _, s := range spec["services"].([]any) {
+				delete(s.(map[string]any), "publishes")
+				delete(s.(map[string]any), "consumes")
+			}
+		}, "spec.broker cannot be removed once set"},
+		{"switching to an external broker", func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "rabbitmq", "external": map[string]any{
+				"secretRef": map[string]any{"name": "s"}, "host": "mq",
+			}}
+		}, "spec.broker cannot switch between managed and external once set"},
+		{"resizing the volumes", func(spec map[string]any) { managed(spec)["storageSize"] = "2Gi" },
+			"spec.broker.managed.storageSize is immutable"},
+		{"changing the storage class", func(spec map[string]any) { managed(spec)["storageClassName"] = "slow" },
+			"spec.broker.managed.storageClassName is immutable"},
+		{"dropping the storage class", func(spec map[string]any) { delete(managed(spec), "storageClassName") },
+			"spec.broker.managed.storageClassName is immutable"},
+	}
+	for _, tt := range rejected {
+		t.Run("rejects "+tt.name, func(t *testing.T) {
+			err := update(tt.change)
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("update: %v, want an Invalid error saying %q", err, tt.want)
+			}
+		})
+	}
+
+	allowed := []struct {
+		name   string
+		change func(spec map[string]any)
+	}{
+		{"scaling the broker", func(spec map[string]any) { managed(spec)["replicas"] = 3 }},
+		{"a new broker image", func(spec map[string]any) { managed(spec)["image"] = "rabbitmq:3.13.8-management" }},
+		{"new broker resources", func(spec map[string]any) {
+			managed(spec)["resources"] = map[string]any{"limits": map[string]any{"memory": "2Gi"}}
+		}},
+	}
+	for _, tt := range allowed {
+		t.Run("accepts "+tt.name, func(t *testing.T) {
+			if err := update(tt.change); err != nil {
+				t.Errorf("update: %v", err)
+			}
+		})
 	}
 }
