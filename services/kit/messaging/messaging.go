@@ -6,6 +6,26 @@
 // contract.QueueEnv). Publishing is confirmed (publisher confirms or PubAck)
 // and retried through outages; consuming acks only after the handler
 // succeeded, retries with backoff up to a limit, then dead-letters.
+//
+// Retries never need more permission than a service has in a cluster (no
+// configure; write only on the exchanges it publishes to; read only on the
+// queues it consumes):
+//
+//   - RabbitMQ: a failed message stays unacknowledged while the consumer waits
+//     out the backoff and calls the handler again, up to MaxDeliveries
+//     attempts; then Nack without requeue sends it through the queue's
+//     x-dead-letter-exchange to its dead-letter queue. Quorum queues' delivery
+//     count carries the attempt number across consumer crashes.
+//   - JetStream: a failed message is Nak'ed with the backoff as delay and
+//     comes back, to any replica, with the server's delivery count; the last
+//     failed attempt copies it to contract.DeadLetterSubject and Terms it.
+//
+// The file comments of rabbitmq.go and nats.go give the reasons.
+//
+// W3C trace context travels in message headers: Publish starts a producer
+// span and injects it, the consumer extracts it and runs the handler under a
+// consumer span of the same trace. Tracing uses the global OpenTelemetry
+// propagator and tracer provider, which the kit installs.
 package messaging
 
 import (
@@ -37,9 +57,13 @@ type Handler func(ctx context.Context, msg Message) error
 
 // Publisher publishes confirmed, persistent messages.
 type Publisher interface {
-	// Publish sends body to the logical queue and returns the message id.
-	// It returns only after the broker confirmed the message; broker outages
-	// are retried with backoff until ctx ends.
+	// Publish sends body to the logical queue as a persistent message and
+	// returns its id, a new UUID. It returns nil only after the broker
+	// confirmed the message (publisher confirm, or JetStream PubAck);
+	// outages, nacks and unroutable messages are retried with backoff, under
+	// the same id, until ctx ends. An error therefore means "not confirmed",
+	// not "not delivered": a retried message may arrive twice, and
+	// consumers de-duplicate on Message.ID.
 	Publish(ctx context.Context, queue string, body []byte) (string, error)
 }
 
@@ -93,13 +117,23 @@ func (o ConsumeOptions) withDefaults() ConsumeOptions {
 type Broker interface {
 	Publisher
 	// Consume runs handler for every message of the logical queue until ctx
-	// is cancelled, then stops taking new messages, waits for in-flight
-	// handlers to finish and returns. It survives broker restarts.
+	// is cancelled or Close is called, then stops taking new messages,
+	// waits for in-flight handlers to finish and settle their messages, and
+	// returns nil. Messages prefetched but not started go back to the
+	// broker for another consumer. Handlers run with ctx's values but not
+	// its cancellation, so they are not cut off half-way. Consume survives
+	// broker restarts; it returns an error only for a queue missing from
+	// Config.Queues, after Close (ErrClosed), or when the connection is gone
+	// for good (nats.go gave up reconnecting).
 	Consume(ctx context.Context, queue string, handler Handler, opts ConsumeOptions) error
 	// Ready reports the cached connection state for /readyz; it never does a
 	// network round trip.
 	Ready(ctx context.Context) error
-	// Close drains and closes the connection.
+	// Close refuses new Publish and Consume calls, stops the running
+	// consumers as if their ctx were cancelled, waits until they and the
+	// in-flight publishes have returned, then closes the connection. If ctx
+	// ends first, publishes still retrying fail and Close returns ctx's
+	// error.
 	Close(ctx context.Context) error
 }
 

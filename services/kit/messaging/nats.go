@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,14 +104,13 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 			n.log.Warn("nats asynchronous error", "subject", subject, "error", err)
 		}),
 	}
-	nc, err := backoff.Retry(ctx, func() (*nats.Conn, error) {
+	// A malformed URL never heals; fail now rather than retry until ctx ends.
+	if err := checkNATSURL(cfg.URL); err != nil {
+		return nil, fmt.Errorf("connect to nats: %s: %w", contract.EnvBrokerURL, err)
+	}
+	nc, err := dialWithRetry(ctx, n.log, "nats", func() (*nats.Conn, error) {
 		return nats.Connect(cfg.URL, opts...)
-	},
-		backoff.WithBackOff(newReconnectBackoff()),
-		backoff.WithMaxElapsedTime(0),
-		backoff.WithNotify(func(err error, next time.Duration) {
-			n.log.WarnContext(ctx, "nats dial failed, retrying", "retry_in", next, "error", err)
-		}))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
@@ -141,6 +141,31 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 	}
 	go n.publisher()
 	return n, nil
+}
+
+// checkNATSURL accepts what nats.Connect does: a comma-separated list of
+// nats://, tls://, ws:// or wss:// URLs with a host; a URL without a scheme
+// is a nats:// one.
+func checkNATSURL(raw string) error {
+	for part := range strings.SplitSeq(raw, ",") {
+		part = strings.TrimSpace(part)
+		if !strings.Contains(part, "://") {
+			part = "nats://" + part
+		}
+		u, err := url.Parse(part)
+		if err != nil {
+			return fmt.Errorf("not a valid NATS URL: %w", redactURLError(err))
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("not a valid NATS URL: scheme %q, want nats, tls, ws or wss", u.Scheme)
+		}
+		if u.Host == "" {
+			return errors.New("not a valid NATS URL: no host")
+		}
+	}
+	return nil
 }
 
 // Ready reports nats.go's cached connection status.

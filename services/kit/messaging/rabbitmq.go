@@ -39,7 +39,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -81,6 +80,10 @@ func connectRabbitMQ(ctx context.Context, cfg Config) (*rabbitBroker, error) {
 		supervisorDone: make(chan struct{}),
 	}
 	r.init(cfg, semconv.MessagingSystemRabbitMQ)
+	// A malformed URL never heals; fail now rather than retry until ctx ends.
+	if _, err := amqp.ParseURI(cfg.URL); err != nil {
+		return nil, fmt.Errorf("connect to rabbitmq: %s is not a valid AMQP URL: %w", contract.EnvBrokerURL, redactURLError(err))
+	}
 	conn, err := r.dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connect to rabbitmq: %w", err)
@@ -100,18 +103,13 @@ func connectRabbitMQ(ctx context.Context, cfg Config) (*rabbitBroker, error) {
 func (r *rabbitBroker) dial(ctx context.Context) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(r.cfg.ClientName)
-	return backoff.Retry(ctx, func() (*amqp.Connection, error) {
+	return dialWithRetry(ctx, r.log, "rabbitmq", func() (*amqp.Connection, error) {
 		return amqp.DialConfig(r.cfg.URL, amqp.Config{
 			Heartbeat:  rabbitHeartbeat,
 			Properties: props,
 			Dial:       amqp.DefaultDial(rabbitDialTimeout),
 		})
-	},
-		backoff.WithBackOff(newReconnectBackoff()),
-		backoff.WithMaxElapsedTime(0),
-		backoff.WithNotify(func(err error, next time.Duration) {
-			r.log.WarnContext(ctx, "rabbitmq dial failed, retrying", "retry_in", next, "error", err)
-		}))
+	})
 }
 
 // supervise waits for conn to close, redials and publishes the new
