@@ -156,9 +156,23 @@ func (r *rabbitBroker) setConn(conn *amqp.Connection) {
 }
 
 func (r *rabbitBroker) clearConn() {
-	r.ready.Store(false)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.clearLocked()
+}
+
+// dropConn clears conn if it is still the current connection; a newer one
+// the supervisor set meanwhile stays.
+func (r *rabbitBroker) dropConn(conn *amqp.Connection) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn == conn {
+		r.clearLocked()
+	}
+}
+
+func (r *rabbitBroker) clearLocked() {
+	r.ready.Store(false)
 	if r.conn != nil {
 		r.conn = nil
 		r.connUp = make(chan struct{})
@@ -175,13 +189,9 @@ func (r *rabbitBroker) connection(ctx context.Context) (*amqp.Connection, error)
 			return conn, nil
 		}
 		if conn != nil {
-			// Closed but the supervisor has not noticed yet; it will
-			// clear it and replace connUp.
-			select {
-			case <-ctx.Done():
-				return nil, context.Cause(ctx)
-			case <-time.After(10 * time.Millisecond):
-			}
+			// Closed, and the supervisor has not noticed yet: forget it
+			// now and wait for the one the supervisor will dial.
+			r.dropConn(conn)
 			continue
 		}
 		select {
@@ -534,7 +544,7 @@ func (r *rabbitBroker) consumeChannel(ctx context.Context, conn *amqp.Connection
 	if e := chErr.Load(); e != nil {
 		return true, fmt.Errorf("channel closed: %w", e)
 	}
-	return true, errors.New("channel closed")
+	return true, errors.New("the broker stopped the consumer (queue deleted?)")
 }
 
 // handleDelivery runs the handler with in-process retries (see the file
