@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	// Import all Kubernetes client auth plugins (e.g. OIDC) so the operator
 	// runs outside the cluster against any kubeconfig.
@@ -26,6 +27,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/controller"
 )
 
@@ -51,6 +53,8 @@ func run(args []string) error {
 		metricsAddr, probeAddr                           string
 		metricsCertPath, metricsCertName, metricsCertKey string
 		enableLeaderElection, secureMetrics, enableHTTP2 bool
+		clusterDomain                                    string
+		brokerResync, queueStatsInterval                 time.Duration
 	)
 	fs := flag.NewFlagSet("courier-operator", flag.ContinueOnError)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "0",
@@ -66,6 +70,12 @@ func run(args []string) error {
 	fs.StringVar(&metricsCertKey, "metrics-cert-key", "tls.key", "The name of the metrics server key file.")
 	fs.BoolVar(&enableHTTP2, "enable-http2", false,
 		"Enable HTTP/2 on the metrics server. Off by default for the HTTP/2 Stream Cancellation and Rapid Reset CVEs.")
+	fs.StringVar(&clusterDomain, "cluster-domain", "cluster.local",
+		"The cluster's DNS domain, part of a managed broker's RabbitMQ node names.")
+	fs.DurationVar(&brokerResync, "broker-resync-interval", 5*time.Minute,
+		"How often each app's broker is made to match its spec although nothing changed, which repairs users, permissions and queues changed on the broker by hand.")
+	fs.DurationVar(&queueStatsInterval, "queue-stats-interval", 30*time.Second,
+		"How often each app's queue depths and consumer counts are polled into its status.")
 	opts := zap.Options{}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -124,8 +134,14 @@ func run(args []string) error {
 	}
 
 	if err := (&controller.MicroserviceAppReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("courier-operator"),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("courier-operator"),
+		// In the cluster, brokers are dialled by their Service names.
+		Admin:              broker.NewRabbitMQ(),
+		ClusterDomain:      clusterDomain,
+		ResyncInterval:     brokerResync,
+		QueueStatsInterval: queueStatsInterval,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up MicroserviceApp controller: %w", err)
 	}

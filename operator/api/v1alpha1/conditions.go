@@ -70,6 +70,12 @@ const (
 	// ReasonExternalSecretMissing (BrokerReady): the Secret
 	// spec.broker.external.secretRef names does not exist.
 	ReasonExternalSecretMissing = "ExternalSecretMissing"
+	// ReasonAdminSecretMissing (BrokerReady): the managed broker's admin
+	// Secret is gone while its StatefulSet exists. The nodes keep the
+	// credentials and Erlang cookie they were initialised with, so the
+	// operator does not make new ones: restore the Secret, or delete the
+	// StatefulSet (its volumes go with it) to start the broker over.
+	ReasonAdminSecretMissing = "AdminSecretMissing"
 	// ReasonBrokerSecretInvalid (BrokerReady): the external broker's Secret
 	// or the managed broker's admin Secret lacks a key or holds a bad value;
 	// the message says which.

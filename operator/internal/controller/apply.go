@@ -16,6 +16,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
 // Event reasons on the app.
@@ -35,6 +36,46 @@ type namedApplyConfiguration interface {
 	GetNamespace() *string
 }
 
+// objectKind is what applyChild and prune need to know about one kind of
+// owned object; resource.Builder and rabbitmq.Builder both describe it.
+type objectKind struct {
+	// Kind names the objects in events and messages.
+	Kind string
+	// Owned extracts the fields a field owner manages from an object.
+	Owned func(obj client.Object, fieldOwner string) (runtime.ApplyConfiguration, error)
+	// New and NewList return an empty object and list of the kind.
+	New     func() client.Object
+	NewList func() client.ObjectList
+}
+
+func kindOf(b resource.Builder) objectKind {
+	return objectKind{Kind: b.Kind, Owned: b.Owned, New: b.New, NewList: b.NewList}
+}
+
+func brokerKindOf(b rabbitmq.Builder) objectKind {
+	return objectKind{Kind: b.Kind, Owned: b.Owned, New: b.New, NewList: b.NewList}
+}
+
+// ownedKinds are all kinds the operator writes, each once, in the order
+// they are first applied; the controller watches and prunes them.
+func ownedKinds() []objectKind {
+	var out []objectKind
+	seen := map[string]bool{}
+	add := func(k objectKind) {
+		if !seen[k.Kind] {
+			seen[k.Kind] = true
+			out = append(out, k)
+		}
+	}
+	for _, b := range rabbitmq.Builders {
+		add(brokerKindOf(b))
+	}
+	for _, b := range resource.PerService {
+		add(kindOf(b))
+	}
+	return out
+}
+
 // applyChild brings one owned object to its desired state and returns the
 // object as the API server holds it.
 //
@@ -45,7 +86,7 @@ type namedApplyConfiguration interface {
 // a reconcile that changes nothing write nothing. A hand edit moves the edited
 // fields to another manager, so it shows up as a difference and is rolled
 // back.
-func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b resource.Builder, desired runtime.ApplyConfiguration) (client.Object, error) {
+func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b objectKind, desired runtime.ApplyConfiguration) (client.Object, error) {
 	named, ok := desired.(namedApplyConfiguration)
 	if !ok {
 		return nil, fmt.Errorf("%s apply configuration %T has no name", b.Kind, desired)
@@ -93,10 +134,11 @@ func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b 
 }
 
 // prune deletes the objects the app owns but no longer wants: those of a
-// removed service, or a disruption budget once a service is down to one
-// replica.
+// removed service, a disruption budget once a service or the broker is down
+// to one replica, the connection Secret of a service that stopped using
+// queues.
 func (r *MicroserviceAppReconciler) prune(ctx context.Context, s *scope) error {
-	for _, b := range resource.PerService {
+	for _, b := range ownedKinds() {
 		list := b.NewList()
 		if err := r.List(ctx, list,
 			client.InNamespace(s.app.Namespace),

@@ -13,11 +13,17 @@ import (
 // Deployment and Service in the cluster. The cache must keep managedFields
 // (no TransformStripManagedFields): the reconciler compares them with its
 // intent to skip writes that would change nothing.
+//
+// For Secrets the restriction also keeps the cache from holding every
+// Secret's data. An external broker's admin Secret, which the user labels as
+// they like, is watched through a separate metadata-only informer (see
+// SetupWithManager) and read from the API server when needed.
 func CacheByObject() map[client.Object]cache.ByObject {
 	managed := labels.SelectorFromSet(labels.Set{resource.LabelManagedBy: resource.ManagedBy})
-	out := make(map[client.Object]cache.ByObject, len(resource.PerService))
-	for _, b := range resource.PerService {
-		out[b.New()] = cache.ByObject{Label: managed}
+	kinds := ownedKinds()
+	out := make(map[client.Object]cache.ByObject, len(kinds))
+	for _, k := range kinds {
+		out[k.New()] = cache.ByObject{Label: managed}
 	}
 	return out
 }

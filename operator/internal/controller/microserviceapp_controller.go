@@ -1,22 +1,34 @@
 // Package controller reconciles MicroserviceApps: it writes the objects the
 // resource builders describe with server-side apply, deletes those no longer
-// wanted, and reports the app's state in its status conditions.
+// wanted, makes the app's broker hold its topology and users, and reports
+// the app's state in its status conditions.
 package controller
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
 // cleanupFinalizer guards clean-up that owner references cannot do: state
@@ -25,28 +37,79 @@ import (
 // the app.
 const cleanupFinalizer = "apps.courier.dev/cleanup"
 
-// MicroserviceAppReconciler runs the services of MicroserviceApps.
+// MicroserviceAppReconciler runs the services of MicroserviceApps and
+// provisions their brokers.
 type MicroserviceAppReconciler struct {
 	// Client reads from the manager's cache and writes to the API server.
 	client.Client
+	// APIReader reads from the API server directly: the external broker's
+	// Secret, which the cache does not hold, and Secrets the cache has not
+	// seen yet. Nil means Client.
+	APIReader client.Reader
 	// Recorder emits events on the app when objects are created, updated,
-	// deleted or fail to apply.
+	// deleted or fail to apply, and when the broker is changed.
 	Recorder events.EventRecorder
+	// Admin does the broker work. In a cluster it dials brokers by their
+	// Service names; tests give it a resolver that maps them to a local
+	// broker.
+	Admin broker.Admin
+	// ClusterDomain is the cluster's DNS domain, part of a managed broker's
+	// node names; empty means cluster.local.
+	ClusterDomain string
+	// ResyncInterval is how often the broker is made to match the spec
+	// although nothing changed, which repairs what was changed on the broker
+	// by hand (default 5m).
+	ResyncInterval time.Duration
+	// QueueStatsInterval is how often queue depths are polled (default 30s).
+	QueueStatsInterval time.Duration
+	// RetryInterval is how soon a broker that is not ready is looked at
+	// again (default 15s).
+	RetryInterval time.Duration
+
+	memo brokerMemo
+}
+
+func (r *MicroserviceAppReconciler) apiReader() client.Reader {
+	if r.APIReader == nil {
+		return r.Client
+	}
+	return r.APIReader
+}
+
+func (r *MicroserviceAppReconciler) resyncInterval() time.Duration {
+	return cmp.Or(r.ResyncInterval, defaultResyncInterval)
+}
+
+func (r *MicroserviceAppReconciler) queueStatsInterval() time.Duration {
+	return cmp.Or(r.QueueStatsInterval, defaultQueueStatsInterval)
+}
+
+func (r *MicroserviceAppReconciler) retryInterval() time.Duration {
+	return cmp.Or(r.RetryInterval, defaultBrokerRetryInterval)
 }
 
 // +kubebuilder:rbac:groups=apps.courier.dev,resources=microserviceapps,verbs=get;list;watch;update
 // +kubebuilder:rbac:groups=apps.courier.dev,resources=microserviceapps/status,verbs=get;patch
 // +kubebuilder:rbac:groups=apps.courier.dev,resources=microserviceapps/finalizers,verbs=update
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;secrets;configmaps;serviceaccounts,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+//
+// A managed broker's Role lets its nodes read their peers' endpoints and
+// record events; the API server lets the operator grant only what it holds.
+// +kubebuilder:rbac:groups="",resources=endpoints,verbs=get;list
+// +kubebuilder:rbac:groups="",resources=events,verbs=create
 
-// Reconcile brings one app's objects to the state its spec describes and
-// records what it observed in the app's status.
+// Reconcile brings one app's objects and broker to the state its spec
+// describes and records what it observed in the app's status.
 func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	app := &v1alpha1.MicroserviceApp{}
 	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.memo.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
@@ -65,24 +128,44 @@ func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
-	return ctrl.Result{}, r.reconcile(ctx, s)
+	if err := r.reconcile(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
 }
 
-// reconcile applies every wanted object, in the order of
-// resource.PerService, then deletes the owned objects no longer wanted. One
+// reconcile does the broker work first (see reconcileBroker), so that the
+// topology exists and every password is settled before any Deployment
+// refers to them; then it applies every service's objects, in the order of
+// resource.PerService, and deletes the owned objects no longer wanted. One
 // object failing does not stop the others, so one bad service cannot hold
-// back the rest of the app.
+// back the rest of the app; the broker not being ready holds back nothing
+// but the broker's conditions.
 func (r *MicroserviceAppReconciler) reconcile(ctx context.Context, s *scope) error {
 	var errs []error
+	if s.app.Spec.Broker != nil {
+		errs = append(errs, r.reconcileBroker(ctx, s)...)
+		s.requeueAfter = r.brokerRequeue(s)
+	}
 	for _, b := range resource.PerService {
 		for i := range s.app.Spec.Services {
 			svc := &s.app.Spec.Services[i]
-			desired := b.Build(resource.Input{App: s.app, Service: svc})
+			desired := b.Build(resource.Input{App: s.app, Service: svc, Broker: s.wiring[svc.Name]})
 			if desired == nil {
 				continue
 			}
-			obj, err := r.applyChild(ctx, s, b, desired)
+			if b.Kind == "Secret" {
+				key := client.ObjectKey{Namespace: s.app.Namespace, Name: rabbitmq.ConnectionSecretName(s.app.Name, svc.Name)}
+				if r.deletedMeanwhile(ctx, s, key) {
+					s.wanted[wantedKey(b.Kind, key.Name)] = true
+					continue
+				}
+			}
+			obj, err := r.applyChild(ctx, s, kindOf(b), desired)
 			if err != nil {
+				if s.broker != nil && b.Kind == "Secret" {
+					s.broker.secretsFailed = true
+				}
 				errs = append(errs, err)
 				continue
 			}
@@ -104,6 +187,12 @@ func (r *MicroserviceAppReconciler) reconcileDelete(ctx context.Context, app *v1
 		return nil
 	}
 	logf.FromContext(ctx).Info("cleaning up before deletion")
+	if app.Spec.Broker != nil {
+		if err := r.cleanUpBroker(ctx, app); err != nil {
+			return err
+		}
+	}
+	r.memo.forget(client.ObjectKeyFromObject(app))
 	controllerutil.RemoveFinalizer(app, cleanupFinalizer)
 	if err := r.Update(ctx, app); err != nil {
 		return fmt.Errorf("remove finalizer: %w", err)
@@ -112,19 +201,70 @@ func (r *MicroserviceAppReconciler) reconcileDelete(ctx context.Context, app *v1
 }
 
 // needsCleanup reports whether the app has state outside the cluster that
-// must be removed before it is deleted. None yet: broker users and topology
-// will be the first.
-func needsCleanup(*v1alpha1.MicroserviceApp) bool { return false }
+// must be removed before it is deleted: its broker users and topology.
+func needsCleanup(app *v1alpha1.MicroserviceApp) bool { return app.Spec.Broker != nil }
+
+// externalSecretIndex indexes apps by the Secret their external broker's
+// credentials are in.
+const externalSecretIndex = "spec.broker.external.secretRef.name"
 
 // SetupWithManager registers the reconciler with mgr. It watches the objects
-// of every builder, so a deleted or hand-edited object brings its app back
-// into reconcile and is restored.
+// of every kind it owns, so a deleted or hand-edited object brings its app
+// back into reconcile and is restored, and the Secrets external brokers'
+// credentials are in.
 func (r *MicroserviceAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.MicroserviceApp{}, externalSecretIndex,
+		func(obj client.Object) []string {
+			b := obj.(*v1alpha1.MicroserviceApp).Spec.Broker
+			if b == nil || b.External == nil {
+				return nil
+			}
+			return []string{b.External.SecretRef.Name}
+		}); err != nil {
+		return fmt.Errorf("index apps by external broker Secret: %w", err)
+	}
+
+	// The manager's cache holds only the Secrets the operator labels. The
+	// Secrets users write for external brokers are watched in a cache of
+	// their own that holds every Secret's metadata and no data: enough to
+	// notice a change, which the reconcile then reads from the API server.
+	secrets, err := cache.New(mgr.GetConfig(), cache.Options{
+		Scheme:           mgr.GetScheme(),
+		Mapper:           mgr.GetRESTMapper(),
+		DefaultTransform: cache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return fmt.Errorf("create the Secret metadata cache: %w", err)
+	}
+	if err := mgr.Add(secrets); err != nil {
+		return fmt.Errorf("add the Secret metadata cache: %w", err)
+	}
+	secretMeta := &metav1.PartialObjectMetadata{}
+	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.MicroserviceApp{}).
-		Named("microserviceapp")
-	for _, builder := range resource.PerService {
-		b = b.Owns(builder.New())
+		Named("microserviceapp").
+		WatchesRawSource(source.Kind(secrets, secretMeta,
+			handler.TypedEnqueueRequestsFromMapFunc(r.appsUsingSecret)))
+	for _, k := range ownedKinds() {
+		b = b.Owns(k.New())
 	}
 	return b.Complete(r)
+}
+
+// appsUsingSecret maps a Secret to the apps whose external broker's
+// credentials it holds.
+func (r *MicroserviceAppReconciler) appsUsingSecret(ctx context.Context, secret *metav1.PartialObjectMetadata) []reconcile.Request {
+	apps := &v1alpha1.MicroserviceAppList{}
+	if err := r.List(ctx, apps, client.InNamespace(secret.Namespace),
+		client.MatchingFields{externalSecretIndex: secret.Name}); err != nil {
+		logf.FromContext(ctx).Error(err, "list apps using Secret", "secret", secret.Name)
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(apps.Items))
+	for _, app := range apps.Items {
+		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&app)})
+	}
+	return out
 }

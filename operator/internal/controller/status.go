@@ -1,8 +1,11 @@
 package controller
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -14,12 +17,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/broker"
 )
 
 // readyDependsOn lists, in the order a false Ready reports them, the
 // conditions Ready summarises. A new concern adds its condition here.
 var readyDependsOn = []string{
 	v1alpha1.ConditionResourcesApplied,
+	v1alpha1.ConditionBrokerReady,
+	v1alpha1.ConditionTopologyReady,
+	v1alpha1.ConditionCredentialsReady,
 	v1alpha1.ConditionServicesAvailable,
 }
 
@@ -39,6 +46,8 @@ func (r *MicroserviceAppReconciler) patchStatus(ctx context.Context, s *scope, r
 	app.Status.Services = serviceStatuses(rollouts)
 	app.Status.ReadyServices = readyServices(rollouts)
 	setResourcesApplied(app, reconcileErr)
+	setBrokerConditions(app, s.broker)
+	setQueueStatus(app, s.broker)
 	setServicesAvailable(app, rollouts)
 	setReady(app)
 	if reconcileErr == nil {
@@ -165,6 +174,107 @@ func setResourcesApplied(app *v1alpha1.MicroserviceApp, err error) {
 		c.Message = err.Error()
 	}
 	meta.SetStatusCondition(&app.Status.Conditions, c)
+}
+
+// setBrokerConditions records BrokerReady, TopologyReady and
+// CredentialsReady from what the reconcile found out about the broker; b is
+// nil when the app has none.
+func setBrokerConditions(app *v1alpha1.MicroserviceApp, b *brokerOutcome) {
+	condition := func(typ string, status metav1.ConditionStatus, reason, message string) {
+		meta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
+			Type: typ, Status: status, Reason: reason, Message: message, ObservedGeneration: app.Generation,
+		})
+	}
+	if b == nil {
+		for _, typ := range []string{v1alpha1.ConditionBrokerReady, v1alpha1.ConditionTopologyReady, v1alpha1.ConditionCredentialsReady} {
+			condition(typ, metav1.ConditionTrue, v1alpha1.ReasonNoBroker, "the app declares no broker")
+		}
+		return
+	}
+
+	// BrokerReady: can the operator talk to the broker, and is all of it up?
+	brokerStatus, brokerReason, brokerMessage := metav1.ConditionTrue, v1alpha1.ReasonBrokerAvailable, "the broker answers"
+	reached := true
+	switch err := cmp.Or(b.declareErr, b.statsErr); {
+	case b.blockedReason != "":
+		brokerStatus, brokerReason, brokerMessage, reached = metav1.ConditionFalse, b.blockedReason, b.blockedMessage, false
+	case errors.Is(err, broker.ErrUnreachable):
+		brokerStatus, brokerReason, brokerMessage, reached = metav1.ConditionFalse, v1alpha1.ReasonBrokerUnreachable, err.Error(), false
+	case errors.Is(err, broker.ErrUnauthorized):
+		brokerStatus, brokerReason, brokerMessage, reached = metav1.ConditionFalse, v1alpha1.ReasonBrokerUnauthorized, err.Error(), false
+	case b.podsWaiting != "":
+		brokerStatus, brokerReason, brokerMessage = metav1.ConditionFalse, v1alpha1.ReasonWaitingForBrokerPods, b.podsWaiting
+	}
+	condition(v1alpha1.ConditionBrokerReady, brokerStatus, brokerReason, brokerMessage)
+
+	// TopologyReady: does the broker hold what the spec asks for?
+	switch {
+	case b.declared:
+		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionTrue, v1alpha1.ReasonDeclared,
+			"the broker holds the app's vhost, queues, users and permissions")
+	case !reached:
+		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionFalse, v1alpha1.ReasonWaitingForBroker,
+			"waiting for the broker ("+brokerReason+")")
+	default:
+		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionFalse, v1alpha1.ReasonDeclareFailed, b.declareErr.Error())
+	}
+
+	// CredentialsReady: does every service have a Secret the broker accepts?
+	switch {
+	case b.secretsFailed:
+		condition(v1alpha1.ConditionCredentialsReady, metav1.ConditionFalse, v1alpha1.ReasonSecretsNotWritten,
+			"a connection Secret could not be written; see ResourcesApplied")
+	case b.declared:
+		condition(v1alpha1.ConditionCredentialsReady, metav1.ConditionTrue, v1alpha1.ReasonCredentialsIssued,
+			"every service that uses a queue has its Secret and broker user")
+	case !reached:
+		condition(v1alpha1.ConditionCredentialsReady, metav1.ConditionFalse, v1alpha1.ReasonWaitingForBroker,
+			"waiting for the broker ("+brokerReason+")")
+	default:
+		condition(v1alpha1.ConditionCredentialsReady, metav1.ConditionFalse, v1alpha1.ReasonWaitingForTopology,
+			"the Secrets are written; the broker gets their passwords once the topology is declared")
+	}
+}
+
+// setQueueStatus records each queue's declared type and its last polled
+// depths. A reconcile that neither declared nor polled keeps what status
+// had, so that only a change writes status.
+func setQueueStatus(app *v1alpha1.MicroserviceApp, b *brokerOutcome) {
+	if b == nil || len(app.Spec.Queues) == 0 {
+		app.Status.Queues, app.Status.QueuedMessages, app.Status.DeadLetters = nil, nil, nil
+		return
+	}
+	previous := make(map[string]v1alpha1.QueueStatus, len(app.Status.Queues))
+	for _, q := range app.Status.Queues {
+		previous[q.Name] = q
+	}
+	polled := make(map[string]broker.QueueStat, len(b.stats))
+	for _, st := range b.stats {
+		polled[st.Queue] = st
+	}
+	names := make([]string, 0, len(app.Spec.Queues))
+	for _, q := range app.Spec.Queues {
+		names = append(names, q.Name)
+	}
+	slices.Sort(names)
+
+	out := make([]v1alpha1.QueueStatus, 0, len(names))
+	var messages, deadLetters int64
+	for _, name := range names {
+		q := previous[name]
+		q.Name = name
+		if t, ok := b.types[name]; ok {
+			q.Type = t
+		}
+		if st, ok := polled[name]; ok {
+			q.Messages, q.Consumers, q.DeadLetters = int64(st.Messages), int32(st.Consumers), int64(st.DeadLetters)
+		}
+		messages += q.Messages
+		deadLetters += q.DeadLetters
+		out = append(out, q)
+	}
+	app.Status.Queues = out
+	app.Status.QueuedMessages, app.Status.DeadLetters = &messages, &deadLetters
 }
 
 // setServicesAvailable records whether every service has rolled out and

@@ -119,6 +119,7 @@ func TestConditions(t *testing.T) {
 			app := fixture.App("ns", "shop")
 			app.Generation = 4
 			setResourcesApplied(app, tt.applyErr)
+			setBrokerConditions(app, nil)
 			setServicesAvailable(app, tt.rollouts)
 			setReady(app)
 			for typ, want := range tt.want {
@@ -141,10 +142,12 @@ func TestConditions(t *testing.T) {
 func TestReadyTransitionTime(t *testing.T) {
 	app := fixture.App("ns", "shop")
 	setResourcesApplied(app, nil)
+	setBrokerConditions(app, nil)
 	setServicesAvailable(app, nil)
 	setReady(app)
 	before := app.Status.DeepCopy()
 	setResourcesApplied(app, nil)
+	setBrokerConditions(app, nil)
 	setServicesAvailable(app, nil)
 	setReady(app)
 	if diff := cmp.Diff(before, &app.Status); diff != "" {

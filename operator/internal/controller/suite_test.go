@@ -46,6 +46,8 @@ var (
 	k8s client.Client
 	// mgrClient is the manager's cached client, the one the controller uses.
 	mgrClient client.Client
+	// reconciler is the manager's reconciler.
+	reconciler *MicroserviceAppReconciler
 )
 
 const (
@@ -98,13 +100,24 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	mgrClient = mgr.GetClient()
-	if err := (&MicroserviceAppReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("courier-operator"),
-	}).SetupWithManager(mgr); err != nil {
+	reconciler = &MicroserviceAppReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("courier-operator"),
+		Admin:     testAdmin,
+		// Short enough for the drift tests to see a resync, and for queue
+		// depths to reach status, within a wait.
+		ResyncInterval:     3 * time.Second,
+		QueueStatsInterval: time.Second,
+		// Longer than any wait: a test that passes never relied on a
+		// retry, which is how the external Secret test proves the watch.
+		RetryInterval: 10 * time.Minute,
+	}
+	if err := reconciler.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "set up controller: %v\n", err)
 		return 1
 	}
+	defer stopTestBroker()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -30,11 +30,25 @@ type Builder struct {
 }
 
 // PerService lists the builders every service goes through, in the order the
-// controller applies them across all services: Services first, so every URL a
-// caller is given resolves before any pod starts; Deployments next; disruption
-// budgets last, once there are pods for them to protect. Objects a Deployment's
-// pods need (a connection Secret) go before Deployments.
+// controller applies them across all services: broker connection Secrets
+// first, since pods cannot start without the Secret their BROKER_URL comes
+// from; Services next, so every URL a caller is given resolves before any pod
+// starts; Deployments next; disruption budgets last, once there are pods for
+// them to protect.
 var PerService = []Builder{
+	{
+		Kind: "Secret",
+		Build: func(in Input) runtime.ApplyConfiguration {
+			// A nil pointer in a non-nil interface would read as "wanted".
+			if s := ConnectionSecret(in); s != nil {
+				return s
+			}
+			return nil
+		},
+		Owned:   ownedSecret,
+		New:     func() client.Object { return &corev1.Secret{} },
+		NewList: func() client.ObjectList { return &corev1.SecretList{} },
+	},
 	{
 		Kind: "Service",
 		Build: func(in Input) runtime.ApplyConfiguration {
@@ -72,4 +86,17 @@ var PerService = []Builder{
 		New:     func() client.Object { return &policyv1.PodDisruptionBudget{} },
 		NewList: func() client.ObjectList { return &policyv1.PodDisruptionBudgetList{} },
 	},
+}
+
+// MonitoringSecretBuilder describes the monitoring Secret (MonitoringSecret)
+// to the controller, which applies it once per app rather than per service.
+var MonitoringSecretBuilder = Builder{
+	Kind:    "Secret",
+	Owned:   ownedSecret,
+	New:     func() client.Object { return &corev1.Secret{} },
+	NewList: func() client.ObjectList { return &corev1.SecretList{} },
+}
+
+func ownedSecret(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
+	return corev1ac.ExtractSecret(obj.(*corev1.Secret), owner)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
@@ -16,6 +17,8 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/fixture"
 	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
+	"github.com/courier-dev/courier/services/kit/contract"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/ with the builders' current output")
@@ -27,7 +30,27 @@ func TestBuilders(t *testing.T) {
 		name    string
 		app     *v1alpha1.MicroserviceApp
 		service string
+		// password, when set, wires the service to the app's broker with it.
+		password string
 	}{
+		{
+			name:     "publisher",
+			app:      fixture.BlogWithQueues("blog-ns"),
+			service:  "users",
+			password: "users-password",
+		},
+		{
+			name: "publisher-and-consumer",
+			app: fixture.App("shop", "cart",
+				fixture.ManagedBroker(3),
+				fixture.WithQueue("orders"),
+				fixture.WithQueue("order-events"),
+				fixture.WithService("api", fixture.Publishes("orders")),
+				fixture.WithService("worker", fixture.Consumes("orders"), fixture.Publishes("order-events", "orders")),
+				fixture.WithService("audit", fixture.Consumes("order-events"))),
+			service:  "worker",
+			password: "p@ss/word:with%escapes",
+		},
 		{
 			name:    "defaults",
 			app:     fixture.App("shop", "cart", fixture.WithService("api")),
@@ -92,6 +115,13 @@ func TestBuilders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := resource.Input{App: tt.app, Service: service(t, tt.app, tt.service)}
+			if tt.password != "" {
+				in.Broker = &resource.Broker{
+					Kind: contract.BrokerRabbitMQ,
+					Connection: resource.Connection(tt.app, tt.service,
+						rabbitmq.NamesFor(tt.app.Name).Client+"."+tt.app.Namespace+".svc", rabbitmq.AMQPPort, tt.password),
+				}
+			}
 			var got bytes.Buffer
 			for _, b := range resource.PerService {
 				obj := b.Build(in)
@@ -107,6 +137,47 @@ func TestBuilders(t *testing.T) {
 			}
 			assertGolden(t, filepath.Join("testdata", tt.name+".yaml"), got.Bytes())
 		})
+	}
+}
+
+// TestMonitoringSecret renders the monitoring Secret of an app.
+func TestMonitoringSecret(t *testing.T) {
+	out, err := yaml.Marshal(resource.MonitoringSecret(fixture.BlogWithQueues("blog-ns"), "monitoring-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertGolden(t, filepath.Join("testdata", "monitoring-secret.yaml"), out)
+}
+
+// TestManagedBroker checks the mapping of spec.broker.managed to the
+// rabbitmq builders' input, unset fields left to the builders' defaults.
+func TestManagedBroker(t *testing.T) {
+	class := "fast"
+	size := apiresource.MustParse("1Gi")
+	res := corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: apiresource.MustParse("2Gi")}}
+	app := fixture.BlogWithQueues("blog-ns", func(a *v1alpha1.MicroserviceApp) {
+		a.Spec.Broker.Managed = &v1alpha1.ManagedBroker{
+			Image: "rabbitmq:custom", Replicas: ptr.To[int32](3),
+			StorageSize: &size, StorageClassName: &class, Resources: &res,
+		}
+	})
+	got := resource.ManagedBroker(app, "example.org")
+	if got.App != "blog" || got.Namespace != "blog-ns" || got.Image != "rabbitmq:custom" || got.Replicas != 3 ||
+		got.StorageSize.Cmp(size) != 0 || got.StorageClassName != &class || !equality.Semantic.DeepEqual(got.Resources, res) ||
+		got.ClusterDomain != "example.org" || got.Owner == nil || *got.Owner.UID != app.UID {
+		t.Errorf("ManagedBroker = %+v", got)
+	}
+	if diff := cmp.Diff(resource.Labels("blog", resource.BrokerComponent), got.Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+	if err := got.Validate(); err != nil {
+		t.Errorf("the mapped broker is invalid: %v", err)
+	}
+
+	app.Spec.Broker.Managed = &v1alpha1.ManagedBroker{}
+	unset := resource.ManagedBroker(app, "")
+	if unset.Replicas != 1 || !unset.StorageSize.IsZero() || len(unset.Resources.Limits) != 0 || unset.StorageClassName != nil {
+		t.Errorf("ManagedBroker of an undefaulted spec = %+v, want one replica and the builders' defaults", unset)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
@@ -55,11 +56,7 @@ func Deployment(in Input) *appsv1ac.DeploymentApplyConfiguration {
 					WithMaxUnavailable(intstr.FromInt32(0)))).
 			WithTemplate(corev1ac.PodTemplateSpec().
 				WithLabels(Labels(app.Name, svc.Name)).
-				WithAnnotations(map[string]string{
-					AnnotationScrape: "true",
-					AnnotationPort:   strconv.Itoa(int(metricsPort)),
-					AnnotationPath:   metricsPath(svc),
-				}).
+				WithAnnotations(podAnnotations(in, metricsPort)).
 				WithSpec(corev1ac.PodSpec().
 					// Services never talk to the Kubernetes API.
 					WithAutomountServiceAccountToken(false).
@@ -74,6 +71,22 @@ func Deployment(in Input) *appsv1ac.DeploymentApplyConfiguration {
 					WithVolumes(corev1ac.Volume().
 						WithName(tmpVolume).
 						WithEmptyDir(corev1ac.EmptyDirVolumeSource())))))
+}
+
+// podAnnotations are the scrape annotations and, for a service that uses
+// the broker, the hash of its connection Secret's data: the env takes
+// BROKER_URL from the Secret only when a pod starts, so a new password must
+// change the template to reach the pods.
+func podAnnotations(in Input, metricsPort int32) map[string]string {
+	a := map[string]string{
+		AnnotationScrape: "true",
+		AnnotationPort:   strconv.Itoa(int(metricsPort)),
+		AnnotationPath:   metricsPath(in.Service),
+	}
+	if in.Broker != nil {
+		a[contract.AnnotationConnectionHash] = rabbitmq.ConnectionHash(rabbitmq.ConnectionData(in.Broker.Connection))
+	}
+	return a
 }
 
 func container(in Input) *corev1ac.ContainerApplyConfiguration {
@@ -142,6 +155,19 @@ func env(in Input) []*corev1ac.EnvVarApplyConfiguration {
 	}
 	for _, callee := range svc.Calls {
 		vars = append(vars, envValue(contract.ServiceURLEnv(callee), serviceURL(app, callee)))
+	}
+	if in.Broker != nil {
+		// BROKER_URL holds the service's password, so it comes from the
+		// Secret rather than sitting in the Deployment.
+		vars = append(vars,
+			envValue(contract.EnvBrokerKind, in.Broker.Kind),
+			corev1ac.EnvVar().WithName(contract.EnvBrokerURL).WithValueFrom(corev1ac.EnvVarSource().
+				WithSecretKeyRef(corev1ac.SecretKeySelector().
+					WithName(rabbitmq.ConnectionSecretName(app.Name, svc.Name)).
+					WithKey(rabbitmq.ConnectionURLKey))))
+		for _, q := range ServiceQueues(svc) {
+			vars = append(vars, envValue(contract.QueueEnv(q), contract.QueueName(app.Name, q)))
+		}
 	}
 
 	index := make(map[string]int, len(vars))

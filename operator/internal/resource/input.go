@@ -25,6 +25,8 @@ type Input struct {
 	App *v1alpha1.MicroserviceApp
 	// Service is the entry of App.Spec.Services being built.
 	Service *v1alpha1.Service
+	// Broker is the service's broker wiring; nil when it uses no queue.
+	Broker *Broker
 }
 
 // Default compute resources of a service container that declares none.

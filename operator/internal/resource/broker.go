@@ -1,0 +1,128 @@
+package resource
+
+import (
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
+)
+
+// BrokerComponent is the LabelName value on the managed broker's objects and
+// on the monitoring Secret: to the labels, the broker is one more part of the
+// app. The API reserves the service names the broker's object names could
+// collide with ("broker", "broker-nodes").
+const BrokerComponent = "broker"
+
+// Keys of the monitoring Secret.
+const (
+	// MonitoringUsernameKey holds broker.MonitoringUserName of the app.
+	MonitoringUsernameKey = "username"
+	// MonitoringPasswordKey holds its password.
+	MonitoringPasswordKey = "password"
+)
+
+// Broker is a service's broker wiring, the part of Input the controller
+// gathers for every service that publishes or consumes: the broker's kind
+// and the service's connection (the broker's AMQP address, the app's vhost,
+// the service's own user and its password).
+type Broker struct {
+	// Kind is BROKER_KIND: contract.BrokerRabbitMQ.
+	Kind string
+	// Connection is what the service's connection Secret holds.
+	Connection rabbitmq.Connection
+}
+
+// UsesBroker reports whether a service of app publishes or consumes, and so
+// gets a broker user, a connection Secret and the broker's variables.
+func UsesBroker(app *v1alpha1.MicroserviceApp, svc *v1alpha1.Service) bool {
+	return app.Spec.Broker != nil && len(svc.Publishes)+len(svc.Consumes) > 0
+}
+
+// ServiceQueues are the logical queues a service publishes to or consumes,
+// sorted and without duplicates: one QUEUE_<NAME> variable each.
+func ServiceQueues(svc *v1alpha1.Service) []string {
+	queues := slices.Concat(svc.Publishes, svc.Consumes)
+	slices.Sort(queues)
+	return slices.Compact(queues)
+}
+
+// ManagedBroker maps the app's spec.broker.managed to the rabbitmq
+// builders' input; clusterDomain is the cluster's DNS domain ("" for
+// cluster.local). The app's spec must have a managed broker.
+func ManagedBroker(app *v1alpha1.MicroserviceApp, clusterDomain string) rabbitmq.Broker {
+	m := app.Spec.Broker.Managed
+	b := rabbitmq.Broker{
+		App:              app.Name,
+		Namespace:        app.Namespace,
+		Image:            m.Image,
+		Replicas:         ptr.Deref(m.Replicas, 1),
+		StorageClassName: m.StorageClassName,
+		ClusterDomain:    clusterDomain,
+		// The managed-by label puts the broker's objects in the operator's
+		// cache; the instance label lets pruning find them.
+		Labels: Labels(app.Name, BrokerComponent),
+		Owner:  ownerReference(app),
+	}
+	if m.StorageSize != nil {
+		b.StorageSize = *m.StorageSize
+	}
+	if m.Resources != nil {
+		b.Resources = *m.Resources
+	}
+	return b
+}
+
+// Connection is a service's connection to the app's vhost on the broker at
+// host:port, as the service's own user with password.
+func Connection(app *v1alpha1.MicroserviceApp, service, host string, port int32, password string) rabbitmq.Connection {
+	return rabbitmq.Connection{
+		App:       app.Name,
+		Service:   service,
+		Namespace: app.Namespace,
+		Host:      host,
+		Port:      port,
+		VHost:     VHost(app),
+		Username:  broker.UserName(app.Name, service),
+		Password:  password,
+		Labels:    Labels(app.Name, service),
+		Owner:     ownerReference(app),
+	}
+}
+
+// VHost is the app's RabbitMQ virtual host: its name, as broker.Generate
+// derives it.
+func VHost(app *v1alpha1.MicroserviceApp) string { return app.Name }
+
+// ConnectionSecret is a service's connection Secret (see
+// rabbitmq.ConnectionSecret), or nil when the service uses no queue.
+func ConnectionSecret(in Input) *corev1ac.SecretApplyConfiguration {
+	if in.Broker == nil {
+		return nil
+	}
+	return rabbitmq.ConnectionSecret(in.Broker.Connection)
+}
+
+// MonitoringSecretName is the name of the Secret holding the app's
+// monitoring user, "<app>-broker-monitoring". No service's connection Secret
+// ("<app>-<service>-broker") and no managed broker object can have it.
+func MonitoringSecretName(app string) string { return app + "-broker-monitoring" }
+
+// MonitoringSecret keeps the password of the app's monitoring user
+// (broker.MonitoringUserName), which may only read queue depths over the
+// management API. The operator polls with it rather than as the
+// administrator, and keeps the password here so that it survives restarts.
+func MonitoringSecret(app *v1alpha1.MicroserviceApp, password string) *corev1ac.SecretApplyConfiguration {
+	return corev1ac.Secret(MonitoringSecretName(app.Name), app.Namespace).
+		WithLabels(Labels(app.Name, BrokerComponent)).
+		WithOwnerReferences(ownerReference(app)).
+		WithType(corev1.SecretTypeOpaque).
+		WithData(map[string][]byte{
+			MonitoringUsernameKey: []byte(broker.MonitoringUserName(app.Name)),
+			MonitoringPasswordKey: []byte(password),
+		})
+}
