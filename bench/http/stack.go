@@ -40,6 +40,18 @@ func Bare() http.Handler {
 	return mux
 }
 
+// Gin is Gin alone: gin.New with the route and no middleware, the floor
+// under the kit, which is built on Gin. It is shown to split the kit's
+// overhead into Gin's and the kit's own.
+func Gin() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.GET(Route, func(c *gin.Context) {
+		c.JSON(http.StatusOK, User{ID: c.Param("id"), Email: "ada@example.com"})
+	})
+	return e
+}
+
 // BareServer wraps Bare in an http.Server with the same timeouts the kit
 // sets, so the loopback comparison differs only in the handler stack.
 func BareServer() *http.Server {

@@ -264,6 +264,30 @@ func TestRequestTimeout(t *testing.T) {
 	}
 }
 
+// TestRequestContextEndsWithRequest checks what context.WithTimeout's
+// deferred cancel gave handlers: a goroutine left holding the request's
+// context sees it end when the request does.
+func TestRequestContextEndsWithRequest(t *testing.T) {
+	svc, _ := newService(t, nil)
+	kept := make(chan context.Context, 1)
+	svc.Engine().GET("/leave", func(c *gin.Context) {
+		kept <- c.Request.Context()
+		c.Status(http.StatusNoContent)
+	})
+	if rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/leave", nil)); rec.Code != http.StatusNoContent {
+		t.Fatalf("status = %d", rec.Code)
+	}
+	ctx := <-kept
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("request context still live after the request")
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Errorf("Err = %v, want canceled", ctx.Err())
+	}
+}
+
 func TestValidationErrors(t *testing.T) {
 	type signup struct {
 		Email   string   `json:"email" binding:"required,email"`
@@ -407,8 +431,8 @@ func TestOutgoingCallsCarryTraceAndRequestID(t *testing.T) {
 	}
 	s := <-got
 	parts := strings.Split(s.traceparent, "-")
-	if len(parts) != 4 || parts[1] != traceID || parts[2] == "1111222233334444" {
-		t.Errorf("upstream traceparent = %q, want trace %s with this service's span as parent", s.traceparent, traceID)
+	if len(parts) != 4 || parts[1] != traceID || parts[2] == "1111222233334444" || parts[3] != "01" {
+		t.Errorf("upstream traceparent = %q, want trace %s, still sampled, with this service's span as parent", s.traceparent, traceID)
 	}
 	if s.requestID != "edge-1" {
 		t.Errorf("upstream request id = %q, want edge-1", s.requestID)

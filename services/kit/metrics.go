@@ -1,9 +1,13 @@
 package kit
 
 import (
+	"maps"
+	"net/http"
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +23,24 @@ const unmatchedRoute = "unmatched"
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	// series caches the children of both vectors per label set, so a
+	// request costs one map lookup instead of two WithLabelValues calls
+	// (each hashes the three label values and takes the vector's lock).
+	// The map is copied on write: label sets are few and fixed after
+	// warm-up (routes x methods x codes), so reads never lock.
+	series atomic.Pointer[map[seriesKey]*httpSeries]
+	mu     sync.Mutex // serialises writers of series
+}
+
+type seriesKey struct {
+	method, route string
+	code          int
+}
+
+type httpSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -34,14 +56,50 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Buckets: prometheus.DefBuckets,
 		}, labels),
 	}
+	m.series.Store(&map[seriesKey]*httpSeries{})
 	reg.MustRegister(m.requests, m.duration)
 	return m
 }
 
 func (m *httpMetrics) observe(method, route string, code int, seconds float64) {
-	c := strconv.Itoa(code)
-	m.requests.WithLabelValues(method, route, c).Inc()
-	m.duration.WithLabelValues(method, route, c).Observe(seconds)
+	key := seriesKey{method: methodLabel(method), route: route, code: code}
+	s := (*m.series.Load())[key]
+	if s == nil {
+		s = m.addSeries(key)
+	}
+	s.requests.Inc()
+	s.duration.Observe(seconds)
+}
+
+func (m *httpMetrics) addSeries(key seriesKey) *httpSeries {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.series.Load()
+	if s := old[key]; s != nil {
+		return s
+	}
+	c := strconv.Itoa(key.code)
+	s := &httpSeries{
+		requests: m.requests.WithLabelValues(key.method, key.route, c),
+		duration: m.duration.WithLabelValues(key.method, key.route, c),
+	}
+	series := make(map[seriesKey]*httpSeries, len(old)+1)
+	maps.Copy(series, old)
+	series[key] = s
+	m.series.Store(&series)
+	return s
+}
+
+// methodLabel bounds the method label: a client can send any token as a
+// method, and each would otherwise become a new series (OpenTelemetry's
+// HTTP conventions use _OTHER the same way).
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "_OTHER"
 }
 
 // BuildInfo labels the build_info gauge.

@@ -60,6 +60,18 @@ func TestRunServesMetricsAndAdminEndpoints(t *testing.T) {
 	for _, p := range []string{"/users/1", "/users/1", "/users/2", "/nope"} {
 		get(t, r.apiURL(p))
 	}
+	// Any token is a valid method; it must not become a new series.
+	for _, method := range []string{"BREW", "WHEN"} {
+		req, err := http.NewRequest(method, r.apiURL("/users/1"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		_ = resp.Body.Close()
+	}
 	families := scrape(t, r)
 	counts := map[string]float64{}
 	for _, m := range families["http_requests_total"].GetMetric() {
@@ -67,9 +79,10 @@ func TestRunServesMetricsAndAdminEndpoints(t *testing.T) {
 		counts[l["method"]+" "+l["route"]+" "+l["code"]] = m.GetCounter().GetValue()
 	}
 	wantCounts := map[string]float64{
-		"GET /users/:id 200": 2,
-		"GET /users/:id 404": 1,
-		"GET unmatched 404":  1,
+		"GET /users/:id 200":   2,
+		"GET /users/:id 404":   1,
+		"GET unmatched 404":    1,
+		"_OTHER unmatched 405": 2,
 	}
 	if !reflect.DeepEqual(counts, wantCounts) {
 		t.Errorf("http_requests_total = %v, want %v", counts, wantCounts)
@@ -79,8 +92,8 @@ func TestRunServesMetricsAndAdminEndpoints(t *testing.T) {
 	for _, m := range families["http_request_duration_seconds"].GetMetric() {
 		observed += m.GetHistogram().GetSampleCount()
 	}
-	if observed != 4 {
-		t.Errorf("http_request_duration_seconds observed %d requests, want 4", observed)
+	if observed != 6 {
+		t.Errorf("http_request_duration_seconds observed %d requests, want 6", observed)
 	}
 	bi := families["build_info"].GetMetric()
 	if len(bi) != 1 || bi[0].GetGauge().GetValue() != 1 {

@@ -4,8 +4,10 @@
 // messages and on into the consumer that handles them.
 //
 // The HTTP middleware and the messaging drivers both use
-// otel.GetTextMapPropagator and otel.Tracer; Install is the one place that
-// sets them, and kit.New calls it.
+// otel.GetTextMapPropagator; the messaging drivers start their spans with
+// otel.Tracer, the HTTP middleware puts a ServerSpan (ids only, see its doc)
+// in each request's context. Install is the one place that sets the
+// propagator and provider, and kit.New calls it.
 package tracing
 
 import (
