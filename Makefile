@@ -35,6 +35,8 @@ manifests: controller-gen ## Generate the CRD and RBAC from the API markers.
 	# The operator chart ships the same generated CRD and RBAC rules.
 	cp config/crd/bases/*.yaml charts/courier/crds/
 	cp config/rbac/role.yaml charts/courier/files/manager-role.yaml
+	# The blog chart ships the alert rules and the dashboard of config/prometheus.
+	cp config/prometheus/rules/courier-alerts.yaml config/prometheus/dashboards/courier-app.json charts/blog/files/
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods from the API markers.
@@ -49,8 +51,9 @@ vet: ## Run go vet against code.
 	go vet ./...
 
 .PHONY: test
-test: manifests generate fmt vet envtest ## Run every test (unit, envtest, real brokers, local e2e) with -race.
-	KUBEBUILDER_ASSETS="$$($(ENVTEST))" go test -race -count=1 -timeout 30m ./... -coverprofile cover.out
+test: manifests generate fmt vet envtest helm kustomize ## Run every test (unit, envtest, real brokers, local e2e, installers) with -race.
+	KUBEBUILDER_ASSETS="$$($(ENVTEST))" HELM="$(HELM)" KUSTOMIZE="$(KUSTOMIZE)" \
+		go test -race -count=1 -timeout 30m ./... -coverprofile cover.out
 
 .PHONY: test-e2e
 test-e2e: ## Run the kind end-to-end suite (needs kind and a container runtime).

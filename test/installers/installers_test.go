@@ -1,0 +1,202 @@
+// Package installers checks that what users install with — the Helm charts
+// and the kustomize overlay — renders and is accepted by a real API server
+// (envtest) with a server-side dry run, and that a rendered MicroserviceApp
+// passes the CRD's schema and CEL validation.
+package installers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+var root = filepath.Join("..", "..")
+
+// tool returns the path of a pinned tool from ./bin; `make test` installs
+// them (make helm kustomize) and passes their paths in the environment.
+func tool(t *testing.T, env, name string) string {
+	t.Helper()
+	p := os.Getenv(env)
+	if p == "" {
+		p = filepath.Join(root, "bin", name)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s not found at %s: run `make %s` or set %s", name, p, name, env)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+func startAPIServer(t *testing.T) client.Client {
+	t.Helper()
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run through `make test` or export KUBEBUILDER_ASSETS=$(hack/envtest.sh)")
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(root, "charts", "courier", "crds")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("start envtest: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func render(t *testing.T, name string, args ...string) []*unstructured.Unstructured {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", filepath.Base(name), args, err, stderr.String())
+	}
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatalf("decode %s output: %v", filepath.Base(name), err)
+		}
+		if len(u.Object) > 0 {
+			objs = append(objs, u)
+		}
+	}
+	if len(objs) == 0 {
+		t.Fatalf("%s %v rendered nothing", filepath.Base(name), args)
+	}
+	return objs
+}
+
+// dryRunApply sends every object through a server-side apply dry run: the
+// API server runs defaulting, schema and CEL validation, and admission.
+func dryRunApply(t *testing.T, c client.Client, ns string, objs []*unstructured.Unstructured) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	kinds := map[string]int{}
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" || o.GetKind() == "CustomResourceDefinition" {
+			// Created for real: namespaced objects and custom resources need them.
+			if err := c.Create(ctx, o); err != nil && !isAlreadyExists(err) {
+				t.Fatalf("create %s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+			kinds[o.GetKind()]++
+			continue
+		}
+		if o.GetNamespace() == "" && isNamespaced(t, c, o) {
+			o.SetNamespace(ns)
+		}
+		o.SetManagedFields(nil)
+		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("installers-test"), client.DryRunAll, client.ForceOwnership); err != nil {
+			t.Errorf("dry-run apply %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+		kinds[o.GetKind()]++
+	}
+	return kinds
+}
+
+func isNamespaced(t *testing.T, c client.Client, o *unstructured.Unstructured) bool {
+	t.Helper()
+	namespaced, err := c.IsObjectNamespaced(o)
+	if err != nil {
+		t.Fatalf("scope of %s: %v", o.GetObjectKind().GroupVersionKind(), err)
+	}
+	return namespaced
+}
+
+func isAlreadyExists(err error) bool {
+	var status interface{ Status() metav1.Status }
+	return errors.As(err, &status) && status.Status().Reason == metav1.StatusReasonAlreadyExists
+}
+
+func createNamespace(t *testing.T, c client.Client, name string) {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := c.Create(context.Background(), ns); err != nil && !isAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+func requireKinds(t *testing.T, got map[string]int, want ...string) {
+	t.Helper()
+	for _, k := range want {
+		if got[k] == 0 {
+			t.Errorf("rendered no %s (got %v)", k, got)
+		}
+	}
+}
+
+func TestInstallersApplyToARealAPIServer(t *testing.T) {
+	c := startAPIServer(t)
+	helm := tool(t, "HELM", "helm")
+	kustomize := tool(t, "KUSTOMIZE", "kustomize")
+
+	t.Run("helm chart courier", func(t *testing.T) {
+		createNamespace(t, c, "courier-system")
+		objs := render(t, helm, "template", "courier", "charts/courier", "--namespace", "courier-system", "--include-crds")
+		kinds := dryRunApply(t, c, "courier-system", objs)
+		requireKinds(t, kinds, "CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service")
+	})
+	t.Run("helm chart blog", func(t *testing.T) {
+		createNamespace(t, c, "blog")
+		objs := render(t, helm, "template", "blog", "charts/blog", "--namespace", "blog")
+		kinds := dryRunApply(t, c, "blog", objs)
+		requireKinds(t, kinds, "MicroserviceApp", "Secret")
+	})
+	t.Run("helm chart blog with an external broker", func(t *testing.T) {
+		objs := render(t, helm, "template", "blog", "charts/blog", "--namespace", "blog",
+			"--set", "broker.external.secretName=rabbit-admin", "--set", "broker.external.host=rabbitmq.shared.svc")
+		requireKinds(t, dryRunApply(t, c, "blog", objs), "MicroserviceApp")
+	})
+	t.Run("helm chart blog with an invalid value is refused naming the field", func(t *testing.T) {
+		objs := render(t, helm, "template", "blog", "charts/blog", "--namespace", "blog", "--set", "emails.maxDeliveries=0")
+		for _, o := range objs {
+			if o.GetKind() != "MicroserviceApp" {
+				continue
+			}
+			o.SetNamespace("blog")
+			err := c.Patch(context.Background(), o, client.Apply, client.FieldOwner("installers-test"), client.DryRunAll)
+			if err == nil || !strings.Contains(err.Error(), "spec.queues[0].maxDeliveries") {
+				t.Fatalf("want a refusal naming spec.queues[0].maxDeliveries, got %v", err)
+			}
+			return
+		}
+		t.Fatal("rendered no MicroserviceApp")
+	})
+	t.Run("kustomize config/default", func(t *testing.T) {
+		objs := render(t, kustomize, "build", "config/default")
+		kinds := dryRunApply(t, c, "courier-system", objs)
+		requireKinds(t, kinds, "CustomResourceDefinition", "Deployment", "ClusterRole")
+	})
+	t.Run("config/samples", func(t *testing.T) {
+		createNamespace(t, c, "samples")
+		objs := render(t, kustomize, "build", "config/samples")
+		requireKinds(t, dryRunApply(t, c, "samples", objs), "MicroserviceApp")
+	})
+}
