@@ -8,16 +8,22 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	rh "github.com/michaelklishin/rabbit-hole/v2"
 	amqp "github.com/rabbitmq/amqp091-go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	record "k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
@@ -760,5 +766,86 @@ func TestExternalBroker(t *testing.T) {
 	waitGone(t, app)
 	if _, err := adminAPI(t).GetVhost("external"); !isHTTPNotFound(err) {
 		t.Errorf("vhost external after deletion: %v, want not found", err)
+	}
+}
+
+// TestSteadyStateWithBroker lets an app with a broker settle, then checks
+// for 30 s, across ten resyncs and thirty queue depth polls, that nothing
+// it owns changes, its status is not rewritten and the broker needs no
+// repair; and that a reconcile on top makes no write at all.
+func TestSteadyStateWithBroker(t *testing.T) {
+	t.Parallel()
+	app := blogOnBroker(t, "steady")
+	markAllAvailable(t, app)
+	waitReady(t, app, metav1.ConditionTrue)
+	ns := app.Namespace
+
+	versions := func() map[string]string {
+		out := map[string]string{}
+		for _, k := range ownedKinds() {
+			list := k.NewList()
+			if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+				t.Fatal(err)
+			}
+			_ = meta.EachListItem(list, func(o runtime.Object) error {
+				obj := o.(client.Object)
+				out[k.Kind+"/"+obj.GetName()] = obj.GetResourceVersion()
+				return nil
+			})
+		}
+		live := &v1alpha1.MicroserviceApp{}
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
+			t.Fatal(err)
+		}
+		out["MicroserviceApp/"+live.Name] = live.ResourceVersion
+		return out
+	}
+	// Events count what the operator did: an apply the API server found
+	// changed nothing keeps every resourceVersion, but not its event; a
+	// repair on the broker has one too (BrokerUpdated).
+	events := func() map[string]int32 {
+		list := &eventsv1.EventList{}
+		if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int32{}
+		for _, e := range list.Items {
+			n := int32(1)
+			if e.Series != nil {
+				n = e.Series.Count
+			}
+			out[e.Reason+" "+e.Note] += n
+		}
+		return out
+	}
+
+	before, eventsBefore := versions(), events()
+	// 8 objects of a one-node broker (no disruption budget), the monitoring
+	// Secret, 3 connection Secrets, 4 Deployments and 4 Services, the app.
+	if len(before) != 21 {
+		t.Fatalf("tracking %d objects, want 21: %v", len(before), before)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if diff := cmp.Diff(before, versions()); diff != "" {
+			t.Fatalf("resourceVersions changed at steady state (-before +now):\n%s", diff)
+		}
+		time.Sleep(time.Second)
+	}
+	if diff := cmp.Diff(eventsBefore, events()); diff != "" {
+		t.Errorf("events at steady state (-before +after):\n%s", diff)
+	}
+
+	counter := newWriteCounter(mgrClient)
+	recorder := record.NewFakeRecorder(10)
+	r := &MicroserviceAppReconciler{Client: counter, APIReader: k8s, Recorder: recorder, Admin: testAdmin}
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if n := counter.writes.Load(); n != 0 {
+		t.Errorf("a reconcile at steady state made %d writes, want 0", n)
+	}
+	if n := len(recorder.Events); n != 0 {
+		t.Errorf("a reconcile at steady state emitted %d events, want 0: %v", n, <-recorder.Events)
 	}
 }

@@ -462,7 +462,48 @@ func TestSample(t *testing.T) {
 	}) {
 		t.Errorf("posts lacks %s: %+v", contract.ServiceURLEnv("users"), posts.Spec.Template.Spec.Containers[0].Env)
 	}
-	waitReady(t, app, metav1.ConditionFalse) // reconciled; no kubelet runs the pods
+
+	// The queue: a managed broker, and users, posts and mailer wired to it.
+	get(t, ns, "blog-broker", &appsv1.StatefulSet{})
+	for _, svc := range []string{"users", "posts", "mailer"} {
+		get(t, ns, "blog-"+svc+"-broker", &corev1.Secret{})
+		env := envOf(get(t, ns, "blog-"+svc, &appsv1.Deployment{}))
+		if env[contract.QueueEnv("emails")] != "blog.emails" || env[contract.EnvBrokerURL] != "secret blog-"+svc+"-broker/url" {
+			t.Errorf("%s is not wired to the queue: %v", svc, env)
+		}
+	}
+	// Reconciled; the broker's pods never start, since envtest runs no
+	// StatefulSet controller.
+	c := waitReady(t, app, metav1.ConditionFalse)
+	if c.Reason != v1alpha1.ReasonWaitingForBrokerPods {
+		t.Errorf("Ready reason %s, want %s", c.Reason, v1alpha1.ReasonWaitingForBrokerPods)
+	}
+}
+
+// TestSampleSecrets checks the demo Secrets the sample app reads: the users
+// service refuses a token signing key shorter than 32 bytes
+// (services/internal/auth.MinKeyLength, internal to services/).
+func TestSampleSecrets(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "config", "samples", "blog_secrets.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		s := &corev1.Secret{}
+		if err := yaml.UnmarshalStrict([]byte(doc), s); err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if key, ok := s.StringData["token-signing-key"]; ok {
+			found = true
+			if len(key) < 32 {
+				t.Errorf("token-signing-key is %d bytes, want at least 32", len(key))
+			}
+		}
+	}
+	if !found {
+		t.Error("no token-signing-key in the sample Secrets")
+	}
 }
 
 // waitReady waits for the app's Ready condition to have status and returns it.

@@ -110,11 +110,9 @@ var Builders = []Builder{
 		NewList: func() client.ObjectList { return &corev1.ServiceList{} },
 	},
 	{
-		Kind:  "StatefulSet",
-		Build: func(in Input) runtime.ApplyConfiguration { return StatefulSet(in.Broker) },
-		Owned: func(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
-			return appsv1ac.ExtractStatefulSet(obj.(*appsv1.StatefulSet), owner)
-		},
+		Kind:    "StatefulSet",
+		Build:   func(in Input) runtime.ApplyConfiguration { return StatefulSet(in.Broker) },
+		Owned:   ownedStatefulSet,
 		New:     func() client.Object { return &appsv1.StatefulSet{} },
 		NewList: func() client.ObjectList { return &appsv1.StatefulSetList{} },
 	},
@@ -137,4 +135,24 @@ var Builders = []Builder{
 
 func ownedService(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
 	return corev1ac.ExtractService(obj.(*corev1.Service), owner)
+}
+
+// ownedStatefulSet extracts the operator's fields of a StatefulSet. The API
+// server stores the volume claim templates with apiVersion and kind, and a
+// JSON read returns them, but protobuf has no field for them in an embedded
+// object, and controller-runtime reads built-in types over protobuf. Setting
+// them back as volumeClaimTemplate builds them makes the result independent
+// of the wire format, so a reconcile that changes nothing writes nothing.
+func ownedStatefulSet(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
+	sts, err := appsv1ac.ExtractStatefulSet(obj.(*appsv1.StatefulSet), owner)
+	if err != nil || sts.Spec == nil {
+		return sts, err
+	}
+	for i := range sts.Spec.VolumeClaimTemplates {
+		t := &sts.Spec.VolumeClaimTemplates[i]
+		if t.APIVersion == nil && t.Kind == nil {
+			t.WithAPIVersion("v1").WithKind("PersistentVolumeClaim")
+		}
+	}
+	return sts, nil
 }
