@@ -284,7 +284,10 @@ type Queue struct {
 
 	// deletionPolicy says what happens to the queue and its dead letters
 	// when the app is deleted: "retain" (the default) deletes them only when
-	// empty, "delete" deletes them with their messages.
+	// empty, keeping a queue that holds messages (and the app's vhost) for
+	// an app created again under the same name; "delete" deletes them with
+	// their messages. It matters on an external broker: a managed broker is
+	// deleted with its app, volumes included.
 	//
 	// +kubebuilder:default=retain
 	// +optional

@@ -16,7 +16,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -54,26 +56,28 @@ type brokerEndpoint struct {
 // Secret, then, once the broker can answer, the topology and the queue
 // depths. It records what it found in s.broker and returns the errors of
 // writing objects; the broker's own failures become conditions, not errors.
-func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scope) []error {
+//
+// Failing to read the API server (a Secret, the StatefulSet) is returned as
+// err, and the reconcile must stop: without every kept password the
+// services' wiring is incomplete, and applying or pruning on it would roll
+// pods off the broker or delete their Secrets.
+func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scope) (applyErrs []error, err error) {
 	s.broker = &brokerOutcome{}
-	var (
-		ep   brokerEndpoint
-		errs []error
-	)
+	var ep brokerEndpoint
 	if s.app.Spec.Broker.Managed != nil {
-		ep, errs = r.reconcileManagedBroker(ctx, s)
+		ep, applyErrs, err = r.reconcileManagedBroker(ctx, s)
 	} else {
-		var err error
-		if ep, err = r.externalBroker(ctx, s); err != nil {
-			errs = append(errs, err)
-		}
+		ep, err = r.externalBroker(ctx, s)
+	}
+	if err != nil {
+		s.broker.aborted = true
+		return applyErrs, err
 	}
 
-	// Passwords come before anything is applied: a Secret's existing
-	// password is kept, so reading it must not fail half-way through.
 	monitoring, _, err := r.keptPassword(ctx, s.app.Namespace, resource.MonitoringSecretName(s.app.Name), resource.MonitoringPasswordKey)
 	if err != nil {
-		return append(errs, err)
+		s.broker.aborted = true
+		return applyErrs, err
 	}
 	creds := broker.Credentials{Services: map[string]string{}, Monitoring: monitoring}
 	for i := range s.app.Spec.Services {
@@ -84,7 +88,8 @@ func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scop
 		name := rabbitmq.ConnectionSecretName(s.app.Name, svc.Name)
 		p, kept, err := r.keptPassword(ctx, s.app.Namespace, name, rabbitmq.ConnectionPasswordKey)
 		if err != nil {
-			return append(errs, err)
+			s.broker.aborted = true
+			return applyErrs, err
 		}
 		if kept {
 			s.keptSecrets[name] = true
@@ -96,28 +101,38 @@ func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scop
 			Connection: resource.Connection(s.app, svc.Name, ep.host, ep.port, p),
 		}
 	}
-	if _, err := r.applyChild(ctx, s, kindOf(resource.MonitoringSecretBuilder), resource.MonitoringSecret(s.app, monitoring)); err != nil {
-		errs = append(errs, err)
+	if _, err := r.applyChild(ctx, s, secretKind, resource.MonitoringSecret(s.app, monitoring)); err != nil {
+		applyErrs = append(applyErrs, err)
 	}
 
 	if s.broker.blockedReason == "" {
 		r.declare(ctx, s, ep.admin, creds)
 	}
-	return errs
+	return applyErrs, nil
+}
+
+// secretKind describes the Secrets the operator writes to applyChild.
+var secretKind = objectKind{
+	Kind: "Secret",
+	Owned: func(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
+		return corev1ac.ExtractSecret(obj.(*corev1.Secret), owner)
+	},
+	New:     func() client.Object { return &corev1.Secret{} },
+	NewList: func() client.ObjectList { return &corev1.SecretList{} },
 }
 
 // reconcileManagedBroker applies the managed broker's objects and reports
-// whether its nodes are ready.
-func (r *MicroserviceAppReconciler) reconcileManagedBroker(ctx context.Context, s *scope) (brokerEndpoint, []error) {
+// whether its nodes are ready; err is a failure to read the API server.
+func (r *MicroserviceAppReconciler) reconcileManagedBroker(ctx context.Context, s *scope) (brokerEndpoint, []error, error) {
 	b := resource.ManagedBroker(s.app, r.ClusterDomain)
 	names := rabbitmq.NamesFor(b.App)
 	ep := brokerEndpoint{host: b.AMQPHost(), port: rabbitmq.AMQPPort}
 	creds, reason, err := r.adminCredentials(ctx, b)
-	if err != nil {
+	switch {
+	case err != nil && reason == "":
+		return ep, nil, err
+	case err != nil:
 		s.broker.blockedReason, s.broker.blockedMessage = reason, err.Error()
-		if reason == "" {
-			return ep, []error{err}
-		}
 	}
 
 	var errs []error
@@ -151,7 +166,7 @@ func (r *MicroserviceAppReconciler) reconcileManagedBroker(ctx context.Context, 
 		}
 	}
 	if s.broker.blockedReason != "" {
-		return ep, errs
+		return ep, errs, nil
 	}
 	ep.admin = rabbitmq.Endpoint(b, creds)
 
@@ -171,7 +186,7 @@ func (r *MicroserviceAppReconciler) reconcileManagedBroker(ctx context.Context, 
 	case ready < want:
 		s.broker.podsWaiting = fmt.Sprintf("%d of %d broker pods ready", ready, want)
 	}
-	return ep, errs
+	return ep, errs, nil
 }
 
 // adminSecretError marks the failure to write the admin Secret, after which
@@ -240,7 +255,6 @@ func (r *MicroserviceAppReconciler) externalBroker(ctx context.Context, s *scope
 		s.broker.blockedReason, s.broker.blockedMessage = reason, err.Error()
 		return ep, nil
 	case err != nil:
-		s.broker.blockedReason, s.broker.blockedMessage = v1alpha1.ReasonExternalSecretMissing, err.Error()
 		return ep, err
 	}
 	admin.AMQPHost, admin.AMQPPort = ep.host, int(ep.port)

@@ -252,35 +252,7 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	defer func() { _ = users.Close() }()
 
-	// publish publishes one persistent message on a fresh channel and waits
-	// for the broker's answer: a confirm, or the channel closed on a 403.
-	publish := func(exchange, key string) error {
-		ch, err := users.Channel()
-		if err != nil {
-			return err
-		}
-		defer func() { _ = ch.Close() }()
-		closed := ch.NotifyClose(make(chan *amqp.Error, 1))
-		if err := ch.Confirm(false); err != nil {
-			return err
-		}
-		conf, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false,
-			amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte("job")})
-		if err != nil {
-			return err
-		}
-		select {
-		case <-conf.Done():
-			if !conf.Acked() {
-				return errors.New("nacked")
-			}
-			return nil
-		case e := <-closed:
-			return e
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	publish := func(exchange, key string) error { return publishAs(ctx, users, exchange, key) }
 
 	if err := publish("privilege.emails.exchange", "privilege.emails"); err != nil {
 		t.Errorf("users publishing to emails: %v, want it confirmed", err)
@@ -333,8 +305,10 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 }
 
-// publishAs publishes one message on a new channel of conn and returns the
-// error the channel closes with, if it does before the confirm.
+// publishAs publishes one persistent message on a new channel of conn and
+// waits for the broker's answer: nil for a confirm, the error the broker
+// closed the channel with (a 403 for a forbidden exchange), or an error for
+// a negative confirm.
 func publishAs(ctx context.Context, conn *amqp.Connection, exchange, key string) error {
 	ch, err := conn.Channel()
 	if err != nil {
@@ -345,13 +319,24 @@ func publishAs(ctx context.Context, conn *amqp.Connection, exchange, key string)
 	if err := ch.Confirm(false); err != nil {
 		return err
 	}
-	conf, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, amqp.Publishing{Body: []byte("x")})
+	conf, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, true, false,
+		amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte("job")})
 	if err != nil {
 		return err
 	}
 	select {
 	case <-conf.Done():
-		return nil
+		if conf.Acked() {
+			return nil
+		}
+		// A closing channel fails its outstanding confirms, after it has
+		// told its close listeners why.
+		select {
+		case e := <-closed:
+			return e
+		default:
+			return errors.New("negative confirm")
+		}
 	case e := <-closed:
 		return e
 	case <-ctx.Done():

@@ -144,7 +144,11 @@ func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 func (r *MicroserviceAppReconciler) reconcile(ctx context.Context, s *scope) error {
 	var errs []error
 	if s.app.Spec.Broker != nil {
-		errs = append(errs, r.reconcileBroker(ctx, s)...)
+		applyErrs, err := r.reconcileBroker(ctx, s)
+		if err != nil {
+			return kerrors.NewAggregate(append(applyErrs, err))
+		}
+		errs = append(errs, applyErrs...)
 		s.requeueAfter = r.brokerRequeue(s)
 	}
 	for _, b := range resource.PerService {

@@ -41,6 +41,10 @@ type scope struct {
 // brokerOutcome is what one reconcile found out about the app's broker, the
 // input of the broker conditions and of status.queues.
 type brokerOutcome struct {
+	// aborted is true when the reconcile stopped before the broker work
+	// was done (it could not read the API server); the broker conditions
+	// then keep what the last reconcile found.
+	aborted bool
 	// blockedReason and blockedMessage say why the operator cannot talk to
 	// the broker at all (BrokerReady's reason); empty when it can.
 	blockedReason, blockedMessage string

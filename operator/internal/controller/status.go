@@ -191,6 +191,9 @@ func setBrokerConditions(app *v1alpha1.MicroserviceApp, b *brokerOutcome) {
 		}
 		return
 	}
+	if b.aborted {
+		return // ResourcesApplied says why; nothing new is known
+	}
 
 	// BrokerReady: can the operator talk to the broker, and is all of it up?
 	brokerStatus, brokerReason, brokerMessage := metav1.ConditionTrue, v1alpha1.ReasonBrokerAvailable, "the broker answers"
@@ -215,7 +218,7 @@ func setBrokerConditions(app *v1alpha1.MicroserviceApp, b *brokerOutcome) {
 	case !reached:
 		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionFalse, v1alpha1.ReasonWaitingForBroker,
 			"waiting for the broker ("+brokerReason+")")
-	default:
+	case b.declareErr != nil:
 		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionFalse, v1alpha1.ReasonDeclareFailed, b.declareErr.Error())
 	}
 

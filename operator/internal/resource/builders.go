@@ -88,15 +88,6 @@ var PerService = []Builder{
 	},
 }
 
-// MonitoringSecretBuilder describes the monitoring Secret (MonitoringSecret)
-// to the controller, which applies it once per app rather than per service.
-var MonitoringSecretBuilder = Builder{
-	Kind:    "Secret",
-	Owned:   ownedSecret,
-	New:     func() client.Object { return &corev1.Secret{} },
-	NewList: func() client.ObjectList { return &corev1.SecretList{} },
-}
-
 func ownedSecret(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
 	return corev1ac.ExtractSecret(obj.(*corev1.Secret), owner)
 }
