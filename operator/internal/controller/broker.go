@@ -391,6 +391,7 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, admin
 		return
 	}
 	s.broker.stats = stats
+	recordQueueStats(s.app, stats)
 	r.memo.polled(key, now)
 }
 

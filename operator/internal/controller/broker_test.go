@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"net/http"
 	"slices"
 	"strings"
@@ -697,6 +699,18 @@ func TestQueueDepthInStatus(t *testing.T) {
 		}
 		return nil
 	})
+	// The same figures reach the operator's metrics, which the alert rules use.
+	labels := prometheus.Labels{"namespace": app.Namespace, "app": app.Name, "queue": "emails"}
+	for name, g := range map[string]*prometheus.GaugeVec{"courier_queue_messages": queueMessages, "courier_queue_consumers": queueConsumers} {
+		m := &dto.Metric{}
+		if err := g.With(labels).Write(m); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]float64{"courier_queue_messages": 3, "courier_queue_consumers": 0}[name]
+		if got := m.GetGauge().GetValue(); got != want {
+			t.Errorf("%s%v = %v, want %v", name, labels, got, want)
+		}
+	}
 }
 
 // TestExternalBroker points an app at an existing broker through a Secret

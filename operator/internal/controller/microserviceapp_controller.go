@@ -197,6 +197,7 @@ func (r *MicroserviceAppReconciler) reconcileDelete(ctx context.Context, app *v1
 		}
 	}
 	r.memo.forget(client.ObjectKeyFromObject(app))
+	forgetQueueStats(app)
 	controllerutil.RemoveFinalizer(app, cleanupFinalizer)
 	if err := r.Update(ctx, app); err != nil {
 		return fmt.Errorf("remove finalizer: %w", err)
