@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,6 +57,10 @@ type Config struct {
 	// Queues maps each logical queue the service named in LoadConfig to its
 	// physical name, read from contract.QueueEnv(logical).
 	Queues map[string]string `env:"-"`
+	// MaxDeliveries holds the delivery limit the operator set for a queue
+	// (contract.QueueMaxDeliveriesEnv); Consume uses it when the service
+	// sets none of its own.
+	MaxDeliveries map[string]int `env:"-"`
 }
 
 // LoadConfig reads the kit's Config and, when service is a non-nil pointer to
@@ -80,8 +85,16 @@ func LoadConfig(getenv func(string) string, service any, queues ...string) (Conf
 		return Config{}, err
 	}
 	cfg.Queues = make(map[string]string, len(queues))
+	cfg.MaxDeliveries = make(map[string]int)
 	var missing []string
 	for _, q := range queues {
+		if v := getenv(contract.QueueMaxDeliveriesEnv(q)); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return Config{}, fmt.Errorf("config: invalid %s %q: want a whole number of at least 1", contract.QueueMaxDeliveriesEnv(q), v)
+			}
+			cfg.MaxDeliveries[q] = n
+		}
 		name := contract.QueueEnv(q)
 		physical := getenv(name)
 		if physical == "" {

@@ -35,6 +35,7 @@ func TestConfigTagsMatchContract(t *testing.T) {
 		"ShutdownDelay":      contract.EnvShutdownDelay,
 		"LogLevel":           contract.EnvLogLevel,
 		"Queues":             "-",
+		"MaxDeliveries":      "-",
 	}
 	typ := reflect.TypeFor[kit.Config]()
 	for i := range typ.NumField() {
@@ -78,7 +79,7 @@ func TestLoadConfigReadsEverything(t *testing.T) {
 		"HTTP_PORT": "8081", "ADMIN_PORT": "9091", "BROKER_KIND": "nats", "BROKER_URL": "nats://u:p@nats:4222",
 		"COURIER_DEV_DECLARE_TOPOLOGY": "true", "REQUEST_TIMEOUT": "3s", "BODY_LIMIT_BYTES": "2048",
 		"SHUTDOWN_GRACE": "20s", "SHUTDOWN_DELAY": "2s", "LOG_LEVEL": "debug",
-		"QUEUE_EMAILS": "blog.emails", "QUEUE_EMAIL_JOBS": "blog.email-jobs",
+		"QUEUE_EMAILS": "blog.emails", "QUEUE_EMAIL_JOBS": "blog.email-jobs", "QUEUE_EMAILS_MAX_DELIVERIES": "7",
 		"SMTP_HOST": "smtp.local",
 	}), &o, "emails", "email-jobs")
 	if err != nil {
@@ -89,7 +90,8 @@ func TestLoadConfigReadsEverything(t *testing.T) {
 		HTTPPort: 8081, AdminPort: 9091, BrokerKind: "nats", BrokerURL: "nats://u:p@nats:4222",
 		DevDeclareTopology: true, RequestTimeout: 3 * time.Second, BodyLimit: 2048,
 		ShutdownGrace: 20 * time.Second, ShutdownDelay: 2 * time.Second, LogLevel: slog.LevelDebug,
-		Queues: map[string]string{"emails": "blog.emails", "email-jobs": "blog.email-jobs"},
+		Queues:        map[string]string{"emails": "blog.emails", "email-jobs": "blog.email-jobs"},
+		MaxDeliveries: map[string]int{"emails": 7},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config =\n%+v\nwant\n%+v", cfg, want)
@@ -136,6 +138,8 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"broker without app", map[string]string{"BROKER_KIND": "nats", "BROKER_URL": "nats://n:4222"}, nil, nil, "COURIER_APP"},
 		{"queue unmapped", broker, nil, []string{"emails"}, "QUEUE_EMAILS"},
 		{"one of two queues unmapped", with(broker, "QUEUE_EMAILS", "blog.emails"), nil, []string{"emails", "email-jobs"}, "QUEUE_EMAIL_JOBS"},
+		{"malformed delivery limit", with(broker, "QUEUE_EMAILS", "blog.emails", "QUEUE_EMAILS_MAX_DELIVERIES", "five"), nil, []string{"emails"}, "QUEUE_EMAILS_MAX_DELIVERIES"},
+		{"zero delivery limit", with(broker, "QUEUE_EMAILS", "blog.emails", "QUEUE_EMAILS_MAX_DELIVERIES", "0"), nil, []string{"emails"}, "QUEUE_EMAILS_MAX_DELIVERIES"},
 		{"service required missing", nil, &own{}, nil, "USERS_DB_PATH"},
 		{"service malformed int", map[string]string{"USERS_DB_PATH": "x.db", "USERS_WORKERS": "many"}, &own{}, nil, "USERS_WORKERS"},
 		{"service malformed duration", map[string]string{"USERS_DB_PATH": "x.db", "USERS_TOKEN_TTL": "forever"}, &own{}, nil, "USERS_TOKEN_TTL"},

@@ -284,6 +284,9 @@ func (s *Service) Consume(queue string, handler messaging.Handler, opts messagin
 	if s.started {
 		panic("kit: Consume called after Run")
 	}
+	if opts.MaxDeliveries == 0 {
+		opts.MaxDeliveries = s.cfg.MaxDeliveries[queue] // the operator's spec.queues[].maxDeliveries, if set
+	}
 	s.consumers = append(s.consumers, consumer{queue: queue, handler: handler, opts: opts})
 }
 

@@ -17,16 +17,22 @@ import (
 
 // config is the mailer's own part of the environment; the kit reads the
 // contract's part.
+// defaultMaxDeliveries is the mailer's delivery limit when neither
+// MAILER_MAX_DELIVERIES nor the queue's limit is set.
+const defaultMaxDeliveries = 8
+
 type config struct {
 	// DatabasePath is the SQLite file that records sent jobs.
 	DatabasePath string `env:"DATABASE_PATH,required"`
 	// Concurrency bounds the e-mails being sent at once.
 	Concurrency int `env:"MAILER_CONCURRENCY" envDefault:"4"`
 	// MaxDeliveries, RetryBackoff and MaxRetryBackoff shape the retries of
-	// a failing send before the job is dead-lettered. The defaults ride out
-	// about two minutes of SMTP outage (1s, 2s, 4s ... capped at 1m), longer
-	// than the kit's, which suit fast local failures.
-	MaxDeliveries   int           `env:"MAILER_MAX_DELIVERIES" envDefault:"8"`
+	// a failing send before the job is dead-lettered. MaxDeliveries, when
+	// unset, is the queue's limit from the operator
+	// (QUEUE_EMAILS_MAX_DELIVERIES), else defaultMaxDeliveries. The backoff
+	// defaults ride out about two minutes of SMTP outage (1s, 2s, 4s ...
+	// capped at 1m), longer than the kit's, which suit fast local failures.
+	MaxDeliveries   int           `env:"MAILER_MAX_DELIVERIES"`
 	RetryBackoff    time.Duration `env:"MAILER_RETRY_BACKOFF" envDefault:"1s"`
 	MaxRetryBackoff time.Duration `env:"MAILER_MAX_RETRY_BACKOFF" envDefault:"1m"`
 	// SMTP is the outgoing mail server.
@@ -53,8 +59,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if cfg.Concurrency < 1 {
 		return fmt.Errorf("config: invalid MAILER_CONCURRENCY %d: want at least 1", cfg.Concurrency)
 	}
-	if cfg.MaxDeliveries < 1 {
+	if cfg.MaxDeliveries < 0 {
 		return fmt.Errorf("config: invalid MAILER_MAX_DELIVERIES %d: want at least 1", cfg.MaxDeliveries)
+	}
+	if _, fromQueue := kcfg.MaxDeliveries[mailjob.Queue]; cfg.MaxDeliveries == 0 && !fromQueue {
+		cfg.MaxDeliveries = defaultMaxDeliveries
 	}
 	if cfg.RetryBackoff <= 0 || cfg.MaxRetryBackoff < cfg.RetryBackoff {
 		return fmt.Errorf("config: invalid MAILER_RETRY_BACKOFF %s or MAILER_MAX_RETRY_BACKOFF %s: want 0 < first <= max",

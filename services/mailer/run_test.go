@@ -327,10 +327,12 @@ func TestRunSendsPublishedJobs(t *testing.T) {
 }
 
 // A failing SMTP server gets the job retried with backoff up to the delivery
-// limit; then the job lands in the dead-letter subject, not in a loop.
+// limit; then the job lands in the dead-letter subject, not in a loop. The
+// limit is the queue's, as the operator renders it from
+// spec.queues[].maxDeliveries.
 func TestRunRetriesThenDeadLettersWhenSMTPFails(t *testing.T) {
 	w := newWorld(t)
-	w.env["MAILER_MAX_DELIVERIES"] = "3"
+	w.env[contract.QueueMaxDeliveriesEnv(mailjob.Queue)] = "3"
 	w.sink.Fail(-1)
 	p := w.start(t)
 	job := welcomeJob("ada@example.com", "Ada")

@@ -471,6 +471,11 @@ func TestSample(t *testing.T) {
 		if env[contract.QueueEnv("emails")] != "blog.emails" || env[contract.EnvBrokerURL] != "secret blog-"+svc+"-broker/url" {
 			t.Errorf("%s is not wired to the queue: %v", svc, env)
 		}
+		// Only the consumer is told the queue's delivery limit (5 in the sample).
+		wantLimit := map[string]string{"mailer": "5"}[svc]
+		if got := env[contract.QueueMaxDeliveriesEnv("emails")]; got != wantLimit {
+			t.Errorf("%s has %s=%q, want %q", svc, contract.QueueMaxDeliveriesEnv("emails"), got, wantLimit)
+		}
 	}
 	// Reconciled; the broker's pods never start, since envtest runs no
 	// StatefulSet controller.

@@ -168,6 +168,13 @@ func env(in Input) []*corev1ac.EnvVarApplyConfiguration {
 		for _, q := range ServiceQueues(svc) {
 			vars = append(vars, envValue(contract.QueueEnv(q), contract.QueueName(app.Name, q)))
 		}
+		// Consumers enforce the delivery limit themselves (classic queues
+		// have none on the broker), so they are told it.
+		for _, q := range svc.Consumes {
+			if limit := queueMaxDeliveries(app, q); limit != nil {
+				vars = append(vars, envValue(contract.QueueMaxDeliveriesEnv(q), strconv.Itoa(int(*limit))))
+			}
+		}
 	}
 
 	index := make(map[string]int, len(vars))
@@ -286,4 +293,14 @@ func metricsPortName(svc *v1alpha1.Service) v1alpha1.PortName {
 		return v1alpha1.PortAdmin
 	}
 	return svc.Metrics.Port
+}
+
+// queueMaxDeliveries is spec.queues[name].maxDeliveries, nil when unset.
+func queueMaxDeliveries(app *v1alpha1.MicroserviceApp, name string) *int32 {
+	for _, q := range app.Spec.Queues {
+		if q.Name == name {
+			return q.MaxDeliveries
+		}
+	}
+	return nil
 }

@@ -122,6 +122,14 @@ func envToken(name string) string {
 // name: "emails" -> "QUEUE_EMAILS".
 func QueueEnv(queue string) string { return "QUEUE_" + envToken(queue) }
 
+// QueueMaxDeliveriesEnv names the variable holding a consumed queue's
+// delivery limit (spec.queues[].maxDeliveries): the number of attempts before
+// a message is dead-lettered. The kit's consumers use it unless the service
+// sets its own limit: "emails" -> "QUEUE_EMAILS_MAX_DELIVERIES".
+func QueueMaxDeliveriesEnv(queue string) string {
+	return "QUEUE_" + envToken(queue) + "_MAX_DELIVERIES"
+}
+
 // ServiceURLEnv names the variable holding the base URL of a service the
 // container calls: "users" -> "SERVICE_USERS_URL".
 func ServiceURLEnv(service string) string { return "SERVICE_" + envToken(service) + "_URL" }
