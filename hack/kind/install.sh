@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Installs into the cluster of the current kubeconfig context what the kind
+# end-to-end suite (test/e2e/kind) runs against:
+#
+#   1. charts/courier (the CRD and the operator), release "courier" in
+#      $E2E_OPERATOR_NAMESPACE (courier-system),
+#   2. Mailpit (hack/kind/mailpit), release "$E2E_MAILPIT" (mailpit) in
+#      $E2E_NAMESPACE (courier-e2e),
+#   3. charts/blog, release "$E2E_APP" (blog) in $E2E_NAMESPACE, sending its
+#      e-mail through Mailpit.
+#
+# It needs only helm (the pinned one, from `make helm`), so it runs against
+# any cluster: up.sh calls it after loading the images into kind. Against a
+# control plane without nodes, such as the local one of `make run`, set
+# WAIT=false: every object is written, no pod starts. Running it again
+# upgrades the releases and brings back an app the suite deleted.
+#
+# Environment: REGISTRY (ghcr.io/courier-dev) and IMAGE_TAG (e2e) name the
+# images, PULL_POLICY (IfNotPresent) is their pull policy, MAILPIT_IMAGE
+# overrides Mailpit's, HELM the helm binary (./bin/helm).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+REGISTRY="${REGISTRY:-ghcr.io/courier-dev}"
+IMAGE_TAG="${IMAGE_TAG:-e2e}"
+PULL_POLICY="${PULL_POLICY:-IfNotPresent}"
+OPERATOR_NAMESPACE="${E2E_OPERATOR_NAMESPACE:-courier-system}"
+NAMESPACE="${E2E_NAMESPACE:-courier-e2e}"
+APP="${E2E_APP:-blog}"
+MAILPIT="${E2E_MAILPIT:-mailpit}"
+WAIT="${WAIT:-true}"
+HELM="${HELM:-}"
+
+log() { echo "kind-install: $*" >&2; }
+
+if [[ -z "$HELM" ]]; then
+  make --no-print-directory helm >&2
+  HELM="$PWD/bin/helm"
+fi
+
+# --wait makes a broken image or a crashing operator fail here, with helm's
+# message, rather than minutes later in the suite.
+wait_flags=()
+if [[ "$WAIT" == true ]]; then
+  wait_flags=(--wait --timeout 5m)
+fi
+
+log "operator: $REGISTRY/courier-operator:$IMAGE_TAG ($PULL_POLICY) into $OPERATOR_NAMESPACE"
+"$HELM" upgrade --install courier charts/courier \
+  --namespace "$OPERATOR_NAMESPACE" --create-namespace \
+  --set image.repository="$REGISTRY/courier-operator" \
+  --set image.tag="$IMAGE_TAG" \
+  --set image.pullPolicy="$PULL_POLICY" \
+  "${wait_flags[@]}"
+
+log "SMTP sink: $MAILPIT into $NAMESPACE"
+mailpit_flags=()
+if [[ -n "${MAILPIT_IMAGE:-}" ]]; then
+  mailpit_flags=(--set image="$MAILPIT_IMAGE")
+fi
+"$HELM" upgrade --install "$MAILPIT" hack/kind/mailpit \
+  --namespace "$NAMESPACE" --create-namespace \
+  "${mailpit_flags[@]}" "${wait_flags[@]}"
+
+# No --wait: helm cannot tell when a MicroserviceApp is Ready; the suite
+# waits for its Ready condition and prints why when it does not come.
+# The kind node's local-path provisioner ignores the volume size, so 1Gi
+# only keeps the claim honest about what a test broker needs.
+log "app: $APP into $NAMESPACE, mail through $MAILPIT.$NAMESPACE.svc:1025"
+"$HELM" upgrade --install "$APP" charts/blog \
+  --namespace "$NAMESPACE" \
+  --set image.registry="$REGISTRY" \
+  --set image.tag="$IMAGE_TAG" \
+  --set image.pullPolicy="$PULL_POLICY" \
+  --set broker.managed.storageSize=1Gi \
+  --set smtp.host="$MAILPIT.$NAMESPACE.svc" \
+  --set smtp.port=1025 \
+  --set smtp.startTLS=false
+
+log "done; run the suite with: make test-e2e"
