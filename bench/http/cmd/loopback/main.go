@@ -1,7 +1,8 @@
-// Command loopback serves the bare handler and the kit's stack on loopback
-// ports for a load generator (run.sh uses wrk). It prints
-// "bare=ADDR kit=ADDR kit-no-access-log=ADDR" once all listen and serves
-// until SIGINT or SIGTERM. The kits write their JSON logs to io.Discard, as
+// Command loopback serves the bare handler, Gin alone and the kit's stack on
+// loopback ports for a load generator (run.sh uses wrk). It prints
+// "bare=ADDR gin=ADDR kit=ADDR kit-no-access-log=ADDR" once all listen and
+// serves until SIGINT or SIGTERM. bare and gin run in an http.Server with the
+// kit's timeouts (BareServer). The kits write their JSON logs to io.Discard, as
 // in the in-process benchmark; kit-no-access-log runs at LOG_LEVEL=warn to
 // show what the access log costs.
 package main
@@ -36,6 +37,10 @@ func run(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ginLn, err := listen()
+	if err != nil {
+		return err
+	}
 	type kitServer struct {
 		name  string
 		level string
@@ -59,19 +64,25 @@ func run(ctx context.Context, stdout io.Writer) error {
 		k.addr, k.done = svc.HTTPAddr(), make(chan error, 1)
 		go func() { k.done <- svc.Run(ctx) }()
 	}
-	bare := httpbench.BareServer()
-	go func() {
-		if err := bare.Serve(bareLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintln(os.Stderr, "loopback: bare server:", err)
-		}
-	}()
-	fmt.Fprintf(stdout, "bare=%s", bareLn.Addr())
+	bare, ginSrv := httpbench.BareServer(), httpbench.BareServer()
+	ginSrv.Handler = httpbench.Gin()
+	serve := func(name string, srv *http.Server, ln net.Listener) {
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				fmt.Fprintf(os.Stderr, "loopback: %s server: %v\n", name, err)
+			}
+		}()
+	}
+	serve("bare", bare, bareLn)
+	serve("gin", ginSrv, ginLn)
+	fmt.Fprintf(stdout, "bare=%s gin=%s", bareLn.Addr(), ginLn.Addr())
 	for _, k := range kits {
 		fmt.Fprintf(stdout, " %s=%s", k.name, k.addr)
 	}
 	fmt.Fprintln(stdout)
 	<-ctx.Done()
 	_ = bare.Close()
+	_ = ginSrv.Close()
 	var errs []error
 	for _, k := range kits {
 		errs = append(errs, <-k.done)
