@@ -171,7 +171,7 @@ func TestRoutes(t *testing.T) {
 
 		{"unknown path", "GET", "/api/admin", ``, nil, 404, nil, "not found"},
 		{"unknown nested path", "GET", "/api/posts/3/likes", ``, nil, 404, nil, "not found"},
-		{"method not routed", "PATCH", "/api/users/7", `{}`, []string{"Authorization", valid}, 404, nil, "not found"},
+		{"method not routed", "PATCH", "/api/users/7", `{}`, []string{"Authorization", valid}, 405, nil, "method not allowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

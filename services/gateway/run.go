@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -29,16 +28,10 @@ type config struct {
 
 // run starts the gateway and blocks until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	fs.Usage = func() {
-		fmt.Fprintf(stdout, "usage: %s\n\nConfigured from the environment: %s, %s, TOKEN_SIGNING_KEY,\n"+
-			"UPSTREAM_TIMEOUT and the kit's variables (see docs/contract.md).\n",
-			args[0], contract.ServiceURLEnv("users"), contract.ServiceURLEnv("posts"))
-	}
-	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
+	usage := fmt.Sprintf("Configured from the environment: %s, %s, TOKEN_SIGNING_KEY,\n"+
+		"UPSTREAM_TIMEOUT and the kit's variables (see docs/contract.md).",
+		contract.ServiceURLEnv("users"), contract.ServiceURLEnv("posts"))
+	if help, err := kit.ParseArgs(args, stdout, usage); help || err != nil {
 		return err
 	}
 

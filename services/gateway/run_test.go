@@ -1,8 +1,6 @@
 package main
 
 import (
-	"maps"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,11 +17,8 @@ func TestRun(t *testing.T) {
 		contract.ServiceURLEnv("posts"): posts.URL,
 		"TOKEN_SIGNING_KEY":             string(testKey),
 	})
+	svc.WaitReady(t)
 	client := servicetest.HTTPClient()
-
-	servicetest.WaitFor(t, "ready", func() bool {
-		return servicetest.Do(t, client, "GET", svc.AdminURL+contract.ReadyzPath, "").Status == 200
-	})
 	r := servicetest.Do(t, client, "POST", svc.APIURL+"/api/posts", `{}`, "Authorization", "Bearer "+token(t, testKey, 9, time.Now()))
 	if e := decodeEcho(t, r); r.Status != 200 || e.Service != "posts" || e.UserID != "9" {
 		t.Fatalf("POST /api/posts = %d %s, want it forwarded to posts as user 9", r.Status, r.Raw)
@@ -55,12 +50,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := maps.Clone(base)
-			maps.Copy(env, tt.change)
-			err := run(t.Context(), []string{"gateway"}, func(k string) string { return env[k] }, t.Output())
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("run = %v, want an error naming %s", err, tt.wantErr)
-			}
+			servicetest.RunFails(t, run, "gateway", base, tt.change, tt.wantErr)
 		})
 	}
 }

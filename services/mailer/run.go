@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/mail"
@@ -15,12 +14,12 @@ import (
 	"github.com/courier-dev/courier/services/kit/messaging"
 )
 
-// config is the mailer's own part of the environment; the kit reads the
-// contract's part.
 // defaultMaxDeliveries is the mailer's delivery limit when neither
 // MAILER_MAX_DELIVERIES nor the queue's limit is set.
 const defaultMaxDeliveries = 8
 
+// config is the mailer's own part of the environment; the kit reads the
+// contract's part.
 type config struct {
 	// DatabasePath is the SQLite file that records sent jobs.
 	DatabasePath string `env:"DATABASE_PATH,required"`
@@ -42,9 +41,12 @@ type config struct {
 // run is the whole service: main only adds the signal handling and the exit
 // code, so tests can run the real thing in-process.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, opts ...kit.Option) error {
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	if err := fs.Parse(args[1:]); err != nil {
+	usage := fmt.Sprintf("Configured from the environment: DATABASE_PATH, SMTP_HOST, SMTP_PORT, SMTP_USERNAME,\n"+
+		"SMTP_PASSWORD, SMTP_STARTTLS, SMTP_CA_FILE, SMTP_FROM, SMTP_TIMEOUT, MAILER_CONCURRENCY,\n"+
+		"MAILER_MAX_DELIVERIES, MAILER_RETRY_BACKOFF, MAILER_MAX_RETRY_BACKOFF,\n"+
+		"%s, %s, %s and the kit's variables (see docs/contract.md).",
+		contract.EnvBrokerKind, contract.EnvBrokerURL, contract.QueueEnv(mailjob.Queue))
+	if help, err := kit.ParseArgs(args, stdout, usage); help || err != nil {
 		return err
 	}
 

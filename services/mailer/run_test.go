@@ -5,12 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/courier-dev/courier/services/internal/mailjob"
+	"github.com/courier-dev/courier/services/internal/servicetest"
 	"github.com/courier-dev/courier/services/kit"
 	"github.com/courier-dev/courier/services/kit/contract"
 	"github.com/courier-dev/courier/services/kit/messaging"
@@ -64,75 +62,27 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-// mailerProcess is one run of the service in the test process.
-type mailerProcess struct {
-	adminURL string
-	logs     *syncBuffer
-	cancel   context.CancelFunc
-	done     chan error
-}
-
-// start runs the mailer's run function, as main would, until stop.
-func (w *world) start(t *testing.T) *mailerProcess {
+// start runs the mailer's run function, as main would, until the test ends,
+// and waits for it to be ready. Its readiness checks run every 50ms so the
+// wait is short.
+func (w *world) start(t *testing.T) *servicetest.Running {
 	t.Helper()
-	api, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &mailerProcess{
-		adminURL: "http://" + admin.Addr().String(),
-		logs:     &syncBuffer{},
-		cancel:   cancel,
-		done:     make(chan error, 1),
-	}
-	getenv := func(k string) string { return w.env[k] }
-	go func() {
-		p.done <- run(ctx, []string{"mailer"}, getenv, p.logs, kit.WithListeners(api, admin), kit.WithReadiness(50*time.Millisecond, time.Second))
-	}()
-	t.Cleanup(func() {
-		if err := p.stop(); err != nil {
-			t.Errorf("mailer shutdown: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("mailer output:\n%s", p.logs.String())
-		}
-	})
-	eventually(t, 20*time.Second, "mailer ready", func() bool {
-		select {
-		case err := <-p.done:
-			t.Fatalf("mailer exited at start: %v\n%s", err, p.logs.String())
-		default:
-		}
-		resp, err := http.Get(p.adminURL + contract.ReadyzPath)
-		if err != nil {
-			return false
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	p := servicetest.Start(t, runWith(kit.WithReadiness(50*time.Millisecond, time.Second)), "mailer", w.env)
+	p.WaitReady(t)
 	return p
 }
 
-// stop cancels the run, as SIGTERM would, and returns its result once.
-func (p *mailerProcess) stop() error {
-	p.cancel()
-	err, ok := <-p.done
-	if !ok {
-		return nil
+// runWith is run with kit options added, as the servicetest helpers take it.
+func runWith(opts ...kit.Option) servicetest.RunFunc {
+	return func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+		return run(ctx, args, getenv, stdout, opts...)
 	}
-	close(p.done)
-	return err
 }
 
-// consumed reads messages_consumed_total for the emails queue from /metrics.
-func (p *mailerProcess) consumed(t *testing.T, outcome string) int {
+// consumedCount reads messages_consumed_total for the emails queue from /metrics.
+func consumedCount(t *testing.T, p *servicetest.Running, outcome string) int {
 	t.Helper()
-	resp, err := http.Get(p.adminURL + contract.MetricsPath)
+	resp, err := servicetest.HTTPClient().Get(p.AdminURL + contract.MetricsPath)
 	if err != nil {
 		t.Fatalf("scrape metrics: %v", err)
 	}
@@ -287,14 +237,14 @@ func TestRunRedeliveryAfterCrashSendsOnce(t *testing.T) {
 
 	// The restarted mailer, the real service, gets the redelivery.
 	p := w.start(t)
-	eventually(t, 20*time.Second, "redelivered job acked", func() bool {
-		return p.consumed(t, contract.OutcomeSuccess) == 1 && w.backlog(t) == 0
+	servicetest.WaitForWithin(t, 20*time.Second, "redelivered job acked", func() bool {
+		return consumedCount(t, p, contract.OutcomeSuccess) == 1 && w.backlog(t) == 0
 	})
 	if n := len(w.sink.Messages()); n != 1 {
 		t.Fatalf("sink has %d messages after the redelivery, want exactly 1", n)
 	}
-	if !strings.Contains(p.logs.String(), "e-mail already sent") {
-		t.Errorf("the restarted mailer did not log the skipped resend:\n%s", p.logs.String())
+	if p.Logs.Find("e-mail already sent; acknowledging the redelivered job") == nil {
+		t.Error("the restarted mailer did not log the skipped resend")
 	}
 }
 
@@ -321,8 +271,8 @@ func TestRunSendsPublishedJobs(t *testing.T) {
 			t.Errorf("job %s: e-mail to %q, want %q (got %v)", j.ID, to, j.To, got)
 		}
 	}
-	eventually(t, 10*time.Second, "both jobs acked", func() bool {
-		return p.consumed(t, contract.OutcomeSuccess) == 2 && w.backlog(t) == 0
+	servicetest.WaitFor(t, "both jobs acked", func() bool {
+		return consumedCount(t, p, contract.OutcomeSuccess) == 2 && w.backlog(t) == 0
 	})
 }
 
@@ -348,7 +298,7 @@ func TestRunRetriesThenDeadLettersWhenSMTPFails(t *testing.T) {
 	if got := w.sink.Rejected(); got != 3 {
 		t.Errorf("SMTP server saw %d attempts, want 3", got)
 	}
-	if got := p.consumed(t, contract.OutcomeRetry); got != 2 {
+	if got := consumedCount(t, p, contract.OutcomeRetry); got != 2 {
 		t.Errorf("%d retries counted, want 2", got)
 	}
 	if n := len(w.sink.Messages()); n != 0 {
@@ -370,63 +320,27 @@ func TestRunDeadLettersUndecodableJob(t *testing.T) {
 	if reason := dead.Headers().Get(messaging.HeaderDeadLetterReason); !strings.Contains(reason, "decode") {
 		t.Errorf("dead-letter reason %q does not say the job did not decode", reason)
 	}
-	if got := p.consumed(t, contract.OutcomeRetry); got != 0 {
+	if got := consumedCount(t, p, contract.OutcomeRetry); got != 0 {
 		t.Errorf("%d retries of an undecodable job, want 0", got)
 	}
 }
 
 func TestRunConfigErrorsNameTheVariable(t *testing.T) {
 	w := newWorld(t)
-	for _, missing := range []string{"SMTP_HOST", "DATABASE_PATH", contract.QueueEnv("emails"), contract.EnvBrokerKind} {
-		t.Run(missing, func(t *testing.T) {
-			env := map[string]string{}
-			for k, v := range w.env {
-				env[k] = v
-			}
-			delete(env, missing)
-			err := run(t.Context(), []string{"mailer"}, func(k string) string { return env[k] }, io.Discard)
-			if err == nil || !strings.Contains(err.Error(), missing) {
-				t.Fatalf("run without %s = %v, want an error naming it", missing, err)
-			}
+	tests := []struct {
+		name    string
+		change  map[string]string
+		wantErr string
+	}{
+		{"no SMTP host", map[string]string{"SMTP_HOST": ""}, "SMTP_HOST"},
+		{"no database", map[string]string{"DATABASE_PATH": ""}, "DATABASE_PATH"},
+		{"no queue mapping", map[string]string{contract.QueueEnv(mailjob.Queue): ""}, contract.QueueEnv(mailjob.Queue)},
+		{"no broker", map[string]string{contract.EnvBrokerKind: ""}, contract.EnvBrokerKind},
+		{"bad sender", map[string]string{"SMTP_FROM": "not an address"}, "SMTP_FROM"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			servicetest.RunFails(t, runWith(), "mailer", w.env, tt.change, tt.wantErr)
 		})
 	}
-	env := map[string]string{}
-	for k, v := range w.env {
-		env[k] = v
-	}
-	env["SMTP_FROM"] = "not an address"
-	if err := run(t.Context(), []string{"mailer"}, func(k string) string { return env[k] }, io.Discard); err == nil || !strings.Contains(err.Error(), "SMTP_FROM") {
-		t.Fatalf("run with a bad SMTP_FROM = %v, want an error naming it", err)
-	}
-}
-
-// eventually polls cond every 20ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// syncBuffer is a strings.Builder safe for the service's log writes and the
-// test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

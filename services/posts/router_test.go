@@ -96,27 +96,7 @@ func newTestAPI(t *testing.T, usersURL string, usersTimeout time.Duration) *test
 // as returns the header the gateway sets for a signed-in user.
 func as(id int64) []string { return []string{auth.HeaderUserID, strconv.FormatInt(id, 10)} }
 
-type check func(t *testing.T, r servicetest.Response)
-
-func fields(want map[string]string) check {
-	return func(t *testing.T, r servicetest.Response) {
-		t.Helper()
-		if got := r.Fields(); !maps.Equal(got, want) {
-			t.Errorf("fields = %v, want %v", got, want)
-		}
-	}
-}
-
-func errorIs(msg string) check {
-	return func(t *testing.T, r servicetest.Response) {
-		t.Helper()
-		if r.Body["error"] != msg {
-			t.Errorf("error = %v, want %q", r.Body["error"], msg)
-		}
-	}
-}
-
-func isPost(id, author float64, title, body string) check {
+func isPost(id, author float64, title, body string) servicetest.Check {
 	return func(t *testing.T, r servicetest.Response) {
 		t.Helper()
 		if r.Body["id"] != id || r.Body["author_id"] != author || r.Body["title"] != title || r.Body["body"] != body {
@@ -130,7 +110,7 @@ func isPost(id, author float64, title, body string) check {
 	}
 }
 
-func listed(key string, n int) check {
+func listed(key string, n int) servicetest.Check {
 	return func(t *testing.T, r servicetest.Response) {
 		t.Helper()
 		items, ok := r.Body[key].([]any)
@@ -155,7 +135,7 @@ func TestRoutes(t *testing.T) {
 		body       string
 		headers    []string
 		wantStatus int
-		check      check
+		check      servicetest.Check
 	}{
 		{"create", "POST", "/api/posts", post, as(1), 201, func(t *testing.T, r servicetest.Response) {
 			isPost(1, 1, "Notes on the engine", "It weaves algebraic patterns.")(t, r)
@@ -163,15 +143,15 @@ func TestRoutes(t *testing.T) {
 				t.Errorf("Location = %q", r.Header.Get("Location"))
 			}
 		}},
-		{"create signed out", "POST", "/api/posts", post, nil, 401, errorIs("sign-in required")},
-		{"create with a malformed user id", "POST", "/api/posts", post, []string{auth.HeaderUserID, "ada"}, 401, errorIs("sign-in required")},
-		{"create invalid JSON", "POST", "/api/posts", `{"title"`, as(1), 400, errorIs("malformed request body")},
+		{"create signed out", "POST", "/api/posts", post, nil, 401, servicetest.HasError("sign-in required")},
+		{"create with a malformed user id", "POST", "/api/posts", post, []string{auth.HeaderUserID, "ada"}, 401, servicetest.HasError("sign-in required")},
+		{"create invalid JSON", "POST", "/api/posts", `{"title"`, as(1), 400, servicetest.HasError("malformed request body")},
 		{"create missing fields", "POST", "/api/posts", `{}`, as(1), 400,
-			fields(map[string]string{"title": "is required", "body": "is required"})},
+			servicetest.HasFields(map[string]string{"title": "is required", "body": "is required"})},
 		{"create blank title", "POST", "/api/posts", `{"title":"  ","body":"b"}`, as(1), 400,
-			fields(map[string]string{"title": "is required"})},
+			servicetest.HasFields(map[string]string{"title": "is required"})},
 		{"create title too long", "POST", "/api/posts", `{"title":"` + strings.Repeat("t", 201) + `","body":"b"}`, as(1), 400,
-			fields(map[string]string{"title": "must be at most 200 characters long"})},
+			servicetest.HasFields(map[string]string{"title": "must be at most 200 characters long"})},
 		{"create second post", "POST", "/api/posts", `{"title":"Second","body":"b"}`, as(2), 201, isPost(2, 2, "Second", "b")},
 
 		{"list", "GET", "/api/posts", ``, nil, 200, func(t *testing.T, r servicetest.Response) {
@@ -182,21 +162,21 @@ func TestRoutes(t *testing.T) {
 		}},
 		{"list a page", "GET", "/api/posts?limit=1&offset=1", ``, nil, 200, listed("posts", 1)},
 		{"list past the end", "GET", "/api/posts?offset=10", ``, nil, 200, listed("posts", 0)},
-		{"list with limit 0", "GET", "/api/posts?limit=0", ``, nil, 400, fields(map[string]string{"limit": "must be at least 1"})},
-		{"list with limit 101", "GET", "/api/posts?limit=101", ``, nil, 400, fields(map[string]string{"limit": "must be at most 100"})},
+		{"list with limit 0", "GET", "/api/posts?limit=0", ``, nil, 400, servicetest.HasFields(map[string]string{"limit": "must be at least 1"})},
+		{"list with limit 101", "GET", "/api/posts?limit=101", ``, nil, 400, servicetest.HasFields(map[string]string{"limit": "must be at most 100"})},
 		{"list with a non-numeric limit", "GET", "/api/posts?limit=all", ``, nil, 400, nil},
-		{"list with a negative offset", "GET", "/api/posts?offset=-1", ``, nil, 400, fields(map[string]string{"offset": "must be at least 0"})},
+		{"list with a negative offset", "GET", "/api/posts?offset=-1", ``, nil, 400, servicetest.HasFields(map[string]string{"offset": "must be at least 0"})},
 
 		{"get", "GET", "/api/posts/1", ``, nil, 200, isPost(1, 1, "Notes on the engine", "It weaves algebraic patterns.")},
-		{"get unknown", "GET", "/api/posts/999", ``, nil, 404, errorIs("post not found")},
-		{"get non-numeric id", "GET", "/api/posts/first", ``, nil, 400, fields(map[string]string{"id": "must be a positive integer"})},
+		{"get unknown", "GET", "/api/posts/999", ``, nil, 404, servicetest.HasError("post not found")},
+		{"get non-numeric id", "GET", "/api/posts/first", ``, nil, 400, servicetest.HasFields(map[string]string{"id": "must be a positive integer"})},
 
 		{"update by the author", "PUT", "/api/posts/1", `{"title":"Notes, revised","body":"Now with Bernoulli numbers."}`, as(1), 200,
 			isPost(1, 1, "Notes, revised", "Now with Bernoulli numbers.")},
-		{"update by someone else", "PUT", "/api/posts/1", post, as(2), 403, errorIs("only the post's author may change it")},
-		{"update signed out", "PUT", "/api/posts/1", post, nil, 401, errorIs("sign-in required")},
-		{"update unknown", "PUT", "/api/posts/999", post, as(1), 404, errorIs("post not found")},
-		{"update missing body", "PUT", "/api/posts/1", `{"title":"t"}`, as(1), 400, fields(map[string]string{"body": "is required"})},
+		{"update by someone else", "PUT", "/api/posts/1", post, as(2), 403, servicetest.HasError("only the post's author may change it")},
+		{"update signed out", "PUT", "/api/posts/1", post, nil, 401, servicetest.HasError("sign-in required")},
+		{"update unknown", "PUT", "/api/posts/999", post, as(1), 404, servicetest.HasError("post not found")},
+		{"update missing body", "PUT", "/api/posts/1", `{"title":"t"}`, as(1), 400, servicetest.HasFields(map[string]string{"body": "is required"})},
 		{"update kept the post after refusals", "GET", "/api/posts/1", ``, nil, 200,
 			isPost(1, 1, "Notes, revised", "Now with Bernoulli numbers.")},
 
@@ -206,21 +186,21 @@ func TestRoutes(t *testing.T) {
 			}
 		}},
 		{"comment on one's own post", "POST", "/api/posts/1/comments", `{"body":"Thank you."}`, as(1), 201, nil},
-		{"comment signed out", "POST", "/api/posts/1/comments", `{"body":"x"}`, nil, 401, errorIs("sign-in required")},
-		{"comment empty", "POST", "/api/posts/1/comments", `{"body":" "}`, as(2), 400, fields(map[string]string{"body": "is required"})},
-		{"comment invalid JSON", "POST", "/api/posts/1/comments", `[`, as(2), 400, errorIs("malformed request body")},
-		{"comment on an unknown post", "POST", "/api/posts/999/comments", `{"body":"x"}`, as(2), 404, errorIs("post not found")},
+		{"comment signed out", "POST", "/api/posts/1/comments", `{"body":"x"}`, nil, 401, servicetest.HasError("sign-in required")},
+		{"comment empty", "POST", "/api/posts/1/comments", `{"body":" "}`, as(2), 400, servicetest.HasFields(map[string]string{"body": "is required"})},
+		{"comment invalid JSON", "POST", "/api/posts/1/comments", `[`, as(2), 400, servicetest.HasError("malformed request body")},
+		{"comment on an unknown post", "POST", "/api/posts/999/comments", `{"body":"x"}`, as(2), 404, servicetest.HasError("post not found")},
 		{"comment by a user users does not know", "POST", "/api/posts/1/comments", `{"body":"x"}`, as(3), 502,
-			errorIs("the users service does not know the post's author or the commenter")},
+			servicetest.HasError("the users service does not know the post's author or the commenter")},
 		{"list comments", "GET", "/api/posts/1/comments", ``, nil, 200, listed("comments", 2)},
-		{"list comments of an unknown post", "GET", "/api/posts/999/comments", ``, nil, 404, errorIs("post not found")},
+		{"list comments of an unknown post", "GET", "/api/posts/999/comments", ``, nil, 404, servicetest.HasError("post not found")},
 
-		{"delete by someone else", "DELETE", "/api/posts/1", ``, as(2), 403, errorIs("only the post's author may change it")},
-		{"delete signed out", "DELETE", "/api/posts/1", ``, nil, 401, errorIs("sign-in required")},
+		{"delete by someone else", "DELETE", "/api/posts/1", ``, as(2), 403, servicetest.HasError("only the post's author may change it")},
+		{"delete signed out", "DELETE", "/api/posts/1", ``, nil, 401, servicetest.HasError("sign-in required")},
 		{"delete by the author", "DELETE", "/api/posts/1", ``, as(1), 204, nil},
-		{"get deleted", "GET", "/api/posts/1", ``, nil, 404, errorIs("post not found")},
+		{"get deleted", "GET", "/api/posts/1", ``, nil, 404, servicetest.HasError("post not found")},
 		{"comments went with the post", "GET", "/api/posts/1/comments", ``, nil, 404, nil},
-		{"delete again", "DELETE", "/api/posts/1", ``, as(1), 404, errorIs("post not found")},
+		{"delete again", "DELETE", "/api/posts/1", ``, as(1), 404, servicetest.HasError("post not found")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -29,12 +29,8 @@ func TestRunWithNATS(t *testing.T) {
 		contract.ServiceURLEnv("users"):  users.URL,
 		"DATABASE_PATH":                  filepath.Join(t.TempDir(), "posts.db"),
 	})
+	svc.WaitReady(t, "broker", "database")
 	client := servicetest.HTTPClient()
-
-	servicetest.WaitFor(t, "ready with database and broker", func() bool {
-		r := servicetest.Do(t, client, "GET", svc.AdminURL+contract.ReadyzPath, "")
-		return r.Status == 200 && strings.Contains(string(r.Raw), `"broker":"ok"`) && strings.Contains(string(r.Raw), `"database":"ok"`)
-	})
 	if r := servicetest.Do(t, client, "POST", svc.APIURL+"/api/posts", `{"title":"On engines","body":"b"}`, as(1)...); r.Status != 201 {
 		t.Fatalf("create post = %d %s", r.Status, r.Raw)
 	}
@@ -80,12 +76,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := maps.Clone(base)
-			maps.Copy(env, tt.change)
-			err := run(t.Context(), []string{"posts"}, func(k string) string { return env[k] }, t.Output())
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("run = %v, want an error naming %s", err, tt.wantErr)
-			}
+			servicetest.RunFails(t, run, "posts", base, tt.change, tt.wantErr)
 		})
 	}
 }

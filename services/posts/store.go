@@ -9,6 +9,7 @@ import (
 
 	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/outbox"
+	"github.com/courier-dev/courier/services/internal/sqlitedb"
 )
 
 // migrations is the posts schema, one entry per version; append, never edit.
@@ -52,7 +53,8 @@ type Comment struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// Errors the store returns for the handlers to map to status codes.
+// Errors the store returns, possibly wrapped, for the handlers to match with
+// errors.Is and map to status codes.
 var (
 	errNotFound  = errors.New("post not found")
 	errNotAuthor = errors.New("only the post's author may change it")
@@ -154,41 +156,34 @@ func authorOf(ctx context.Context, tx *sql.Tx, id, callerID int64) error {
 
 // UpdatePost replaces the title and body of post id if callerID wrote it.
 func (s *store) UpdatePost(ctx context.Context, id, callerID int64, title, body string) (Post, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Post{}, fmt.Errorf("update post %d: begin: %w", id, err)
-	}
-	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	if err := authorOf(ctx, tx, id, callerID); err != nil {
-		return Post{}, err
-	}
-	p, err := scanPost(tx.QueryRowContext(ctx,
-		`UPDATE posts SET title = ?, body = ?, updated_at = ? WHERE id = ? RETURNING `+postColumns,
-		title, body, formatTime(now()), id))
+	var p Post
+	err := sqlitedb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		if err := authorOf(ctx, tx, id, callerID); err != nil {
+			return err
+		}
+		var err error
+		p, err = scanPost(tx.QueryRowContext(ctx,
+			`UPDATE posts SET title = ?, body = ?, updated_at = ? WHERE id = ? RETURNING `+postColumns,
+			title, body, formatTime(now()), id))
+		return err
+	})
 	if err != nil {
 		return Post{}, fmt.Errorf("update post %d: %w", id, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Post{}, fmt.Errorf("update post %d: commit: %w", id, err)
 	}
 	return p, nil
 }
 
 // DeletePost deletes post id and its comments if callerID wrote it.
 func (s *store) DeletePost(ctx context.Context, id, callerID int64) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("delete post %d: begin: %w", id, err)
-	}
-	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	if err := authorOf(ctx, tx, id, callerID); err != nil {
+	err := sqlitedb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		if err := authorOf(ctx, tx, id, callerID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM posts WHERE id = ?`, id)
 		return err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM posts WHERE id = ?`, id); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("delete post %d: %w", id, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("delete post %d: commit: %w", id, err)
 	}
 	return nil
 }
@@ -202,32 +197,27 @@ func (s *store) AddComment(ctx context.Context, c Comment, notification mailjob.
 		return Comment{}, fmt.Errorf("comment on post %d: %w", c.PostID, err)
 	}
 	c.CreatedAt = now()
-	tx, err := s.db.BeginTx(ctx, nil)
+	err = sqlitedb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		// INSERT ... SELECT inserts nothing when the post is gone, which tells
+		// "deleted meanwhile" apart from a failure without parsing SQLite errors.
+		res, err := tx.ExecContext(ctx,
+			`INSERT INTO comments (post_id, author_id, body, created_at) SELECT id, ?, ?, ? FROM posts WHERE id = ?`,
+			c.AuthorID, c.Body, formatTime(c.CreatedAt), c.PostID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return errNotFound
+		}
+		if c.ID, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("read id: %w", err)
+		}
+		return outbox.Enqueue(ctx, tx, mailjob.Queue, body)
+	})
 	if err != nil {
-		return Comment{}, fmt.Errorf("comment on post %d: begin: %w", c.PostID, err)
-	}
-	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	// INSERT ... SELECT inserts nothing when the post is gone, which tells
-	// "deleted meanwhile" apart from a failure without parsing SQLite errors.
-	res, err := tx.ExecContext(ctx,
-		`INSERT INTO comments (post_id, author_id, body, created_at) SELECT id, ?, ?, ? FROM posts WHERE id = ?`,
-		c.AuthorID, c.Body, formatTime(c.CreatedAt), c.PostID)
-	if err != nil {
 		return Comment{}, fmt.Errorf("comment on post %d: %w", c.PostID, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return Comment{}, fmt.Errorf("comment on post %d: %w", c.PostID, err)
-	} else if n == 0 {
-		return Comment{}, errNotFound
-	}
-	if c.ID, err = res.LastInsertId(); err != nil {
-		return Comment{}, fmt.Errorf("comment on post %d: read id: %w", c.PostID, err)
-	}
-	if err := outbox.Enqueue(ctx, tx, mailjob.Queue, body); err != nil {
-		return Comment{}, fmt.Errorf("comment on post %d: %w", c.PostID, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Comment{}, fmt.Errorf("comment on post %d: commit: %w", c.PostID, err)
 	}
 	return c, nil
 }

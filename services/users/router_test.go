@@ -54,28 +54,7 @@ func newTestAPI(t *testing.T) *testAPI {
 	return &testAPI{srv: srv, pub: pub, relay: relay, tokens: tokens}
 }
 
-// check inspects a response.
-type check func(t *testing.T, r servicetest.Response)
-
-func fields(want map[string]string) check {
-	return func(t *testing.T, r servicetest.Response) {
-		t.Helper()
-		if got := r.Fields(); !maps.Equal(got, want) {
-			t.Errorf("fields = %v, want %v", got, want)
-		}
-	}
-}
-
-func errorIs(msg string) check {
-	return func(t *testing.T, r servicetest.Response) {
-		t.Helper()
-		if r.Body["error"] != msg {
-			t.Errorf("error = %v, want %q", r.Body["error"], msg)
-		}
-	}
-}
-
-func isUser(id float64, name, email string) check {
+func isUser(id float64, name, email string) servicetest.Check {
 	return func(t *testing.T, r servicetest.Response) {
 		t.Helper()
 		want := map[string]any{"id": id, "name": name, "email": email}
@@ -97,7 +76,7 @@ func TestRoutes(t *testing.T) {
 		path       string
 		body       string
 		wantStatus int
-		check      check
+		check      servicetest.Check
 	}{
 		{"register", "POST", "/api/users", ada, 201, func(t *testing.T, r servicetest.Response) {
 			isUser(1, "Ada Lovelace", "ada@example.com")(t, r)
@@ -110,30 +89,30 @@ func TestRoutes(t *testing.T) {
 			isUser(2, "Charles Babbage", "charles@example.com")},
 		{"register duplicate e-mail, other case", "POST", "/api/users",
 			`{"name":"Impostor","email":"ADA@example.com","password":"something else"}`, 409,
-			fields(map[string]string{"email": "is already registered"})},
-		{"register invalid JSON", "POST", "/api/users", `{"name":`, 400, errorIs("malformed request body")},
-		{"register empty body", "POST", "/api/users", ``, 400, errorIs("request body is empty")},
+			servicetest.HasFields(map[string]string{"email": "is already registered"})},
+		{"register invalid JSON", "POST", "/api/users", `{"name":`, 400, servicetest.HasError("malformed request body")},
+		{"register empty body", "POST", "/api/users", ``, 400, servicetest.HasError("request body is empty")},
 		{"register missing fields", "POST", "/api/users", `{}`, 400,
-			fields(map[string]string{"name": "is required", "email": "is required", "password": "is required"})},
+			servicetest.HasFields(map[string]string{"name": "is required", "email": "is required", "password": "is required"})},
 		{"register bad e-mail", "POST", "/api/users", `{"name":"N","email":"not-an-address","password":"long enough"}`, 400,
-			fields(map[string]string{"email": "must be a valid e-mail"})},
+			servicetest.HasFields(map[string]string{"email": "must be a valid e-mail"})},
 		{"register short password", "POST", "/api/users", `{"name":"N","email":"n@example.com","password":"short"}`, 400,
-			fields(map[string]string{"password": "must be at least 8 characters long"})},
+			servicetest.HasFields(map[string]string{"password": "must be at least 8 characters long"})},
 		{"register password over bcrypt's 72 bytes", "POST", "/api/users",
 			`{"name":"N","email":"n@example.com","password":"` + strings.Repeat("é", 40) + `"}`, 400,
-			fields(map[string]string{"password": "must be at most 72 bytes long"})},
+			servicetest.HasFields(map[string]string{"password": "must be at most 72 bytes long"})},
 		{"register blank name", "POST", "/api/users", `{"name":"   ","email":"n@example.com","password":"long enough"}`, 400,
-			fields(map[string]string{"name": "is required"})},
+			servicetest.HasFields(map[string]string{"name": "is required"})},
 		{"register name of the wrong type", "POST", "/api/users", `{"name":5,"email":"n@example.com","password":"long enough"}`, 400,
-			fields(map[string]string{"name": "must be a string"})},
+			servicetest.HasFields(map[string]string{"name": "must be a string"})},
 		{"register body over the limit", "POST", "/api/users",
 			`{"name":"N","email":"n@example.com","password":"` + strings.Repeat("x", 5000) + `"}`, 413,
-			errorIs("request body too large")},
+			servicetest.HasError("request body too large")},
 
 		{"get user", "GET", "/api/users/1", ``, 200, isUser(1, "Ada Lovelace", "ada@example.com")},
-		{"get unknown user", "GET", "/api/users/999", ``, 404, errorIs("user not found")},
-		{"get non-numeric id", "GET", "/api/users/ada", ``, 400, fields(map[string]string{"id": "must be a positive integer"})},
-		{"get zero id", "GET", "/api/users/0", ``, 400, fields(map[string]string{"id": "must be a positive integer"})},
+		{"get unknown user", "GET", "/api/users/999", ``, 404, servicetest.HasError("user not found")},
+		{"get non-numeric id", "GET", "/api/users/ada", ``, 400, servicetest.HasFields(map[string]string{"id": "must be a positive integer"})},
+		{"get zero id", "GET", "/api/users/0", ``, 400, servicetest.HasFields(map[string]string{"id": "must be a positive integer"})},
 
 		{"sign in", "POST", "/api/sessions", `{"email":"ada@example.com","password":"analytical engine"}`, 201,
 			func(t *testing.T, r servicetest.Response) {
@@ -156,14 +135,14 @@ func TestRoutes(t *testing.T) {
 			}},
 		{"sign in with the e-mail in another case", "POST", "/api/sessions", `{"email":"Ada@Example.com","password":"analytical engine"}`, 201, nil},
 		{"sign in wrong password", "POST", "/api/sessions", `{"email":"ada@example.com","password":"difference engine"}`, 401,
-			errorIs("wrong e-mail or password")},
+			servicetest.HasError("wrong e-mail or password")},
 		{"sign in unknown e-mail", "POST", "/api/sessions", `{"email":"nobody@example.com","password":"analytical engine"}`, 401,
-			errorIs("wrong e-mail or password")},
+			servicetest.HasError("wrong e-mail or password")},
 		{"sign in missing password", "POST", "/api/sessions", `{"email":"ada@example.com"}`, 400,
-			fields(map[string]string{"password": "is required"})},
-		{"sign in invalid JSON", "POST", "/api/sessions", `not json`, 400, errorIs("malformed request body")},
+			servicetest.HasFields(map[string]string{"password": "is required"})},
+		{"sign in invalid JSON", "POST", "/api/sessions", `not json`, 400, servicetest.HasError("malformed request body")},
 
-		{"unknown route", "GET", "/api/nothing", ``, 404, errorIs("not found")},
+		{"unknown route", "GET", "/api/nothing", ``, 404, servicetest.HasError("not found")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

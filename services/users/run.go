@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -33,16 +32,10 @@ type config struct {
 
 // run starts the users service and blocks until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	fs.Usage = func() {
-		fmt.Fprintf(stdout, "usage: %s\n\nConfigured from the environment: DATABASE_PATH, TOKEN_SIGNING_KEY, TOKEN_TTL,\n"+
-			"%s, %s, %s and the kit's variables (see docs/contract.md).\n",
-			args[0], contract.EnvBrokerKind, contract.EnvBrokerURL, contract.QueueEnv(mailjob.Queue))
-	}
-	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
+	usage := fmt.Sprintf("Configured from the environment: DATABASE_PATH, TOKEN_SIGNING_KEY, TOKEN_TTL,\n"+
+		"%s, %s, %s and the kit's variables (see docs/contract.md).",
+		contract.EnvBrokerKind, contract.EnvBrokerURL, contract.QueueEnv(mailjob.Queue))
+	if help, err := kit.ParseArgs(args, stdout, usage); help || err != nil {
 		return err
 	}
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,12 +30,8 @@ func TestRunWithNATS(t *testing.T) {
 	n := brokertest.StartNATS(t)
 	jobs := servicetest.ConsumeJobs(t, contract.BrokerNATS, n.URL, "blog")
 	svc := servicetest.Start(t, run, "users", natsEnv(t, n.URL))
+	svc.WaitReady(t, "broker", "database")
 	client := servicetest.HTTPClient()
-
-	servicetest.WaitFor(t, "ready with database and broker", func() bool {
-		r := servicetest.Do(t, client, "GET", svc.AdminURL+contract.ReadyzPath, "")
-		return r.Status == 200 && strings.Contains(string(r.Raw), `"broker":"ok"`) && strings.Contains(string(r.Raw), `"database":"ok"`)
-	})
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	r := servicetest.Do(t, client, "POST", svc.APIURL+"/api/users",
@@ -106,12 +101,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := maps.Clone(base)
-			maps.Copy(env, tt.change)
-			err := run(t.Context(), []string{"users"}, func(k string) string { return env[k] }, t.Output())
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("run = %v, want an error naming %s", err, tt.wantErr)
-			}
+			servicetest.RunFails(t, run, "users", base, tt.change, tt.wantErr)
 		})
 	}
 }

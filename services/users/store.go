@@ -35,7 +35,8 @@ type User struct {
 	CreatedAt    time.Time
 }
 
-// Errors the store returns for the handlers to map to status codes.
+// Errors the store returns, possibly wrapped, for the handlers to match with
+// errors.Is and map to status codes.
 var (
 	errNotFound       = errors.New("user not found")
 	errDuplicateEmail = errors.New("e-mail already registered")
@@ -53,28 +54,23 @@ func (s *store) Register(ctx context.Context, u User, welcome mailjob.Job) (User
 		return User{}, fmt.Errorf("register %q: %w", u.Email, err)
 	}
 	u.CreatedAt = time.Now().UTC()
-	tx, err := s.db.BeginTx(ctx, nil)
+	err = sqlitedb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			`INSERT INTO users (name, email, password_hash, created_at) VALUES (?, ?, ?, ?)`,
+			u.Name, u.Email, u.PasswordHash, u.CreatedAt.Format(time.RFC3339Nano))
+		if sqlitedb.IsUniqueViolation(err) {
+			return errDuplicateEmail
+		}
+		if err != nil {
+			return fmt.Errorf("insert: %w", err)
+		}
+		if u.ID, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("read id: %w", err)
+		}
+		return outbox.Enqueue(ctx, tx, mailjob.Queue, body)
+	})
 	if err != nil {
-		return User{}, fmt.Errorf("register %q: begin: %w", u.Email, err)
-	}
-	defer func() { _ = tx.Rollback() }() // no-op after Commit
-	res, err := tx.ExecContext(ctx,
-		`INSERT INTO users (name, email, password_hash, created_at) VALUES (?, ?, ?, ?)`,
-		u.Name, u.Email, u.PasswordHash, u.CreatedAt.Format(time.RFC3339Nano))
-	if sqlitedb.IsUniqueViolation(err) {
-		return User{}, errDuplicateEmail
-	}
-	if err != nil {
-		return User{}, fmt.Errorf("register %q: insert: %w", u.Email, err)
-	}
-	if u.ID, err = res.LastInsertId(); err != nil {
-		return User{}, fmt.Errorf("register %q: read id: %w", u.Email, err)
-	}
-	if err := outbox.Enqueue(ctx, tx, mailjob.Queue, body); err != nil {
 		return User{}, fmt.Errorf("register %q: %w", u.Email, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return User{}, fmt.Errorf("register %q: commit: %w", u.Email, err)
 	}
 	return u, nil
 }

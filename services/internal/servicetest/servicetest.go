@@ -152,10 +152,16 @@ func WaitForJobs(t testing.TB, relay *outbox.Relay, pub *Publisher, n int) []mai
 // WaitFor polls cond until it holds, failing the test after 10 seconds.
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	WaitForWithin(t, 10*time.Second, what, cond)
+}
+
+// WaitForWithin polls cond until it holds, failing the test after timeout.
+func WaitForWithin(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -220,6 +226,30 @@ func (r Response) Fields() map[string]string {
 	return out
 }
 
+// Check inspects a response; route tests keep one per table row.
+type Check func(t *testing.T, r Response)
+
+// HasFields checks that the response is a validation error naming exactly
+// these fields, with these messages.
+func HasFields(want map[string]string) Check {
+	return func(t *testing.T, r Response) {
+		t.Helper()
+		if got := r.Fields(); !maps.Equal(got, want) {
+			t.Errorf("fields = %v, want %v", got, want)
+		}
+	}
+}
+
+// HasError checks the response's "error" message.
+func HasError(msg string) Check {
+	return func(t *testing.T, r Response) {
+		t.Helper()
+		if r.Body["error"] != msg {
+			t.Errorf("error = %v, want %q", r.Body["error"], msg)
+		}
+	}
+}
+
 // RunFunc is a service's run function.
 type RunFunc func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error
 
@@ -230,24 +260,31 @@ type Running struct {
 	// Logs holds the service's JSON log lines.
 	Logs *LogLines
 
-	cancel context.CancelFunc
-	done   chan error
+	name    string
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
 }
 
 // Start runs a service's run function with env as its whole environment,
 // on free ports (HTTP_PORT and ADMIN_PORT 0 unless env sets them), and
 // waits for its "service started" log line. The service is stopped at
-// cleanup if the test has not stopped it.
+// cleanup if the test has not stopped it, and an error run returns then
+// fails the test.
 func Start(t testing.TB, run RunFunc, name string, env map[string]string) *Running {
 	t.Helper()
 	full := map[string]string{"HTTP_PORT": "0", "ADMIN_PORT": "0"}
 	maps.Copy(full, env)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Running{Logs: &LogLines{echo: testWriter(t)}, cancel: cancel, done: make(chan error, 1)}
+	r := &Running{Logs: &LogLines{echo: testWriter(t)}, name: name, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- run(ctx, []string{name}, func(k string) string { return full[k] }, r.Logs) }()
 	t.Cleanup(func() {
-		cancel()
-		<-r.done
+		if r.stopped {
+			return // the test has seen what run returned
+		}
+		if err := r.Stop(t); err != nil {
+			t.Errorf("%s: run returned %v at shutdown", name, err)
+		}
 	})
 
 	var started map[string]any
@@ -280,6 +317,20 @@ func loopback(t testing.TB, addr any) string {
 	return net.JoinHostPort("127.0.0.1", port)
 }
 
+// RunFails runs a service's run function with base, changed by change, as
+// its whole environment, and fails the test unless run returns at once with
+// an error that mentions want, the variable at fault. An empty value in
+// change unsets the variable.
+func RunFails(t *testing.T, run RunFunc, name string, base, change map[string]string, want string) {
+	t.Helper()
+	env := maps.Clone(base)
+	maps.Copy(env, change)
+	err := run(t.Context(), []string{name}, func(k string) string { return env[k] }, t.Output())
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("run = %v, want an error naming %s", err, want)
+	}
+}
+
 // Stop cancels the service's context, as SIGTERM would, and returns what
 // run returned, failing the test if it takes longer than 30 seconds.
 func (r *Running) Stop(t testing.TB) error {
@@ -287,12 +338,39 @@ func (r *Running) Stop(t testing.TB) error {
 	r.cancel()
 	select {
 	case err := <-r.done:
-		r.done <- err // for the cleanup's receive
+		r.stopped = true
 		return err
 	case <-time.After(30 * time.Second):
-		t.Fatal("the service did not stop within 30s")
+		t.Fatalf("%s did not stop within 30s", r.name)
 		return nil
 	}
+}
+
+// WaitReady waits until the service's /readyz answers 200 with each of the
+// named checks (such as "broker" or "database") "ok", failing the test if
+// run returns first or 20 seconds pass.
+func (r *Running) WaitReady(t testing.TB, checks ...string) {
+	t.Helper()
+	client := HTTPClient()
+	WaitForWithin(t, 20*time.Second, r.name+" ready", func() bool {
+		select {
+		case err := <-r.done:
+			r.stopped = true
+			t.Fatalf("%s exited before it was ready: %v", r.name, err)
+		default:
+		}
+		resp := Do(t, client, http.MethodGet, r.AdminURL+contract.ReadyzPath, "")
+		if resp.Status != http.StatusOK {
+			return false
+		}
+		got, _ := resp.Body["checks"].(map[string]any)
+		for _, c := range checks {
+			if got[c] != "ok" {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // LogLines collects JSON log lines written to it, safe for concurrent use.

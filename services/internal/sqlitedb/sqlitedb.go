@@ -80,28 +80,45 @@ func Migrate(ctx context.Context, db *sql.DB, migrations []string) error {
 // migration share one immediate transaction, so two processes starting on
 // the same file cannot both apply it.
 func apply(ctx context.Context, db *sql.DB, version int, stmt string) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("migration %d: begin: %w", version, err)
-	}
-	defer func() { _ = tx.Rollback() }() // no-op after Commit
-
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
-		return fmt.Errorf("migration %d: check: %w", version, err)
-	}
-	if n > 0 {
+	err := InTx(ctx, db, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+			return fmt.Errorf("check: %w", err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+			version, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
 		return nil
-	}
-	if _, err := tx.ExecContext(ctx, stmt); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("migration %d: %w", version, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-		version, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
-		return fmt.Errorf("migration %d: record: %w", version, err)
+	return nil
+}
+
+// InTx runs fn in a transaction on db and commits it if fn returns nil; if
+// fn fails, the transaction is rolled back and fn's error returned as it
+// is, so sentinel errors reach the caller unchanged. Every write that must
+// not be seen half done (a row and its outbox job, a check and the write
+// it allows) goes through one.
+func InTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // no-op after Commit
+	if err := fn(tx); err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migration %d: commit: %w", version, err)
+		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package sqlitedb_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -165,5 +167,48 @@ func TestIsUniqueViolation(t *testing.T) {
 	}
 	if sqlitedb.IsUniqueViolation(nil) {
 		t.Fatal("nil is a unique violation")
+	}
+}
+
+func TestInTx(t *testing.T) {
+	ctx := t.Context()
+	db, err := sqlitedb.Open(ctx, filepath.Join(t.TempDir(), "test.db"), migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM parents`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// Both inserts or neither: the second fails, and fn's error comes back
+	// unwrapped.
+	errStop := errors.New("stop")
+	err = sqlitedb.InTx(ctx, db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO parents (id) VALUES (1)`); err != nil {
+			return err
+		}
+		return errStop
+	})
+	if err != errStop { //nolint:errorlint // InTx promises fn's error itself
+		t.Fatalf("InTx = %v, want fn's error as it is", err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d rows after a failed transaction, want 0", n)
+	}
+
+	if err := sqlitedb.InTx(ctx, db, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO parents (id) VALUES (1), (2)`)
+		return err
+	}); err != nil {
+		t.Fatalf("InTx: %v", err)
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("%d rows after a committed transaction, want 2", n)
 	}
 }
