@@ -3,40 +3,13 @@ package broker
 import (
 	"bytes"
 	"errors"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"gotest.tools/v3/golden"
 	"sigs.k8s.io/yaml"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
-
-// assertGolden compares got with testdata/<name>, or rewrites the file when
-// the test runs with -update.
-func assertGolden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run go test -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the generated settings (run go test -update to accept):\n--- want\n%s\n--- got\n%s", path, want, got)
-	}
-}
 
 // blogTopology is the example app: users and posts publish e-mail jobs,
 // mailer consumes them, gateway uses no queue.
@@ -124,7 +97,7 @@ func TestGenerateGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("marshal settings: %v", err)
 			}
-			assertGolden(t, "settings/"+tt.name+".yaml", got)
+			golden.Assert(t, string(got), "settings/"+tt.name+".yaml")
 		})
 	}
 }

@@ -2,12 +2,10 @@ package resource_test
 
 import (
 	"bytes"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"gotest.tools/v3/golden"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
@@ -20,8 +18,6 @@ import (
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/ with the builders' current output")
 
 // TestBuilders renders every object the builders produce for one service of
 // an app, in apply order, and compares it with testdata/<name>.yaml.
@@ -135,7 +131,7 @@ func TestBuilders(t *testing.T) {
 				got.WriteString("---\n")
 				got.Write(out)
 			}
-			assertGolden(t, filepath.Join("testdata", tt.name+".yaml"), got.Bytes())
+			golden.Assert(t, got.String(), tt.name+".yaml")
 		})
 	}
 }
@@ -146,7 +142,7 @@ func TestMonitoringSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertGolden(t, filepath.Join("testdata", "monitoring-secret.yaml"), out)
+	golden.Assert(t, string(out), "monitoring-secret.yaml")
 }
 
 // TestManagedBroker checks the mapping of spec.broker.managed to the
@@ -213,23 +209,4 @@ func service(t *testing.T, app *v1alpha1.MicroserviceApp, name string) *v1alpha1
 	}
 	t.Fatalf("app %s has no service %q", app.Name, name)
 	return nil
-}
-
-// assertGolden compares got with the golden file, or rewrites the file when
-// the test runs with -update.
-func assertGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatalf("update golden file: %v", err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s differs (-want +got); run go test -update if the change is intended:\n%s", path, diff)
-	}
 }

@@ -15,13 +15,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/resource/kind"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
@@ -83,7 +83,7 @@ func TestObjectsPassServerSideDryRun(t *testing.T) {
 					continue
 				}
 				built++
-				dryRunApply(ctx, t, c, bl.Kind, obj, bl.New(), bl.Owned)
+				dryRunApply(ctx, t, c, bl.Object, obj)
 			}
 			want := len(rabbitmq.Builders)
 			if n <= 1 {
@@ -99,10 +99,7 @@ func TestObjectsPassServerSideDryRun(t *testing.T) {
 				Username: broker.UserName(b.App, "users"), Password: broker.GeneratePassword(),
 				Labels: resource.Labels(b.App, "users"), Owner: b.Owner,
 			})
-			dryRunApply(ctx, t, c, "connection Secret", conn, &corev1.Secret{},
-				func(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
-					return corev1ac.ExtractSecret(obj.(*corev1.Secret), owner)
-				})
+			dryRunApply(ctx, t, c, kind.Secret, conn)
 
 			dryRunPod(ctx, t, c, b)
 
@@ -115,11 +112,10 @@ func TestObjectsPassServerSideDryRun(t *testing.T) {
 	}
 }
 
-// dryRunApply applies obj with the operator's field owner in dry-run mode and
-// checks that the fields the owner holds in the server's answer equal obj.
-func dryRunApply(ctx context.Context, t *testing.T, c client.Client, kind string, obj runtime.ApplyConfiguration,
-	typed client.Object, owned func(client.Object, string) (runtime.ApplyConfiguration, error),
-) {
+// dryRunApply applies obj, of kind k, with the operator's field owner in
+// dry-run mode and checks that the fields the owner holds in the server's
+// answer equal obj.
+func dryRunApply(ctx context.Context, t *testing.T, c client.Client, k kind.Object, obj runtime.ApplyConfiguration) {
 	t.Helper()
 	want := toMap(t, obj)
 	// An unstructured apply keeps the whole answer, managed fields included,
@@ -128,21 +124,22 @@ func dryRunApply(ctx context.Context, t *testing.T, c client.Client, kind string
 	err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
 		client.FieldOwner(resource.FieldOwner), client.ForceOwnership, client.DryRunAll)
 	if err != nil {
-		t.Errorf("dry-run apply %s %s: %v", kind, u.GetName(), err)
+		t.Errorf("dry-run apply %s %s: %v", k.Kind, u.GetName(), err)
 		return
 	}
+	typed := k.New()
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, typed); err != nil {
-		t.Fatalf("convert %s %s: %v", kind, u.GetName(), err)
+		t.Fatalf("convert %s %s: %v", k.Kind, u.GetName(), err)
 	}
 	if typed.GetUID() == "" || len(typed.GetManagedFields()) == 0 {
-		t.Fatalf("%s %s: the answer is not a stored object (no uid or managed fields): %+v", kind, u.GetName(), u.Object)
+		t.Fatalf("%s %s: the answer is not a stored object (no uid or managed fields): %+v", k.Kind, u.GetName(), u.Object)
 	}
-	got, err := owned(typed, resource.FieldOwner)
+	got, err := k.Owned(typed, resource.FieldOwner)
 	if err != nil {
-		t.Fatalf("extract the operator's fields of %s %s: %v", kind, u.GetName(), err)
+		t.Fatalf("extract the operator's fields of %s %s: %v", k.Kind, u.GetName(), err)
 	}
 	if diff := cmp.Diff(want, toMap(t, got)); diff != "" {
-		t.Errorf("%s %s: the operator's fields as stored differ from what was built (-built +stored):\n%s", kind, u.GetName(), diff)
+		t.Errorf("%s %s: the operator's fields as stored differ from what was built (-built +stored):\n%s", k.Kind, u.GetName(), diff)
 	}
 }
 

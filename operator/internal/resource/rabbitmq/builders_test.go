@@ -2,13 +2,11 @@ package rabbitmq_test
 
 import (
 	"bytes"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"gotest.tools/v3/golden"
 	corev1 "k8s.io/api/core/v1"
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,8 +18,6 @@ import (
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/ with the builders' current output")
 
 // BrokerOption changes a Broker under construction.
 type BrokerOption func(*rabbitmq.Broker)
@@ -125,7 +121,7 @@ func TestBuilders(t *testing.T) {
 				got.WriteString("---\n")
 				got.Write(out)
 			}
-			assertGolden(t, filepath.Join("testdata", tt.name+".yaml"), got.Bytes())
+			golden.Assert(t, got.String(), tt.name+".yaml")
 		})
 	}
 }
@@ -299,26 +295,4 @@ func copyMap(m map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
-}
-
-// assertGolden compares got with the golden file, or rewrites the file when
-// the test runs with -update.
-func assertGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatalf("create golden directory: %v", err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatalf("update golden file: %v", err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s differs (-want +got); run go test -update if the change is intended:\n%s", path, diff)
-	}
 }

@@ -2,12 +2,12 @@ package rabbitmq_test
 
 import (
 	"bytes"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"gotest.tools/v3/golden"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -66,7 +66,7 @@ func TestConnectionSecret(t *testing.T) {
 			if err != nil {
 				t.Fatalf("marshal: %v", err)
 			}
-			assertGolden(t, filepath.Join("testdata", tt.name+".yaml"), append([]byte("---\n"), out...))
+			golden.Assert(t, "---\n"+string(out), tt.name+".yaml")
 
 			if *s.Name != rabbitmq.ConnectionSecretName(tt.conn.App, tt.conn.Service) {
 				t.Errorf("name = %q, want %q", *s.Name, rabbitmq.ConnectionSecretName(tt.conn.App, tt.conn.Service))
