@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	rh "github.com/michaelklishin/rabbit-hole/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	amqp "github.com/rabbitmq/amqp091-go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,11 +20,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	record "k8s.io/client-go/tools/events"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
@@ -423,16 +418,20 @@ func TestRotation(t *testing.T) {
 	app := blogOnBroker(t, "rotation")
 	old := connectionSecret(t, app, "users")
 	oldHash := rabbitmq.ConnectionHash(old.Data)
-	eventually(t, "users' pod template carries the Secret's hash", func(ctx context.Context) error {
-		d := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: resource.Name(app.Name, "users")}, d); err != nil {
-			return err
-		}
-		if got := d.Spec.Template.Annotations[contract.AnnotationConnectionHash]; got != oldHash {
-			return fmt.Errorf("hash %q, want %q", got, oldHash)
-		}
-		return nil
-	})
+	waitHash := func(what, want string) {
+		t.Helper()
+		eventually(t, "users' pod template carries "+what, func(ctx context.Context) error {
+			d := &appsv1.Deployment{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: resource.Name(app.Name, "users")}, d); err != nil {
+				return err
+			}
+			if got := d.Spec.Template.Annotations[contract.AnnotationConnectionHash]; got != want {
+				return fmt.Errorf("hash %q, want %q", got, want)
+			}
+			return nil
+		})
+	}
+	waitHash("the Secret's hash", oldHash)
 
 	if err := k8s.Delete(context.Background(), old); err != nil {
 		t.Fatal(err)
@@ -449,17 +448,7 @@ func TestRotation(t *testing.T) {
 		rotated = s
 		return nil
 	})
-	newHash := rabbitmq.ConnectionHash(rotated.Data)
-	eventually(t, "users' pod template carries the new hash", func(ctx context.Context) error {
-		d := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: resource.Name(app.Name, "users")}, d); err != nil {
-			return err
-		}
-		if got := d.Spec.Template.Annotations[contract.AnnotationConnectionHash]; got != newHash {
-			return fmt.Errorf("hash %q, want %q", got, newHash)
-		}
-		return nil
-	})
+	waitHash("the new hash", rabbitmq.ConnectionHash(rotated.Data))
 	eventually(t, "the broker takes the new password", func(context.Context) error {
 		conn, err := amqp.Dial(localURL(t, string(rotated.Data["url"])))
 		if err != nil {
@@ -779,26 +768,6 @@ func TestSteadyStateWithBroker(t *testing.T) {
 	waitReady(t, app, metav1.ConditionTrue)
 	ns := app.Namespace
 
-	versions := func() map[string]string {
-		out := map[string]string{}
-		for _, k := range ownedKinds() {
-			list := k.NewList()
-			if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
-				t.Fatal(err)
-			}
-			_ = meta.EachListItem(list, func(o runtime.Object) error {
-				obj := o.(client.Object)
-				out[k.Kind+"/"+obj.GetName()] = obj.GetResourceVersion()
-				return nil
-			})
-		}
-		live := &v1alpha1.MicroserviceApp{}
-		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
-			t.Fatal(err)
-		}
-		out["MicroserviceApp/"+live.Name] = live.ResourceVersion
-		return out
-	}
 	// Events count what the operator did: an apply the API server found
 	// changed nothing keeps every resourceVersion, but not its event; a
 	// repair on the broker has one too (BrokerUpdated).
@@ -818,33 +787,12 @@ func TestSteadyStateWithBroker(t *testing.T) {
 		return out
 	}
 
-	before, eventsBefore := versions(), events()
+	eventsBefore := events()
 	// 8 objects of a one-node broker (no disruption budget), the monitoring
 	// Secret, 3 connection Secrets, 4 Deployments and 4 Services, the app.
-	if len(before) != 21 {
-		t.Fatalf("tracking %d objects, want 21: %v", len(before), before)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if diff := cmp.Diff(before, versions()); diff != "" {
-			t.Fatalf("resourceVersions changed at steady state (-before +now):\n%s", diff)
-		}
-		time.Sleep(time.Second)
-	}
+	steadyVersions(t, app, ownedKinds(), 21)
 	if diff := cmp.Diff(eventsBefore, events()); diff != "" {
 		t.Errorf("events at steady state (-before +after):\n%s", diff)
 	}
-
-	counter := newWriteCounter(mgrClient)
-	recorder := record.NewFakeRecorder(10)
-	r := &MicroserviceAppReconciler{Client: counter, APIReader: k8s, Recorder: recorder, Admin: testAdmin}
-	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}); err != nil {
-		t.Fatalf("reconcile: %v", err)
-	}
-	if n := counter.writes.Load(); n != 0 {
-		t.Errorf("a reconcile at steady state made %d writes, want 0", n)
-	}
-	if n := len(recorder.Events); n != 0 {
-		t.Errorf("a reconcile at steady state emitted %d events, want 0: %v", n, <-recorder.Events)
-	}
+	reconcileWritesNothing(t, app)
 }

@@ -164,11 +164,7 @@ func setBrokerReady(t *testing.T, app *v1alpha1.MicroserviceApp, ready int32) {
 	t.Helper()
 	name := rabbitmq.NamesFor(app.Name).StatefulSet
 	get(t, app.Namespace, name, &appsv1.StatefulSet{})
-	eventually(t, "set status of StatefulSet "+name, func(ctx context.Context) error {
-		sts := &appsv1.StatefulSet{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: name}, sts); err != nil {
-			return err
-		}
+	setStatus(t, app.Namespace, name, func(sts *appsv1.StatefulSet) {
 		n := ptr.Deref(sts.Spec.Replicas, 1)
 		sts.Status = appsv1.StatefulSetStatus{
 			ObservedGeneration: sts.Generation,
@@ -178,7 +174,6 @@ func setBrokerReady(t *testing.T, app *v1alpha1.MicroserviceApp, ready int32) {
 			CurrentReplicas:    n,
 			UpdatedReplicas:    n,
 		}
-		return k8s.Status().Update(ctx, sts)
 	})
 }
 

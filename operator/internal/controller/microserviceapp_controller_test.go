@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
@@ -22,9 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -317,53 +314,14 @@ func TestSteadyState(t *testing.T) {
 	}
 	waitReady(t, app, metav1.ConditionTrue)
 
-	versions := func() map[string]string {
-		out := map[string]string{}
-		for _, b := range resource.PerService {
-			list := b.NewList()
-			if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
-				t.Fatal(err)
-			}
-			_ = meta.EachListItem(list, func(o runtime.Object) error {
-				obj := o.(client.Object)
-				out[b.Kind+"/"+obj.GetName()] = obj.GetResourceVersion()
-				return nil
-			})
-		}
-		live := &v1alpha1.MicroserviceApp{}
-		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
-			t.Fatal(err)
-		}
-		out["MicroserviceApp/"+live.Name] = live.ResourceVersion
-		return out
+	var kinds []objectKind
+	for _, b := range resource.PerService {
+		kinds = append(kinds, kindOf(b))
 	}
-
-	before := versions()
-	if len(before) != 10 { // 4 Deployments, 4 Services, 1 budget, the app
-		t.Fatalf("tracking %d objects, want 10: %v", len(before), before)
-	}
-	// The assertion covers a period, so the test watches the whole of it.
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if diff := cmp.Diff(before, versions()); diff != "" {
-			t.Fatalf("resourceVersions changed at steady state (-before +now):\n%s", diff)
-		}
-		time.Sleep(time.Second)
-	}
-
-	counter := newWriteCounter(mgrClient)
-	recorder := events.NewFakeRecorder(10)
-	r := &MicroserviceAppReconciler{Client: counter, Recorder: recorder}
-	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}); err != nil {
-		t.Fatalf("reconcile: %v", err)
-	}
-	if n := counter.writes.Load(); n != 0 {
-		t.Errorf("a reconcile at steady state made %d writes, want 0", n)
-	}
-	if n := len(recorder.Events); n != 0 {
-		t.Errorf("a reconcile at steady state emitted %d events, want 0", n)
-	}
-	if diff := cmp.Diff(before, versions()); diff != "" {
+	// 4 Deployments, 4 Services, 1 budget, the app.
+	before := steadyVersions(t, app, kinds, 10)
+	reconcileWritesNothing(t, app)
+	if diff := cmp.Diff(before, resourceVersions(t, app, kinds)); diff != "" {
 		t.Errorf("resourceVersions changed after the reconcile (-before +now):\n%s", diff)
 	}
 }

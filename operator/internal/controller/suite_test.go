@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -226,14 +229,89 @@ func markAvailable(t *testing.T, ns, name string) {
 // setDeploymentStatus rewrites a Deployment's status, retrying on conflicts.
 func setDeploymentStatus(t *testing.T, ns, name string, change func(*appsv1.Deployment)) {
 	t.Helper()
-	eventually(t, "set status of Deployment "+name, func(ctx context.Context) error {
-		d := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, d); err != nil {
+	setStatus(t, ns, name, change)
+}
+
+// setStatus plays a controller envtest lacks: it reads the object named
+// name in ns, lets change set its status and writes the status back,
+// retrying on conflicts with a fresh read.
+func setStatus[T any, P interface {
+	*T
+	client.Object
+}](t *testing.T, ns, name string, change func(P)) {
+	t.Helper()
+	var obj P = new(T)
+	eventually(t, fmt.Sprintf("set status of %T %s", obj, name), func(ctx context.Context) error {
+		obj = new(T)
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
 			return err
 		}
-		change(d)
-		return k8s.Status().Update(ctx, d)
+		change(obj)
+		return k8s.Status().Update(ctx, obj)
 	})
+}
+
+// steadyVersions returns the resourceVersions of app and of every object of
+// kinds in its namespace, after checking that there are want of them and
+// that none changes for 30 seconds. The assertion covers a period, so the
+// test watches the whole of it.
+func steadyVersions(t *testing.T, app *v1alpha1.MicroserviceApp, kinds []objectKind, want int) map[string]string {
+	t.Helper()
+	before := resourceVersions(t, app, kinds)
+	if len(before) != want {
+		t.Fatalf("tracking %d objects, want %d: %v", len(before), want, before)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if diff := cmp.Diff(before, resourceVersions(t, app, kinds)); diff != "" {
+			t.Fatalf("resourceVersions changed at steady state (-before +now):\n%s", diff)
+		}
+		time.Sleep(time.Second)
+	}
+	return before
+}
+
+// resourceVersions returns the resourceVersion of app and of every object
+// of kinds in its namespace, by kind and name.
+func resourceVersions(t *testing.T, app *v1alpha1.MicroserviceApp, kinds []objectKind) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, k := range kinds {
+		list := k.NewList()
+		if err := k8s.List(context.Background(), list, client.InNamespace(app.Namespace)); err != nil {
+			t.Fatal(err)
+		}
+		_ = meta.EachListItem(list, func(o runtime.Object) error {
+			obj := o.(client.Object)
+			out[k.Kind+"/"+obj.GetName()] = obj.GetResourceVersion()
+			return nil
+		})
+	}
+	live := &v1alpha1.MicroserviceApp{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
+		t.Fatal(err)
+	}
+	out["MicroserviceApp/"+live.Name] = live.ResourceVersion
+	return out
+}
+
+// reconcileWritesNothing reconciles app once more, through a client that
+// counts writes, and fails the test if the reconcile writes or emits an
+// event: at steady state it must not.
+func reconcileWritesNothing(t *testing.T, app *v1alpha1.MicroserviceApp) {
+	t.Helper()
+	counter := newWriteCounter(mgrClient)
+	recorder := events.NewFakeRecorder(10)
+	r := &MicroserviceAppReconciler{Client: counter, APIReader: k8s, Recorder: recorder, Admin: testAdmin}
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if n := counter.writes.Load(); n != 0 {
+		t.Errorf("a reconcile at steady state made %d writes, want 0", n)
+	}
+	if n := len(recorder.Events); n != 0 {
+		t.Errorf("a reconcile at steady state emitted %d events, want 0: %v", n, <-recorder.Events)
+	}
 }
 
 // writeCounter wraps the manager's cached client and counts every request
