@@ -183,6 +183,10 @@ func (s *Sink) CACertPEM() []byte { return s.caCertPEM }
 // Close stops the server and drops open connections.
 func (s *Sink) Close() error {
 	err := s.server.Close()
+	// go-smtp's Close only closes listeners Serve has already registered; a
+	// Close that wins the race against the Serve goroutine would leave Serve
+	// accepting forever. Closing the listener ourselves ends Serve either way.
+	_ = s.listener.Close()
 	<-s.served
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
