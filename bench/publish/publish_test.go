@@ -110,6 +110,22 @@ func publishKit(b *testing.B, br messaging.Broker) {
 	})
 }
 
+// publishKitBatch publishes b.N messages with one PublishBatch call: the
+// kit keeps up to window of them awaiting confirmation, as the raw loops do.
+func publishKitBatch(b *testing.B, br messaging.Broker) {
+	bp, ok := br.(messaging.BatchPublisher)
+	if !ok {
+		b.Fatalf("%T does not implement messaging.BatchPublisher", br)
+	}
+	msgs := make([]messaging.Outgoing, b.N)
+	for i := range msgs {
+		msgs[i].Body = body
+	}
+	if _, err := bp.PublishBatch(context.Background(), queue, msgs); err != nil {
+		b.Fatal(err)
+	}
+}
+
 // callers runs publish b.N times from window goroutines.
 func callers(b *testing.B, publish func() error) {
 	var next atomic.Int64
@@ -151,6 +167,10 @@ func BenchmarkRabbitMQ(b *testing.B) {
 	b.Run("kit", func(b *testing.B) {
 		purge()
 		measure(b, func() { publishKit(b, kit) })
+	})
+	b.Run("kit-batch", func(b *testing.B) {
+		purge()
+		measure(b, func() { publishKitBatch(b, kit) })
 	})
 
 	// The raw library's idiomatic fast path: one goroutine publishing
@@ -277,6 +297,10 @@ func BenchmarkNATS(b *testing.B) {
 	b.Run("kit", func(b *testing.B) {
 		purge()
 		measure(b, func() { publishKit(b, kit) })
+	})
+	b.Run("kit-batch", func(b *testing.B) {
+		purge()
+		measure(b, func() { publishKitBatch(b, kit) })
 	})
 
 	// The raw library's idiomatic fast path: PublishAsync with at most

@@ -8,20 +8,31 @@
 // a user that was in fact created (a retry then gets 409). With the outbox
 // the request succeeds as soon as the database commits and the job survives
 // broker outages and restarts. A crash between the broker's confirmation and
-// the delete republishes the job; consumers de-duplicate on the job id.
+// the delete republishes the job; consumers de-duplicate on the job id,
+// which is part of the body and so the same on every republish.
+//
+// The relay publishes a page of rows at a time through the kit's batch API
+// (messaging.PublishBatch), so a backlog drains at the broker's pipelined
+// rate rather than one confirmation round trip per row, and deletes exactly
+// the rows the broker confirmed: after a partial failure the rest are
+// published again on the next pass.
 package outbox
 
 import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/courier-dev/courier/services/kit/messaging"
 )
 
 // Migration creates the outbox table; a service appends it to its own
@@ -35,10 +46,17 @@ const Migration = `CREATE TABLE outbox (
 	enqueued_at TEXT NOT NULL
 )`
 
-// Publisher is what the relay needs from the broker; messaging.Broker has it.
+// Publisher is what the relay needs from the broker; messaging.Broker has
+// it. A Publisher that is also a messaging.BatchPublisher (the kit's
+// drivers are) gets a page of rows in flight at once; any other gets one
+// Publish call per row (see messaging.PublishBatch).
 type Publisher interface {
 	Publish(ctx context.Context, queue string, body []byte) (string, error)
 }
+
+// DefaultBatchSize is Relay.BatchSize unless set otherwise: as many rows as
+// the kit's default confirm window keeps in flight.
+const DefaultBatchSize = messaging.DefaultConfirmWindow
 
 // Enqueue records a message for queue inside tx, with the trace context of
 // ctx. Call Relay.Notify after tx commits.
@@ -57,7 +75,11 @@ func Enqueue(ctx context.Context, tx *sql.Tx, queue string, body []byte) error {
 	return nil
 }
 
-// Relay publishes the outbox in order.
+// Relay publishes the outbox in the order rows were enqueued, a page at a
+// time. Within a page, messages are in flight together and the broker may
+// confirm them in any order; after a failure, the rows it did not confirm
+// are published again after the ones it did. Consumers run concurrently and
+// never relied on order.
 type Relay struct {
 	db  *sql.DB
 	pub Publisher
@@ -68,8 +90,11 @@ type Relay struct {
 	// PollInterval is how often the relay looks without being notified,
 	// which catches rows left by a previous process.
 	PollInterval time.Duration
-	// PublishTimeout bounds one Publish; the message is retried after it.
+	// PublishTimeout bounds the publishing of one page; the rows not
+	// confirmed by then are retried after it.
 	PublishTimeout time.Duration
+	// BatchSize is the number of rows read and published together.
+	BatchSize int
 }
 
 // NewRelay returns a relay from db's outbox table to pub.
@@ -79,6 +104,7 @@ func NewRelay(db *sql.DB, pub Publisher, log *slog.Logger) *Relay {
 		wake:           make(chan struct{}, 1),
 		PollInterval:   5 * time.Second,
 		PublishTimeout: 30 * time.Second,
+		BatchSize:      DefaultBatchSize,
 	}
 }
 
@@ -134,17 +160,23 @@ type row struct {
 // drain publishes and deletes rows in order until the outbox is empty.
 func (r *Relay) drain(ctx context.Context) error {
 	for {
-		rows, err := r.next(ctx, 64)
+		rows, err := r.next(ctx, max(r.BatchSize, 1))
 		if err != nil {
 			return err
 		}
 		if len(rows) == 0 {
 			return nil
 		}
-		for _, m := range rows {
-			if err := r.publish(ctx, m); err != nil {
+		// One batch per run of consecutive rows for the same queue.
+		for len(rows) > 0 {
+			n := 1
+			for n < len(rows) && rows[n].queue == rows[0].queue {
+				n++
+			}
+			if err := r.publish(ctx, rows[:n]); err != nil {
 				return err
 			}
+			rows = rows[n:]
 		}
 	}
 }
@@ -169,25 +201,56 @@ func (r *Relay) next(ctx context.Context, limit int) ([]row, error) {
 	return out, nil
 }
 
-func (r *Relay) publish(ctx context.Context, m row) error {
-	carrier := propagation.MapCarrier{}
-	if err := json.Unmarshal([]byte(m.headers), &carrier); err != nil {
-		// Headers are ours; a bad value only costs the trace link.
-		r.log.WarnContext(ctx, "outbox: dropping unreadable trace headers", slog.Int64("seq", m.seq), slog.Any("error", err))
+// publish publishes rows, all for one queue, as one batch, each message in
+// the trace of the request that enqueued it, and deletes the rows the
+// broker confirmed, even when others were not.
+func (r *Relay) publish(ctx context.Context, rows []row) error {
+	queue := rows[0].queue
+	propagator := otel.GetTextMapPropagator()
+	msgs := make([]messaging.Outgoing, len(rows))
+	for i, m := range rows {
+		carrier := propagation.MapCarrier{}
+		if err := json.Unmarshal([]byte(m.headers), &carrier); err != nil {
+			// Headers are ours; a bad value only costs the trace link.
+			r.log.WarnContext(ctx, "outbox: dropping unreadable trace headers", slog.Int64("seq", m.seq), slog.Any("error", err))
+		}
+		msgs[i] = messaging.Outgoing{Body: m.body, Context: propagator.Extract(context.Background(), carrier)}
 	}
-	pctx := otel.GetTextMapPropagator().Extract(ctx, carrier)
-	pctx, cancel := context.WithTimeout(pctx, r.PublishTimeout)
+	pctx, cancel := context.WithTimeout(ctx, r.PublishTimeout)
 	defer cancel()
-	id, err := r.pub.Publish(pctx, m.queue, m.body)
-	if err != nil {
-		return fmt.Errorf("outbox: publish %d to %q: %w", m.seq, m.queue, err)
+	ids, pubErr := messaging.PublishBatch(pctx, r.pub, queue, msgs)
+
+	confirmed := make([]any, 0, len(rows))
+	for i, id := range ids {
+		if id == "" {
+			continue
+		}
+		confirmed = append(confirmed, rows[i].seq)
+		r.log.DebugContext(msgs[i].Context, "outbox: published",
+			slog.String("queue", queue), slog.Int64("seq", rows[i].seq), slog.String("message_id", id))
 	}
-	// The delete uses ctx, not pctx: once confirmed, the row must go even if
-	// the publish deadline is about to pass.
-	if _, err := r.db.ExecContext(ctx, `DELETE FROM outbox WHERE seq = ?`, m.seq); err != nil {
-		return fmt.Errorf("outbox: delete %d after publishing it as %s: %w", m.seq, id, err)
+	// The delete uses ctx, not pctx: once confirmed, the rows must go even
+	// if the publish deadline has passed.
+	if err := r.delete(ctx, confirmed); err != nil {
+		return errors.Join(err, pubErr)
 	}
-	r.log.DebugContext(pctx, "outbox: published", slog.String("queue", m.queue), slog.String("message_id", id))
+	if pubErr != nil {
+		return fmt.Errorf("outbox: publish rows %d to %d to %q (%d of them confirmed and deleted): %w",
+			rows[0].seq, rows[len(rows)-1].seq, queue, len(confirmed), pubErr)
+	}
+	return nil
+}
+
+// delete removes the rows with the given seqs in one statement (a page is
+// far below SQLite's limit of 32766 parameters).
+func (r *Relay) delete(ctx context.Context, seqs []any) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	query := `DELETE FROM outbox WHERE seq IN (?` + strings.Repeat(`, ?`, len(seqs)-1) + `)`
+	if _, err := r.db.ExecContext(ctx, query, seqs...); err != nil {
+		return fmt.Errorf("outbox: delete %d published rows (seq %v to %v): %w", len(seqs), seqs[0], seqs[len(seqs)-1], err)
+	}
 	return nil
 }
 

@@ -17,9 +17,58 @@ import (
 
 	"github.com/courier-dev/courier/services/internal/outbox"
 	"github.com/courier-dev/courier/services/internal/sqlitedb"
+	"github.com/courier-dev/courier/services/kit/messaging"
 )
 
 func init() { otel.SetTextMapPropagator(propagation.TraceContext{}) }
+
+// requestContext returns a context carrying a sampled span of a new trace,
+// as a request enqueueing rows has.
+func requestContext(seed byte) (context.Context, trace.TraceID) {
+	traceID := trace.TraceID{seed, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	return trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: traceID, SpanID: trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}, TraceFlags: trace.FlagsSampled,
+	})), traceID
+}
+
+// batchRecorder is an in-memory messaging.BatchPublisher: the relay must
+// use PublishBatch when there is one. Its first call confirms only the
+// messages at odd positions, like a broker lost mid-batch.
+type batchRecorder struct {
+	mu    sync.Mutex
+	calls [][]published
+}
+
+func (r *batchRecorder) Publish(context.Context, string, []byte) (string, error) {
+	return "", errors.New("Publish called on a BatchPublisher")
+}
+
+func (r *batchRecorder) PublishBatch(_ context.Context, queue string, msgs []messaging.Outgoing) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	call := make([]published, len(msgs))
+	ids := make([]string, len(msgs))
+	failed := 0
+	for i, m := range msgs {
+		call[i] = published{queue, string(m.Body), trace.SpanContextFromContext(m.Context).TraceID().String()}
+		if len(r.calls) == 0 && i%2 == 0 {
+			failed++
+			continue
+		}
+		ids[i] = fmt.Sprintf("msg-%d-%d", len(r.calls), i)
+	}
+	r.calls = append(r.calls, call)
+	if failed > 0 {
+		return ids, fmt.Errorf("%d of %d messages not confirmed", failed, len(msgs))
+	}
+	return ids, nil
+}
+
+func (r *batchRecorder) snapshot() [][]published {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]published(nil), r.calls...)
+}
 
 type published struct {
 	queue   string
@@ -169,4 +218,71 @@ func TestRelayPublishesRowsLeftByAnEarlierProcess(t *testing.T) {
 	pub := &recorder{}
 	startRelay(t, db, pub) // no Notify: the first pass must find it
 	waitFor(t, "the left-over message", func() bool { got, _ := pub.snapshot(); return len(got) == 1 })
+}
+
+// TestRelayDeletesExactlyTheConfirmedRows: the relay publishes a page as
+// one batch and, when the broker confirmed only some of it, deletes those
+// rows and publishes exactly the others again, with the same bodies (so
+// the same job ids) and trace context.
+func TestRelayDeletesExactlyTheConfirmedRows(t *testing.T) {
+	db := openDB(t)
+	pub := &batchRecorder{}
+	relay := startRelay(t, db, pub)
+	ctx, traceID := requestContext(7)
+	bodies := []string{"a", "b", "c", "d", "e", "f"}
+	enqueue(t, ctx, db, true, bodies...)
+	relay.Notify()
+
+	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	calls := pub.snapshot()
+	if len(calls) != 2 {
+		t.Fatalf("%d PublishBatch calls, want 2 (all rows, then the unconfirmed ones): %+v", len(calls), calls)
+	}
+	var first, second []string
+	for _, p := range calls[0] {
+		first = append(first, p.body)
+	}
+	for _, p := range calls[1] {
+		second = append(second, p.body)
+		if p.queue != "emails" || p.traceID != traceID.String() {
+			t.Errorf("republished %+v, want queue emails and trace %s", p, traceID)
+		}
+	}
+	if fmt.Sprint(first) != fmt.Sprint(bodies) {
+		t.Errorf("first batch = %q, want every row in order %q", first, bodies)
+	}
+	// The first call confirmed b, d and f; a, c and e must come again,
+	// and nothing else.
+	if want := []string{"a", "c", "e"}; fmt.Sprint(second) != fmt.Sprint(want) {
+		t.Errorf("second batch = %q, want exactly the unconfirmed rows %q", second, want)
+	}
+}
+
+// TestRelayBatchesOneQueueAtATime: a page with rows for two queues is
+// published as one batch per run of rows for the same queue, in order.
+func TestRelayBatchesOneQueueAtATime(t *testing.T) {
+	db := openDB(t)
+	tx, err := db.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"emails", "emails", "sms", "emails"} {
+		if err := outbox.Enqueue(t.Context(), tx, q, []byte(q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	pub := &batchRecorder{calls: [][]published{nil}} // confirm everything
+	startRelay(t, db, pub)
+	relay := outbox.NewRelay(db, pub, slog.New(slog.DiscardHandler))
+	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	var got []string
+	for _, call := range pub.snapshot()[1:] {
+		got = append(got, fmt.Sprintf("%s×%d", call[0].queue, len(call)))
+	}
+	if want := "[emails×2 sms×1 emails×1]"; fmt.Sprint(got) != want {
+		t.Errorf("batches = %v, want %s", got, want)
+	}
 }

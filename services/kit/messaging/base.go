@@ -2,23 +2,18 @@ package messaging
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
-	"github.com/google/uuid"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/courier-dev/courier/services/kit/contract"
 )
 
 // tracerName is the instrumentation scope of the kit's messaging spans.
@@ -37,21 +32,18 @@ const (
 	HeaderOriginalMessageID = "Courier-Original-Message-Id"
 )
 
-// driver is what differs between brokers; base does the rest.
-type driver interface {
-	// send publishes one message and waits for the broker's confirmation.
-	// Any error is retried by base.publish until ctx ends.
-	send(ctx context.Context, physical, id string, headers map[string]string, body []byte) error
-}
-
 // base holds what both drivers share: configuration, the confirm window,
-// the publish path, handler invocation and the Close lifecycle.
+// the publish path (publish.go), handler invocation and the Close
+// lifecycle.
 type base struct {
 	cfg    Config
 	log    *slog.Logger
 	system attribute.KeyValue
 	tracer trace.Tracer
-	// window bounds the messages awaiting confirmation (Config.ConfirmWindow).
+	queues map[string]*queueInfo
+	// window bounds the messages awaiting confirmation
+	// (Config.ConfirmWindow): a publish sends to it to take a slot and
+	// receives from it to free one.
 	window chan struct{}
 	life   lifecycle
 }
@@ -62,99 +54,9 @@ func (b *base) init(cfg Config, system attribute.KeyValue) {
 	b.log = cfg.Logger.With("broker", cfg.Kind)
 	b.system = system
 	b.tracer = otel.Tracer(tracerName)
+	b.queues = newQueueInfos(cfg)
 	b.window = make(chan struct{}, cfg.ConfirmWindow)
 	b.life.init()
-}
-
-// publish is Publisher.Publish for every driver: it assigns the message id,
-// starts the producer span, injects its context into the headers, takes a
-// confirm-window slot and retries d.send with backoff until it is confirmed
-// or ctx (or a forced Close) ends it.
-func (b *base) publish(ctx context.Context, d driver, queue string, body []byte) (string, error) {
-	if err := b.life.enter(); err != nil {
-		return "", err
-	}
-	defer b.life.leave()
-	physical, err := b.cfg.physical(queue)
-	if err != nil {
-		return "", err
-	}
-	id := uuid.NewString()
-	ctx, span := b.tracer.Start(ctx, "publish "+physical,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(b.system,
-			semconv.MessagingDestinationName(physical),
-			semconv.MessagingMessageID(id),
-			semconv.MessagingOperationName("publish"),
-			semconv.MessagingOperationTypeSend))
-	defer span.End()
-	headers := propagation.MapCarrier{}
-	otel.GetTextMapPropagator().Inject(ctx, headers)
-
-	fail := func(err error) (string, error) {
-		b.cfg.Metrics.observePublish(queue, contract.OutcomeError)
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-		return "", fmt.Errorf("publish to queue %q: %w", queue, err)
-	}
-
-	select {
-	case b.window <- struct{}{}:
-	case <-ctx.Done():
-		return fail(fmt.Errorf("waiting for a confirm window slot: %w", context.Cause(ctx)))
-	case <-b.life.abortCtx.Done():
-		return fail(ErrClosed)
-	}
-	defer func() { <-b.window }()
-
-	// The first attempt runs outside backoff.Retry: it is the common case
-	// and needs none of the retry machinery (drivers watch the abort
-	// channel themselves).
-	if err := d.send(ctx, physical, id, headers, body); err != nil {
-		if err := b.retry(ctx, d, queue, physical, id, headers, body, err); err != nil {
-			return fail(err)
-		}
-	}
-	b.cfg.Metrics.observePublish(queue, contract.OutcomeSuccess)
-	return id, nil
-}
-
-// retry retries d.send with backoff after a first attempt failed with
-// first, until it is confirmed or ctx (or a forced Close) ends it.
-func (b *base) retry(ctx context.Context, d driver, queue, physical, id string, headers map[string]string, body []byte, first error) error {
-	ctx, cancel := joinCancel(ctx, b.life.abortCtx)
-	defer cancel()
-	last, attempted := first, false
-	_, err := backoff.Retry(ctx, func() (struct{}, error) {
-		if !attempted {
-			// Hand the failed first attempt to Retry so that it waits
-			// and logs before the second.
-			attempted = true
-			return struct{}{}, first
-		}
-		err := d.send(ctx, physical, id, headers, body)
-		if err != nil {
-			last = err
-		}
-		return struct{}{}, err
-	},
-		backoff.WithBackOff(newPublishBackoff()),
-		// The caller's ctx bounds the retries, as documented on Publish.
-		backoff.WithMaxElapsedTime(0),
-		backoff.WithNotify(func(err error, next time.Duration) {
-			b.log.WarnContext(ctx, "publish not confirmed, retrying",
-				"queue", queue, "message_id", id, "retry_in", next, "error", err)
-		}))
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, last) {
-		err = fmt.Errorf("%w (last attempt: %w)", err, last)
-	}
-	if b.life.abortCtx.Err() != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w: %w", ErrClosed, err)
-	}
-	return fmt.Errorf("not confirmed: %w", err)
 }
 
 // runHandler calls handler under a consumer span whose parent is the

@@ -37,8 +37,9 @@ type Config struct {
 	// configure permission, which services never get in a cluster, so it is
 	// for local runs and tests only. Off by default.
 	DeclareTopology bool
-	// ConfirmWindow bounds the messages published and not yet confirmed
-	// (default DefaultConfirmWindow); further Publish calls wait for a slot.
+	// ConfirmWindow bounds the messages published and not yet confirmed,
+	// across all Publish and PublishBatch calls (default
+	// DefaultConfirmWindow); further messages wait for a slot.
 	ConfirmWindow int
 	// ClientName names the connection in the broker's UI (default App).
 	ClientName string

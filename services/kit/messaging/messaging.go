@@ -4,8 +4,10 @@
 // Services speak in logical queue names ("emails"); the driver maps them to
 // physical names through the environment the operator sets (see
 // contract.QueueEnv). Publishing is confirmed (publisher confirms or PubAck)
-// and retried through outages; consuming acks only after the handler
-// succeeded, retries with backoff up to a limit, then dead-letters.
+// and retried through outages, one message at a time (Publish) or many in
+// flight at once (BatchPublisher, PublishBatch; see publish.go); consuming
+// acks only after the handler succeeded, retries with backoff up to a
+// limit, then dead-letters.
 //
 // Retries never need more permission than a service has in a cluster (no
 // configure; write only on the exchanges it publishes to; read only on the
@@ -63,7 +65,9 @@ type Publisher interface {
 	// outages, nacks and unroutable messages are retried with backoff, under
 	// the same id, until ctx ends. An error therefore means "not confirmed",
 	// not "not delivered": a retried message may arrive twice, and
-	// consumers de-duplicate on Message.ID.
+	// consumers de-duplicate on Message.ID. Publish waits for each
+	// message's confirmation, so one caller has one message in flight; to
+	// keep the confirm window full, publish many at once with PublishBatch.
 	Publish(ctx context.Context, queue string, body []byte) (string, error)
 }
 
@@ -113,7 +117,10 @@ func (o ConsumeOptions) withDefaults() ConsumeOptions {
 	return o
 }
 
-// Broker is a connected driver.
+// Broker is a connected driver. The Brokers Connect returns also
+// implement BatchPublisher; it is not part of this interface so that
+// wrappers of a Broker need not implement it (PublishBatch falls back to
+// Publish for them).
 type Broker interface {
 	Publisher
 	// Consume runs handler for every message of the logical queue until ctx

@@ -52,11 +52,37 @@ func (m *Metrics) initConsumer(queue string) {
 	}
 }
 
-func (m *Metrics) observePublish(queue, outcome string) {
+// publishCounters are the publish series of one queue. The publish path
+// looks them up once per queue (see queueInfo): WithLabelValues hashes the
+// label values and takes a lock on every call, which a message need not
+// pay for.
+type publishCounters struct {
+	success, failure prometheus.Counter // nil without Metrics
+}
+
+// publishCounters creates queue's publish series (both at zero, so an
+// alert sees the first error as an increase).
+func (m *Metrics) publishCounters(queue string) publishCounters {
 	if m == nil {
+		return publishCounters{}
+	}
+	return publishCounters{
+		success: m.published.WithLabelValues(queue, contract.OutcomeSuccess),
+		failure: m.published.WithLabelValues(queue, contract.OutcomeError),
+	}
+}
+
+// add counts confirmed and failed messages.
+func (c publishCounters) add(confirmed, failed int) {
+	if c.success == nil {
 		return
 	}
-	m.published.WithLabelValues(queue, outcome).Inc()
+	if confirmed > 0 {
+		c.success.Add(float64(confirmed))
+	}
+	if failed > 0 {
+		c.failure.Add(float64(failed))
+	}
 }
 
 func (m *Metrics) observeConsume(queue, outcome string, took time.Duration) {

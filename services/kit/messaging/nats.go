@@ -5,9 +5,13 @@ package messaging
 // Connections: nats.go reconnects by itself (MaxReconnects(-1)), buffering
 // publishes meanwhile; readiness is the connection status it maintains.
 //
-// Publishing: asynchronous JetStream publishes with the message id in
-// Nats-Msg-Id, awaited one by one, so the stream's duplicate window turns a
-// retried publish whose PubAck was lost into a no-op rather than a copy.
+// Publishing: asynchronous JetStream publishes from one writer goroutine,
+// with the message id in Nats-Msg-Id, so the stream's duplicate window turns
+// a retried publish whose PubAck was lost into a no-op rather than a copy.
+// PubAcks (and their failures: timeouts, disconnects) come back through the
+// JetStream context's ack and error handlers, which route each to the
+// pipeline waiting for it (see pubAcks), rather than through a future per
+// message: two channels and a select per message fewer.
 //
 // Retries and dead letters: the durable consumer (contract.ConsumerName)
 // counts deliveries on the server, so a failed attempt is Nak'ed with the
@@ -37,6 +41,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/courier-dev/courier/services/kit/contract"
@@ -69,7 +74,12 @@ type natsBroker struct {
 	closed     chan struct{} // closed by nats.go's ClosedHandler
 	closedOnce sync.Once
 	// publishes feeds the publisher goroutine.
-	publishes chan natsPublish
+	publishes chan *nats.Msg
+	// acks routes PubAcks to the pipelines awaiting them.
+	acks pubAcks
+	// expectStream is the Nats-Expected-Stream header value every message
+	// carries; shared, since nats.go only reads headers.
+	expectStream []string
 }
 
 func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
@@ -77,7 +87,9 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 		stream: contract.StreamName(cfg.App),
 		closed: make(chan struct{}),
 	}
-	n.publishes = make(chan natsPublish, cfg.ConfirmWindow)
+	n.publishes = make(chan *nats.Msg, cfg.ConfirmWindow)
+	n.acks.waiting = make(map[*nats.Msg]ackWaiter, cfg.ConfirmWindow)
+	n.expectStream = []string{n.stream}
 	n.init(cfg, semconv.MessagingSystemKey.String("nats"))
 	opts := []nats.Option{
 		nats.Name(cfg.ClientName),
@@ -119,7 +131,13 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 		// The kit's own window bounds pending acks first; this only keeps
 		// nats.go from ever stalling below it.
 		jetstream.WithPublishAsyncMaxPending(cfg.ConfirmWindow),
-		jetstream.WithPublishAsyncTimeout(natsPublishTimeout))
+		jetstream.WithPublishAsyncTimeout(natsPublishTimeout),
+		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
+			n.acks.resolve(m, nil)
+		}),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			n.acks.resolve(m, err)
+		}))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("connect to nats: jetstream: %w", err)
@@ -196,68 +214,136 @@ func (n *natsBroker) Close(ctx context.Context) error {
 
 // Publish implements Publisher.
 func (n *natsBroker) Publish(ctx context.Context, queue string, body []byte) (string, error) {
-	return n.publish(ctx, n, queue, body)
+	ids, err := publishAll(ctx, &n.base, n, queue, []Outgoing{{Body: body}})
+	return ids[0], err
 }
 
-// send publishes one message and waits for its PubAck. The message is
-// built anew per attempt because nats.go stamps its reply subject on it.
-func (n *natsBroker) send(ctx context.Context, physical, id string, headers map[string]string, body []byte) error {
-	msg := &nats.Msg{Subject: contract.Subject(physical), Data: body, Header: make(nats.Header, len(headers)+2)}
-	for k, v := range headers {
-		msg.Header.Set(k, v)
-	}
-	msg.Header.Set(contract.HeaderMessageID, id)
-	req := natsPublish{msg: msg, started: make(chan natsStarted, 1)}
-	select {
-	case n.publishes <- req:
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-n.life.abortCtx.Done():
-		return ErrClosed
-	}
-	var started natsStarted
-	select {
-	case started = <-req.started:
-	case <-n.closed:
-		return errNATSClosed
-	}
-	if started.err != nil {
-		return fmt.Errorf("send to subject %q: %w", msg.Subject, started.err)
-	}
-	select {
-	case <-started.fut.Ok():
-		return nil
-	case err := <-started.fut.Err():
-		return fmt.Errorf("send to subject %q: %w", msg.Subject, err)
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-n.life.abortCtx.Done():
-		return ErrClosed
-	}
+// PublishBatch implements BatchPublisher.
+func (n *natsBroker) PublishBatch(ctx context.Context, queue string, msgs []Outgoing) ([]string, error) {
+	return publishAll(ctx, &n.base, n, queue, msgs)
 }
 
-// natsPublish asks the publisher goroutine to send msg.
-type natsPublish struct {
-	msg     *nats.Msg
-	started chan natsStarted // buffered; always receives one value
+// wire builds a message with the id in Nats-Msg-Id, the expected stream
+// (so a subject bound to no stream, or to another one, is an error rather
+// than a silent success) and the trace context of ctx in its headers. It
+// sets those headers itself instead of passing jetstream.WithMsgID and
+// WithExpectStream: with options, PublishMsgAsync writes them into the
+// message's header map on every call, and nats.go may still be reading that
+// map to retry an earlier attempt (no responders); without options it never
+// modifies the message, so attempts can share it.
+func (n *natsBroker) wire(ctx context.Context, q *queueInfo, id string, body []byte) *nats.Msg {
+	h := make(nats.Header, 4)
+	otel.GetTextMapPropagator().Inject(ctx, natsHeaderCarrier(h))
+	h[contract.HeaderMessageID] = []string{id}
+	h[jetstream.ExpectedStreamHeader] = n.expectStream
+	return &nats.Msg{Subject: contract.Subject(q.physical), Data: body, Header: h}
 }
 
-type natsStarted struct {
-	fut jetstream.PubAckFuture
-	err error
+// natsHeaderCarrier lets the propagator write trace context straight into
+// NATS headers. propagation.HeaderCarrier would canonicalise the keys
+// ("Traceparent"); NATS headers are case-sensitive and consumers look up
+// "traceparent".
+type natsHeaderCarrier nats.Header
+
+func (c natsHeaderCarrier) Get(key string) string { return nats.Header(c).Get(key) }
+
+func (c natsHeaderCarrier) Set(key, value string) { nats.Header(c).Set(key, value) }
+
+func (c natsHeaderCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// sendAll makes one attempt at msgs: each message is registered with
+// n.acks and handed to the publisher goroutine once it has a window slot;
+// its PubAck, or the failure nats.go reports instead, settles it.
+func (n *natsBroker) sendAll(ctx context.Context, c *publishCall[*nats.Msg], msgs []*outgoing[*nats.Msg]) error {
+	stop := c.run(ctx, msgs, func(o *outgoing[*nats.Msg], i int, results chan<- result) error {
+		m := o.wire
+		n.acks.wait(m, ackWaiter{i: i, results: results})
+		select {
+		case n.publishes <- m:
+			return nil
+		case <-n.closed:
+			n.acks.forget(m)
+			return errNATSClosed
+		case <-ctx.Done():
+			n.acks.forget(m)
+			return context.Cause(ctx)
+		case <-n.life.abortCtx.Done():
+			n.acks.forget(m)
+			return ErrClosed
+		}
+	}, n.closed, errNATSClosed, func(o *outgoing[*nats.Msg], err error) error {
+		return fmt.Errorf("send to subject %q: %w", o.wire.Subject, err)
+	})
+	for _, o := range msgs {
+		if o.err != nil {
+			// A message given up on may still be awaiting its PubAck;
+			// a late one must not reach a later attempt.
+			n.acks.forget(o.wire)
+		}
+	}
+	return stop
+}
+
+// pubAcks routes the outcome of each asynchronous publish, which nats.go
+// reports to the JetStream context's ack and error handlers with the
+// published *nats.Msg, to the pipeline waiting for that message. nats.go
+// reports at most once per PublishMsgAsync that returned no error (an ack,
+// an error reply, a timeout, or a disconnect), and a message is sent by at
+// most one attempt at a time, so the message pointer identifies the
+// attempt.
+type pubAcks struct {
+	mu      sync.Mutex
+	waiting map[*nats.Msg]ackWaiter
+}
+
+type ackWaiter struct {
+	i       int
+	results chan<- result // see publishCall.run: reporting never blocks
+}
+
+func (a *pubAcks) wait(m *nats.Msg, w ackWaiter) {
+	a.mu.Lock()
+	a.waiting[m] = w
+	a.mu.Unlock()
+}
+
+func (a *pubAcks) forget(m *nats.Msg) {
+	a.mu.Lock()
+	delete(a.waiting, m)
+	a.mu.Unlock()
+}
+
+// resolve reports m's outcome to its pipeline, if one still waits for it.
+// It may run under nats.go's publisher lock (the ack-timeout path), so it
+// must not call into nats.go.
+func (a *pubAcks) resolve(m *nats.Msg, err error) {
+	a.mu.Lock()
+	w, ok := a.waiting[m]
+	delete(a.waiting, m)
+	a.mu.Unlock()
+	if ok {
+		w.results <- result{i: w.i, err: err}
+	}
 }
 
 // publisher sends every message from one goroutine. Many goroutines
 // publishing on one nats.Conn at once queue on its mutex behind the
 // flusher's socket writes; a single writer lets the flusher batch and, in
 // bench/publish, costs about a fifth less CPU per message. It stops when
-// the connection is closed; a send waiting then ends with its ctx or Close.
+// the connection is closed; a pipeline waiting then sees n.closed.
 func (n *natsBroker) publisher() {
 	for {
 		select {
-		case req := <-n.publishes:
-			fut, err := n.js.PublishMsgAsync(req.msg, jetstream.WithExpectStream(n.stream))
-			req.started <- natsStarted{fut: fut, err: err}
+		case m := <-n.publishes:
+			if _, err := n.js.PublishMsgAsync(m); err != nil {
+				n.acks.resolve(m, err)
+			}
 		case <-n.closed:
 			return
 		}

@@ -41,6 +41,7 @@ import (
 
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"go.opentelemetry.io/otel"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/courier-dev/courier/services/kit/contract"
@@ -227,24 +228,31 @@ func (r *rabbitBroker) Close(ctx context.Context) error {
 
 // Publish implements Publisher.
 func (r *rabbitBroker) Publish(ctx context.Context, queue string, body []byte) (string, error) {
-	return r.publish(ctx, r, queue, body)
+	ids, err := publishAll(ctx, &r.base, r, queue, []Outgoing{{Body: body}})
+	return ids[0], err
 }
 
-// send publishes one persistent, mandatory message on the shared confirm
-// channel and waits for its confirmation.
-func (r *rabbitBroker) send(ctx context.Context, physical, id string, headers map[string]string, body []byte) error {
-	pc, err := r.publishChannel(ctx)
-	if err != nil {
-		return err
-	}
-	table := make(amqp.Table, len(headers)+1)
-	for k, v := range headers {
-		table[k] = v
-	}
+// PublishBatch implements BatchPublisher.
+func (r *rabbitBroker) PublishBatch(ctx context.Context, queue string, msgs []Outgoing) ([]string, error) {
+	return publishAll(ctx, &r.base, r, queue, msgs)
+}
+
+// rabbitMessage is the RabbitMQ wire form of a message.
+type rabbitMessage struct {
+	exchange, key string
+	msg           amqp.Publishing
+}
+
+// wire builds a persistent message with its id in the message-id property
+// and in contract.HeaderMessageID (which consumers on either broker read),
+// and the trace context of ctx in its headers.
+func (r *rabbitBroker) wire(ctx context.Context, q *queueInfo, id string, body []byte) rabbitMessage {
+	table := make(amqp.Table, 4)
+	otel.GetTextMapPropagator().Inject(ctx, tableCarrier(table))
 	table[contract.HeaderMessageID] = id
-	req := &rabbitPublish{
-		exchange: contract.ExchangeName(physical),
-		key:      contract.RoutingKey(physical),
+	return rabbitMessage{
+		exchange: contract.ExchangeName(q.physical),
+		key:      contract.RoutingKey(q.physical),
 		msg: amqp.Publishing{
 			Headers:      table,
 			DeliveryMode: amqp.Persistent,
@@ -253,33 +261,67 @@ func (r *rabbitBroker) send(ctx context.Context, physical, id string, headers ma
 			AppId:        r.cfg.ClientName,
 			Body:         body,
 		},
-		done: make(chan error, 1),
 	}
-	select {
-	case pc.requests <- req:
-	case <-pc.closed:
-		return errPublishChannelClosed
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-r.life.abortCtx.Done():
-		return ErrClosed
+}
+
+// tableCarrier lets the propagator write trace context straight into an
+// AMQP header table, without an intermediate map.
+type tableCarrier amqp.Table
+
+func (t tableCarrier) Get(key string) string {
+	s, _ := t[key].(string)
+	return s
+}
+
+func (t tableCarrier) Set(key, value string) { t[key] = value }
+
+func (t tableCarrier) Keys() []string {
+	keys := make([]string, 0, len(t))
+	for k := range t {
+		keys = append(keys, k)
 	}
-	select {
-	case err := <-req.done:
-		if err != nil {
-			if errors.Is(err, errPublishChannelClosed) || errors.Is(err, amqp.ErrClosed) {
-				r.dropPublishChannel(pc)
-			}
-			return fmt.Errorf("send to exchange %q: %w", req.exchange, err)
+	return keys
+}
+
+// sendAll makes one attempt at msgs on the shared confirm channel: each
+// message goes to the channel's publisher goroutine once it has a window
+// slot, and its confirmer reports the outcome.
+func (r *rabbitBroker) sendAll(ctx context.Context, c *publishCall[rabbitMessage], msgs []*outgoing[rabbitMessage]) error {
+	pc, err := r.publishChannel(ctx)
+	if err != nil {
+		return c.fail(ctx, msgs, err)
+	}
+	channelGone := false
+	stop := c.run(ctx, msgs, func(o *outgoing[rabbitMessage], i int, results chan<- result) error {
+		req := &rabbitPublish{wire: o.wire, i: i, results: results}
+		// The publisher takes requests as fast as it writes them; this
+		// waits only while the connection is blocked (flow control, or an
+		// outage not detected yet).
+		select {
+		case pc.requests <- req:
+			return nil
+		case <-pc.closed:
+			return errPublishChannelClosed
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-r.life.abortCtx.Done():
+			return ErrClosed
 		}
-		return nil
+	}, pc.closed, errPublishChannelClosed, func(o *outgoing[rabbitMessage], err error) error {
+		if errors.Is(err, errPublishChannelClosed) || errors.Is(err, amqp.ErrClosed) {
+			channelGone = true
+		}
+		return fmt.Errorf("send to exchange %q: %w", o.wire.exchange, err)
+	})
+	select {
 	case <-pc.closed:
-		return errPublishChannelClosed
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-r.life.abortCtx.Done():
-		return ErrClosed
+		channelGone = true
+	default:
 	}
+	if channelGone {
+		r.dropPublishChannel(pc)
+	}
+	return stop
 }
 
 // publishChannel returns the shared confirm channel, opening one on the
@@ -327,13 +369,21 @@ var (
 	errUnroutable           = errors.New("message unroutable: the exchange has no queue bound with its routing key")
 )
 
-// rabbitPublish is one message on its way through a confirmChannel.
+// rabbitPublish is one attempt at a message on its way through a
+// confirmChannel. It carries a copy of the message (sharing its headers
+// and body, which nobody modifies): the publisher goroutine of a channel
+// that died may still take it from its queue while a later attempt on a new
+// channel has the message confirmed, and the publish call then lets go of
+// its own copy.
 type rabbitPublish struct {
-	exchange, key string
-	msg           amqp.Publishing
-	dc            *amqp.DeferredConfirmation
-	done          chan error // buffered; receives the outcome once
+	wire    rabbitMessage
+	dc      *amqp.DeferredConfirmation
+	i       int
+	results chan<- result // see publishCall.run: reporting never blocks
 }
+
+// report sends the attempt's outcome; exactly once per request.
+func (req *rabbitPublish) report(err error) { req.results <- result{i: req.i, err: err} }
 
 // confirmChannel is a confirm-mode channel with two goroutines:
 //
@@ -375,20 +425,19 @@ func (pc *confirmChannel) publish() {
 	for {
 		select {
 		case req := <-pc.requests:
-			dc, err := pc.ch.PublishWithDeferredConfirmWithContext(context.Background(),
-				req.exchange, req.key,
+			dc, err := pc.ch.PublishWithDeferredConfirm(req.wire.exchange, req.wire.key,
 				true,  // mandatory: an unroutable message comes back instead of vanishing
 				false, // immediate is not supported by RabbitMQ
-				req.msg)
+				req.wire.msg)
 			if err != nil {
-				req.done <- err
+				req.report(err)
 				continue
 			}
 			req.dc = dc
 			select {
 			case pc.sent <- req:
 			case <-pc.closed:
-				req.done <- errPublishChannelClosed
+				req.report(errPublishChannelClosed)
 			}
 		case <-pc.closed:
 			return
@@ -410,15 +459,15 @@ func (pc *confirmChannel) confirm(returns <-chan amqp.Return) {
 			}
 			pending[0] = nil
 			pending = pending[1:]
-			_, unroutable := returned[req.msg.MessageId]
-			delete(returned, req.msg.MessageId)
+			_, unroutable := returned[req.wire.msg.MessageId]
+			delete(returned, req.wire.msg.MessageId)
 			switch {
 			case !req.dc.Acked():
-				req.done <- errNotConfirmed
+				req.report(errNotConfirmed)
 			case unroutable:
-				req.done <- errUnroutable
+				req.report(errUnroutable)
 			default:
-				req.done <- nil
+				req.report(nil)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package messaging_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -166,5 +167,15 @@ func TestRabbitMQUnroutableIsNotConfirmed(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "unroutable") {
 		t.Errorf("Publish error = %v, want it to say the message was unroutable", err)
+	}
+
+	bctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	ids, err := batchPublisher(t, b).PublishBatch(bctx, queue, []messaging.Outgoing{{Body: []byte("a")}, {Body: []byte("b")}, {Body: []byte("c")}})
+	if err == nil || !strings.Contains(err.Error(), "3 of 3 messages not confirmed") || !strings.Contains(err.Error(), "unroutable") {
+		t.Errorf("PublishBatch error = %v, want 3 of 3 not confirmed because unroutable", err)
+	}
+	if fmt.Sprint(ids) != "[  ]" {
+		t.Errorf("PublishBatch ids = %q, want three empty ones", ids)
 	}
 }
