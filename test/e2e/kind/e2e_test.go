@@ -3,11 +3,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -17,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/courier-dev/courier/test/blogapi"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -438,16 +437,16 @@ func (s *suite) emails(t *testing.T) {
 	// (whose databases keep earlier runs' users) signs up a new user.
 	run := strconv.FormatInt(time.Now().UnixNano(), 36)
 	email := "ada-" + run + "@example.com"
-	api := &blogAPI{t: t, ctx: ctx, base: gateway}
-	ada := api.register("Ada Lovelace", email)
-	token := api.signIn(email)
-	post, author := api.createPost(token, "Notes on the Analytical Engine", "It weaves algebraic patterns.")
+	api := &blogapi.Client{T: t, Ctx: ctx, Base: gateway, HTTP: httpClient}
+	ada := api.Register("Ada Lovelace", email)
+	token := api.SignIn(email)
+	post, author := api.CreatePost(token, "Notes on the Analytical Engine", "It weaves algebraic patterns.")
 	if author != ada {
 		t.Fatalf("post author is user %d, want Ada (%d): the gateway did not pass the caller on", author, ada)
 	}
-	api.comment(token, post, "Reading this back a year later: still true.")
+	api.Comment(token, post, "Reading this back a year later: still true.")
 	// A write without a token is refused at the edge and mails no one.
-	api.expect(http.MethodPost, fmt.Sprintf("/api/posts/%d/comments", post), "", map[string]string{"body": "anonymous"}, http.StatusUnauthorized, nil)
+	api.Expect(http.MethodPost, fmt.Sprintf("/api/posts/%d/comments", post), "", map[string]string{"body": "anonymous"}, http.StatusUnauthorized, nil)
 
 	var mails []mailMessage
 	var published, handled float64
@@ -643,78 +642,4 @@ func listNames(list client.ObjectList) ([]string, error) {
 		names = append(names, acc.GetName())
 	}
 	return names, nil
-}
-
-// blogAPI calls the blog's public API through the gateway, as a user would.
-type blogAPI struct {
-	t    *testing.T
-	ctx  context.Context
-	base string
-}
-
-const password = "correct horse battery staple"
-
-func (c *blogAPI) register(name, email string) int64 {
-	var out struct {
-		ID int64 `json:"id"`
-	}
-	c.expect(http.MethodPost, "/api/users", "", map[string]string{"name": name, "email": email, "password": password}, http.StatusCreated, &out)
-	return out.ID
-}
-
-func (c *blogAPI) signIn(email string) string {
-	var out struct {
-		Token string `json:"token"`
-	}
-	c.expect(http.MethodPost, "/api/sessions", "", map[string]string{"email": email, "password": password}, http.StatusCreated, &out)
-	if out.Token == "" {
-		c.t.Fatalf("sign-in of %s returned no token", email)
-	}
-	return out.Token
-}
-
-// createPost returns the new post's id and its author's.
-func (c *blogAPI) createPost(token, title, body string) (id, author int64) {
-	var out struct {
-		ID       int64 `json:"id"`
-		AuthorID int64 `json:"author_id"`
-	}
-	c.expect(http.MethodPost, "/api/posts", token, map[string]string{"title": title, "body": body}, http.StatusCreated, &out)
-	return out.ID, out.AuthorID
-}
-
-func (c *blogAPI) comment(token string, post int64, body string) {
-	c.expect(http.MethodPost, fmt.Sprintf("/api/posts/%d/comments", post), token, map[string]string{"body": body}, http.StatusCreated, nil)
-}
-
-// expect sends a JSON request and fails the test unless the status is want;
-// out, when non-nil, receives the decoded response.
-func (c *blogAPI) expect(method, path, token string, in any, want int, out any) {
-	c.t.Helper()
-	body, err := json.Marshal(in)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	req, err := http.NewRequestWithContext(c.ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		c.t.Fatalf("%s %s: %s %s, want %d", method, path, resp.Status, raw, want)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			c.t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
-		}
-	}
 }

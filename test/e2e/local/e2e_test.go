@@ -6,11 +6,8 @@
 package local_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -20,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/courier-dev/courier/test/blogapi"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,21 +66,21 @@ func TestBlogEndToEnd(t *testing.T) {
 		t.Logf("stopped in %s", time.Since(stopped).Round(time.Millisecond))
 	})
 
-	api := &client{t: t, ctx: ctx, base: st.GatewayURL()}
+	api := &blogapi.Client{T: t, Ctx: ctx, Base: st.GatewayURL()}
 	jobs := &emailJobs{t: t, ctx: ctx, st: st}
 
 	// Ada registers, signs in, writes a post and comments on it: a welcome
 	// e-mail and a comment notification, both to her.
-	ada := api.register("Ada Lovelace", "ada@example.com")
-	adaToken := api.signIn("ada@example.com")
-	post, author := api.createPost(adaToken, "Notes on the Analytical Engine", "It weaves algebraic patterns.")
+	ada := api.Register("Ada Lovelace", "ada@example.com")
+	adaToken := api.SignIn("ada@example.com")
+	post, author := api.CreatePost(adaToken, "Notes on the Analytical Engine", "It weaves algebraic patterns.")
 	if author != ada {
 		t.Fatalf("post author is user %d, want Ada (%d): the gateway did not pass the caller on", author, ada)
 	}
-	api.comment(adaToken, post, "Reading this back a year later: still true.")
+	api.Comment(adaToken, post, "Reading this back a year later: still true.")
 
 	// A write without a token is refused at the edge and mails no one.
-	api.expect(http.MethodPost, fmt.Sprintf("/api/posts/%d/comments", post), "", map[string]string{"body": "anonymous"}, http.StatusUnauthorized, nil)
+	api.Expect(http.MethodPost, fmt.Sprintf("/api/posts/%d/comments", post), "", map[string]string{"body": "anonymous"}, http.StatusUnauthorized, nil)
 
 	got := jobs.settle(2)
 	t.Logf("first two e-mails delivered and acked %s after start", time.Since(start).Round(time.Millisecond))
@@ -94,9 +93,9 @@ func TestBlogEndToEnd(t *testing.T) {
 
 	// Grace registers and comments on Ada's post: Grace is welcomed, and the
 	// notification goes to the post's author, Ada, not to the commenter.
-	api.register("Grace Hopper", "grace@example.com")
-	graceToken := api.signIn("grace@example.com")
-	api.comment(graceToken, post, "Lovely. Have you tried it on a Mark I?")
+	api.Register("Grace Hopper", "grace@example.com")
+	graceToken := api.SignIn("grace@example.com")
+	api.Comment(graceToken, post, "Lovely. Have you tried it on a Mark I?")
 
 	got = jobs.settle(4)
 	t.Logf("all four e-mails delivered and acked %s after start", time.Since(start).Round(time.Millisecond))
@@ -232,80 +231,6 @@ func stopAndCheck(t *testing.T, st *stack.Stack) {
 	if t.Failed() {
 		for _, p := range st.Processes() {
 			t.Logf("---- %s output (last 64 KiB) ----\n%s", p.Name, p.Logs())
-		}
-	}
-}
-
-// client calls the gateway.
-type client struct {
-	t    *testing.T
-	ctx  context.Context
-	base string
-}
-
-const password = "correct horse battery staple"
-
-func (c *client) register(name, email string) int64 {
-	var out struct {
-		ID int64 `json:"id"`
-	}
-	c.expect(http.MethodPost, "/api/users", "", map[string]string{"name": name, "email": email, "password": password}, http.StatusCreated, &out)
-	return out.ID
-}
-
-func (c *client) signIn(email string) string {
-	var out struct {
-		Token string `json:"token"`
-	}
-	c.expect(http.MethodPost, "/api/sessions", "", map[string]string{"email": email, "password": password}, http.StatusCreated, &out)
-	if out.Token == "" {
-		c.t.Fatalf("sign-in of %s returned no token", email)
-	}
-	return out.Token
-}
-
-// createPost returns the new post's id and its author's.
-func (c *client) createPost(token, title, body string) (id, author int64) {
-	var out struct {
-		ID       int64 `json:"id"`
-		AuthorID int64 `json:"author_id"`
-	}
-	c.expect(http.MethodPost, "/api/posts", token, map[string]string{"title": title, "body": body}, http.StatusCreated, &out)
-	return out.ID, out.AuthorID
-}
-
-func (c *client) comment(token string, post int64, body string) {
-	c.expect(http.MethodPost, fmt.Sprintf("/api/posts/%d/comments", post), token, map[string]string{"body": body}, http.StatusCreated, nil)
-}
-
-// expect sends a JSON request and fails the test unless the status is want;
-// out, when non-nil, receives the decoded response.
-func (c *client) expect(method, path, token string, in any, want int, out any) {
-	c.t.Helper()
-	body, err := json.Marshal(in)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	req, err := http.NewRequestWithContext(c.ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		c.t.Fatalf("%s %s: %s %s, want %d", method, path, resp.Status, raw, want)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			c.t.Fatalf("%s %s: decode %s: %v", method, path, raw, err)
 		}
 	}
 }
