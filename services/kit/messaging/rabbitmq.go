@@ -246,11 +246,11 @@ type rabbitMessage struct {
 // wire builds a persistent message with its id in the message-id property
 // and in contract.HeaderMessageID (which consumers on either broker read),
 // and the trace context of ctx in its headers.
-func (r *rabbitBroker) wire(ctx context.Context, q *queueInfo, id string, body []byte) rabbitMessage {
+func (r *rabbitBroker) wire(ctx context.Context, q *queueInfo, id string, body []byte) *rabbitMessage {
 	table := make(amqp.Table, 4)
 	otel.GetTextMapPropagator().Inject(ctx, tableCarrier(table))
 	table[contract.HeaderMessageID] = id
-	return rabbitMessage{
+	return &rabbitMessage{
 		exchange: contract.ExchangeName(q.physical),
 		key:      contract.RoutingKey(q.physical),
 		msg: amqp.Publishing{
@@ -286,13 +286,13 @@ func (t tableCarrier) Keys() []string {
 // sendAll makes one attempt at msgs on the shared confirm channel: each
 // message goes to the channel's publisher goroutine once it has a window
 // slot, and its confirmer reports the outcome.
-func (r *rabbitBroker) sendAll(ctx context.Context, c *publishCall[rabbitMessage], msgs []*outgoing[rabbitMessage]) error {
+func (r *rabbitBroker) sendAll(ctx context.Context, c *publishCall[*rabbitMessage], msgs []*outgoing[*rabbitMessage]) error {
 	pc, err := r.publishChannel(ctx)
 	if err != nil {
 		return c.fail(ctx, msgs, err)
 	}
 	channelGone := false
-	stop := c.run(ctx, msgs, func(o *outgoing[rabbitMessage], i int, results chan<- result) error {
+	stop := c.run(ctx, msgs, func(o *outgoing[*rabbitMessage], i int, results chan<- result) error {
 		req := &rabbitPublish{wire: o.wire, i: i, results: results}
 		// The publisher takes requests as fast as it writes them; this
 		// waits only while the connection is blocked (flow control, or an
@@ -307,7 +307,7 @@ func (r *rabbitBroker) sendAll(ctx context.Context, c *publishCall[rabbitMessage
 		case <-r.life.abortCtx.Done():
 			return ErrClosed
 		}
-	}, pc.closed, errPublishChannelClosed, func(o *outgoing[rabbitMessage], err error) error {
+	}, pc.closed, errPublishChannelClosed, func(o *outgoing[*rabbitMessage], err error) error {
 		if errors.Is(err, errPublishChannelClosed) || errors.Is(err, amqp.ErrClosed) {
 			channelGone = true
 		}
@@ -370,13 +370,13 @@ var (
 )
 
 // rabbitPublish is one attempt at a message on its way through a
-// confirmChannel. It carries a copy of the message (sharing its headers
-// and body, which nobody modifies): the publisher goroutine of a channel
-// that died may still take it from its queue while a later attempt on a new
-// channel has the message confirmed, and the publish call then lets go of
-// its own copy.
+// confirmChannel. Its wire is shared with the publish call's other attempts
+// and never modified: the publisher goroutine of a channel that died may
+// still take an old attempt from its queue and read it while a later
+// attempt, on a new channel, is confirmed (the call then only drops its own
+// reference).
 type rabbitPublish struct {
-	wire    rabbitMessage
+	wire    *rabbitMessage
 	dc      *amqp.DeferredConfirmation
 	i       int
 	results chan<- result // see publishCall.run: reporting never blocks
