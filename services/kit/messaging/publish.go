@@ -258,9 +258,9 @@ func publishAll[M any](ctx context.Context, b *base, d driver[M], queue string, 
 				o.last = o.err
 			}
 			if stop != nil {
-				// Whatever failed this attempt, the publish ends
-				// because of stop: that is the error, the failure the
-				// "last attempt".
+				// The publish ends because of stop, so stop is the
+				// error; this attempt's failure, if any, is its "last
+				// attempt".
 				o.err = stop
 			}
 			failed = append(failed, o)
