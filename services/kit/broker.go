@@ -91,6 +91,19 @@ func (p *pendingBroker) Publish(ctx context.Context, queue string, body []byte) 
 	return b.Publish(ctx, queue, body)
 }
 
+// PublishBatch implements messaging.BatchPublisher, so callers holding the
+// kit's broker (the outbox relay) get the driver's pipelined batch publish
+// rather than one confirmed round trip per message.
+func (p *pendingBroker) PublishBatch(ctx context.Context, queue string, msgs []messaging.Outgoing) ([]string, error) {
+	b, err := p.wait(ctx)
+	if err != nil {
+		return make([]string, len(msgs)), fmt.Errorf("publish to queue %q: %w", queue, err)
+	}
+	return messaging.PublishBatch(ctx, b, queue, msgs)
+}
+
+var _ messaging.BatchPublisher = (*pendingBroker)(nil)
+
 // Consume implements messaging.Broker.
 func (p *pendingBroker) Consume(ctx context.Context, queue string, handler messaging.Handler, opts messaging.ConsumeOptions) error {
 	b, err := p.wait(ctx)
