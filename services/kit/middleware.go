@@ -66,9 +66,9 @@ func newRequestID() string {
 }
 
 // observe is the outermost middleware. It sets up the request's context once
-// (one Request copy, one state allocation holding everything): the request
-// id, the server span continuing an incoming traceparent, and the
-// per-request deadline (see requestState). After the handlers it answers
+// (one allocation for the kit's state and the Request copy, one for the
+// span's context): the request id, the server span continuing an incoming
+// traceparent, and the per-request deadline (see requestState). After the handlers it answers
 // 503 if the deadline passed with nothing written, then records metrics and
 // the access log line.
 func (s *Service) observe() gin.HandlerFunc {
@@ -97,7 +97,9 @@ func (s *Service) observe() gin.HandlerFunc {
 				break
 			}
 		}
-		st := newRequestState(parent, start, timeout)
+		alloc := &requestAlloc{}
+		st := &alloc.state
+		st.init(parent, start, timeout)
 		st.span = tracing.NewServerSpan(remote)
 
 		var id string
@@ -115,7 +117,7 @@ func (s *Service) observe() gin.HandlerFunc {
 			route = unmatchedRoute
 		}
 		ctx := trace.ContextWithSpan(st, &st.span)
-		c.Request = req.WithContext(ctx)
+		c.Request = alloc.withContext(req, ctx)
 		// The normal path finishes at the end; this covers a panic that
 		// passes recovery (http.ErrAbortHandler).
 		defer st.finishOnPanic()

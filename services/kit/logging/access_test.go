@@ -96,6 +96,42 @@ func TestLogRequestMatchesSlog(t *testing.T) {
 	}
 }
 
+// TestLogRequestTimes checks the cached-second time format against slog's
+// for times that share a second, change second, zone or year range.
+func TestLogRequestTimes(t *testing.T) {
+	req := &logging.Request{Method: "GET", Route: "/x", Path: "/x", Status: 200}
+	base := time.Date(2026, 11, 26, 23, 59, 59, 0, time.UTC)
+	var times []time.Time
+	for _, ns := range []int{0, 1, 10, 100000, 120000000, 999999999, 500000000} {
+		times = append(times, base.Add(time.Duration(ns)))
+	}
+	times = append(times,
+		base.Add(time.Second), base.Add(time.Second+time.Millisecond), base,
+		base.In(time.FixedZone("a", -(3*3600+30*60))), base.In(time.FixedZone("b", 14*3600)),
+		base.Add(2*time.Second+123*time.Microsecond).Local(), time.Now(), time.Now().UTC(),
+		time.Date(1, 1, 1, 0, 0, 0, 5, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-5, 1, 1, 0, 0, 0, 0, time.UTC), base,
+	)
+	for _, at := range times {
+		var direct, viaSlog bytes.Buffer
+		logging.LogRequest(context.Background(), logging.New(&direct, slog.LevelInfo), slog.LevelInfo, at, req)
+		slow := slog.New(logging.NewHandler(slog.NewJSONHandler(&viaSlog, nil)))
+		logging.LogRequest(context.Background(), slow, slog.LevelInfo, at, req)
+		d, v := direct.String(), viaSlog.String()
+		if y := at.Year(); y < 0 || y >= 10000 {
+			// slog writes an error before the time there (and invalid
+			// JSON); the direct encoder writes the time alone.
+			if want := `{"time":"` + at.Format(time.RFC3339Nano) + `",`; !strings.HasPrefix(d, want) {
+				t.Errorf("time %v: direct wrote %s, want prefix %s", at, d, want)
+			}
+			continue
+		}
+		if d != v {
+			t.Errorf("time %v: direct\n%s\nslog\n%s", at, d, v)
+		}
+	}
+}
+
 func TestLogRequestHonoursLevelAndFallsBack(t *testing.T) {
 	req := &logging.Request{Method: "GET", Route: "/x", Path: "/x", Status: 200}
 	var buf bytes.Buffer
