@@ -8,11 +8,12 @@
 // per-request deadline; an admin listener with /livez, cached /readyz,
 // /metrics from a private Prometheus registry and pprof; the broker
 // connection and its consumers; and a graceful shutdown within the grace
-// period. A service's main only calls run:
+// period. A service's main only calls run, through Main, which adds the
+// signal handling and the exit code:
+//
+//	func main() { kit.Main(run) }
 //
 //	func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-//		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-//		defer stop()
 //		var own struct {
 //			DBPath string `env:"USERS_DB_PATH" envDefault:"users.db"`
 //		}
@@ -36,7 +37,9 @@
 //
 // Handlers bind with BindJSON, which answers
 // {"error":"invalid request","fields":{"email":"must be a valid e-mail"}}
-// itself, and log with the request's context so lines carry its ids:
+// itself, and use the request's context (never the *gin.Context itself: Gin
+// recycles it after the handler returns, while a database or broker call may
+// still watch it) so log lines carry its ids:
 //
 //	func (h *handlers) createUser(c *gin.Context) {
 //		var req struct {
@@ -45,11 +48,12 @@
 //		if !kit.BindJSON(c, &req) {
 //			return
 //		}
-//		if _, err := h.jobs.Publish(c, "emails", body); err != nil {
+//		ctx := c.Request.Context()
+//		if _, err := h.jobs.Publish(ctx, "emails", body); err != nil {
 //			kit.WriteInternalError(c, err)
 //			return
 //		}
-//		h.log.InfoContext(c, "user created")
+//		h.log.InfoContext(ctx, "user created")
 //	}
 //
 // A consumer registers with svc.Consume("emails", handle, opts) before Run;
