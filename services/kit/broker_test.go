@@ -31,7 +31,7 @@ func TestServiceWithNATS(t *testing.T) {
 	svc, logs := newServiceWithQueues(t, env, []string{"emails"})
 
 	svc.Engine().POST("/signup", func(c *gin.Context) {
-		id, err := svc.Broker().Publish(c, "emails", []byte(`{"to":"ada@example.com"}`))
+		id, err := svc.Broker().Publish(c.Request.Context(), "emails", []byte(`{"to":"ada@example.com"}`))
 		if err != nil {
 			kit.WriteInternalError(c, err)
 			return

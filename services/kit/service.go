@@ -241,7 +241,7 @@ func closeListener(l net.Listener) {
 func (s *Service) Engine() *gin.Engine { return s.engine }
 
 // Logger is the service's JSON logger. Log with a request's context
-// (InfoContext(c, ...)) to get its trace id and request id in the line.
+// (InfoContext(c.Request.Context(), ...)) to get its trace id and request id in the line.
 func (s *Service) Logger() *slog.Logger { return s.log }
 
 // Registry is the service's private Prometheus registry, served on /metrics.
