@@ -100,6 +100,20 @@ func warmUp(b *testing.B, br messaging.Broker) {
 	}
 }
 
+// benchKit measures the kit's two publish paths, Publish and PublishBatch,
+// after a warm-up, each on an emptied queue.
+func benchKit(b *testing.B, kit messaging.Broker, purge func()) {
+	warmUp(b, kit)
+	b.Run("kit", func(b *testing.B) {
+		purge()
+		measure(b, func() { publishKit(b, kit) })
+	})
+	b.Run("kit-batch", func(b *testing.B) {
+		purge()
+		measure(b, func() { publishKitBatch(b, kit) })
+	})
+}
+
 // publishKit publishes b.N messages from window goroutines, since Publish
 // returns only once its message is confirmed: the kit keeps the same
 // number of messages in flight as the raw side's confirm window.
@@ -162,16 +176,7 @@ func BenchmarkRabbitMQ(b *testing.B) {
 		}
 	}
 
-	warmUp(b, kit)
-
-	b.Run("kit", func(b *testing.B) {
-		purge()
-		measure(b, func() { publishKit(b, kit) })
-	})
-	b.Run("kit-batch", func(b *testing.B) {
-		purge()
-		measure(b, func() { publishKitBatch(b, kit) })
-	})
+	benchKit(b, kit, purge)
 
 	// The raw library's idiomatic fast path: one goroutine publishing
 	// persistent messages on a confirm channel, with up to window deferred
@@ -292,16 +297,7 @@ func BenchmarkNATS(b *testing.B) {
 		}
 	}
 
-	warmUp(b, kit)
-
-	b.Run("kit", func(b *testing.B) {
-		purge()
-		measure(b, func() { publishKit(b, kit) })
-	})
-	b.Run("kit-batch", func(b *testing.B) {
-		purge()
-		measure(b, func() { publishKitBatch(b, kit) })
-	})
+	benchKit(b, kit, purge)
 
 	// The raw library's idiomatic fast path: PublishAsync with at most
 	// window PubAcks pending, then wait for all of them. "raw" sends bare
