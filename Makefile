@@ -65,8 +65,9 @@ bench: ## Run the benchmarks against their peers and rewrite bench/*/RESULTS.md.
 	./bench/publish/run.sh
 
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint.
+lint: golangci-lint ## Run golangci-lint (.golangci.yml), the kind suite included.
 	$(GOLANGCI_LINT) run
+	$(GOLANGCI_LINT) run --build-tags e2e ./test/e2e/kind/...
 
 .PHONY: lint-fix
 lint-fix: golangci-lint ## Run golangci-lint and apply its fixes.

@@ -329,7 +329,7 @@ func TestBodyOverTheLimitIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("chunked POST with a 2 KiB body = %d %s, want 413", resp.StatusCode, body)
 	}

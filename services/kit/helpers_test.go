@@ -123,7 +123,12 @@ func start(t *testing.T, svc *kit.Service) *running {
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-r.done:
+		case err := <-r.done:
+			// Tests that check Run's result read it themselves (and put it
+			// back); here any clean-up error is worth seeing.
+			if err != nil {
+				t.Logf("Run returned at cleanup: %v", err)
+			}
 		case <-time.After(30 * time.Second):
 			t.Error("Run did not return after cleanup cancelled it")
 		}
@@ -167,7 +172,7 @@ func get(t *testing.T, url string) (int, string) {
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatalf("read %s: %v", url, err)

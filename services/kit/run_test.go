@@ -29,7 +29,7 @@ func scrape(t *testing.T, r *running) map[string]*dto.MetricFamily {
 	if err != nil {
 		t.Fatalf("scrape: %v", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
@@ -236,7 +236,7 @@ func TestShutdownFinishesInFlightRequest(t *testing.T) {
 			res <- result{err: err}
 			return
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, err := io.ReadAll(resp.Body)
 		res <- result{code: resp.StatusCode, body: string(b), err: err}
 	}()

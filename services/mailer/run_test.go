@@ -86,7 +86,7 @@ func consumedCount(t *testing.T, p *servicetest.Running, outcome string) int {
 	if err != nil {
 		t.Fatalf("scrape metrics: %v", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {

@@ -121,7 +121,7 @@ func (s *store) Posts(ctx context.Context, limit, offset int) ([]Post, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list posts: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	posts := []Post{} // an empty page is [], not null
 	for rows.Next() {
 		p, err := scanPost(rows)
@@ -232,7 +232,7 @@ func (s *store) Comments(ctx context.Context, postID int64) ([]Comment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list comments of post %d: %w", postID, err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	comments := []Comment{}
 	for rows.Next() {
 		var c Comment

@@ -75,7 +75,7 @@ func (c *usersClient) User(ctx context.Context, id int64) (user, error) {
 	if err != nil {
 		return user{}, fmt.Errorf("look up user %d: %w", id, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:

@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 
 	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
 	if err != nil {

@@ -17,7 +17,7 @@ func TestRabbitMQStartsStopsAndRestarts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dial %s: %v", r.AMQPURL, err)
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		ch, err := conn.Channel()
 		if err != nil {
 			t.Fatalf("channel: %v", err)

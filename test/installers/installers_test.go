@@ -113,7 +113,7 @@ func dryRunApply(t *testing.T, c client.Client, ns string, objs []*unstructured.
 			o.SetNamespace(ns)
 		}
 		o.SetManagedFields(nil)
-		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("installers-test"), client.DryRunAll, client.ForceOwnership); err != nil {
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("installers-test"), client.DryRunAll, client.ForceOwnership); err != nil {
 			t.Errorf("dry-run apply %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 		kinds[o.GetKind()]++
@@ -181,7 +181,7 @@ func TestInstallersApplyToARealAPIServer(t *testing.T) {
 				continue
 			}
 			o.SetNamespace("blog")
-			err := c.Patch(context.Background(), o, client.Apply, client.FieldOwner("installers-test"), client.DryRunAll)
+			err := c.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("installers-test"), client.DryRunAll)
 			if err == nil || !strings.Contains(err.Error(), "spec.queues[0].maxDeliveries") {
 				t.Fatalf("want a refusal naming spec.queues[0].maxDeliveries, got %v", err)
 			}

@@ -386,7 +386,7 @@ func (ss *session) Data(r io.Reader) error {
 			Message:      "smtpsink: malformed message: " + err.Error(),
 		}
 	}
-	var bodyReader io.Reader = parsed.Body
+	bodyReader := parsed.Body // an io.Reader; the switch below wraps it in a decoder
 	switch strings.ToLower(strings.TrimSpace(parsed.Header.Get("Content-Transfer-Encoding"))) {
 	case "quoted-printable":
 		bodyReader = quotedprintable.NewReader(bodyReader)

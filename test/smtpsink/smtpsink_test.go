@@ -66,7 +66,7 @@ func TestSinkRequiresAuthAndOffersStartTLS(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		if err := c.Auth(sasl.NewPlainClient("", "u", password)); err != nil {
 			return err
 		}
@@ -117,7 +117,7 @@ func sendPlain(addr string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := c.SendMail("a@example.com", []string{"b@example.com"}, strings.NewReader(msg)); err != nil {
 		return err
 	}

@@ -698,7 +698,3 @@ type MicroserviceAppList struct {
 	// items are the MicroserviceApps.
 	Items []MicroserviceApp `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&MicroserviceApp{}, &MicroserviceAppList{})
-}

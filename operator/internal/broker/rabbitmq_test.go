@@ -109,7 +109,7 @@ func (f *fixture) getJSON(path string, v any) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		f.t.Fatalf("GET %s: %s", path, resp.Status)
 	}
@@ -208,7 +208,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 func (f *fixture) queueDepth(name string) int {
 	f.t.Helper()
 	conn := dial(f.t, f.broker.URL(f.broker.AdminUser, f.broker.AdminPassword, f.topology.App))
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	q, err := channel(f.t, conn).QueueDeclarePassive(name, true, false, false, false, nil)
 	if err != nil {
 		f.t.Fatalf("passive declare %s: %v", name, err)
@@ -671,7 +671,10 @@ func TestDeleteRemovesUsersAndVHost(t *testing.T) {
 		}
 	}
 	select {
-	case <-closed:
+	case err := <-closed:
+		if err == nil || err.Code != amqp.ConnectionForced {
+			t.Errorf("the service's connection closed with %v, want a forced close (%d)", err, amqp.ConnectionForced)
+		}
 	case <-time.After(10 * time.Second):
 		t.Error("the service's open connection survived the deletion")
 	}

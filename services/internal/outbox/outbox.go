@@ -186,7 +186,7 @@ func (r *Relay) next(ctx context.Context, limit int) ([]row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outbox: read: %w", err)
 	}
-	defer rs.Close()
+	defer func() { _ = rs.Close() }()
 	var out []row
 	for rs.Next() {
 		var m row

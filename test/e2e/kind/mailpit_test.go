@@ -82,7 +82,7 @@ func (m mailpit) call(ctx context.Context, method, path string, in, out any) err
 	if err != nil {
 		return fmt.Errorf("mailpit %s %s: %w", method, path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("mailpit %s %s: read: %w", method, path, err)

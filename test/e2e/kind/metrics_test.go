@@ -35,7 +35,7 @@ func scrape(ctx context.Context, base string) (metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s: %w", base, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		return nil, fmt.Errorf("scrape %s: %s %s", base, resp.Status, body)

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/streaming/pkg/httpstream"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -61,7 +61,9 @@ func (c *cluster) forwardPod(t *testing.T, pod *corev1.Pod, port int32) string {
 	go func() { done <- fw.ForwardPorts() }()
 	t.Cleanup(func() {
 		stop()
-		<-done
+		if err := <-done; err != nil {
+			t.Logf("port-forward to %s ended: %v", pod.Name, err)
+		}
 	})
 
 	select {
