@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -47,7 +48,7 @@ func Open(ctx context.Context, path string, migrations []string) (*sql.DB, error
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %q: %w", path, err)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := ping(ctx, db); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open sqlite %q: %w", path, err)
 	}
@@ -56,6 +57,33 @@ func Open(ctx context.Context, path string, migrations []string) (*sql.DB, error
 		return nil, fmt.Errorf("open sqlite %q: %w", path, err)
 	}
 	return db, nil
+}
+
+// ping opens the first connection, retrying while another process (or
+// another Open of the same file) holds the lock. SQLite answers SQLITE_BUSY
+// to the connection's "PRAGMA journal_mode=WAL" at once, without calling the
+// busy handler, while a second connection switches the same new file to WAL,
+// so the busy timeout alone does not cover concurrent first opens.
+func ping(ctx context.Context, db *sql.DB) error {
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		err := db.PingContext(ctx)
+		if err != nil && !isBusy(err) {
+			return struct{}{}, backoff.Permanent(err)
+		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(&backoff.ExponentialBackOff{
+		InitialInterval:     5 * time.Millisecond,
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         250 * time.Millisecond,
+	}), backoff.WithMaxElapsedTime(BusyTimeout))
+	return err
+}
+
+// isBusy reports whether err is SQLITE_BUSY or one of its extended codes.
+func isBusy(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // Migrate applies, in order and each in its own transaction, the migrations
