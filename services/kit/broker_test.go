@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,7 +49,7 @@ func TestServiceWithNATS(t *testing.T) {
 	}, messaging.ConsumeOptions{Concurrency: 1})
 	r := start(t, svc)
 
-	eventually(t, "ready with the broker connected", func() bool {
+	poll.Until(t, "ready with the broker connected", func() bool {
 		code, body := get(t, r.adminURL("/readyz"))
 		return code == 200 && strings.Contains(body, `"broker":"ok"`)
 	})
@@ -83,7 +85,7 @@ func TestServiceWithNATS(t *testing.T) {
 
 	// Shut down with the handler in flight: Run must wait for it.
 	r.cancel()
-	eventually(t, "readiness false", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 503 })
+	poll.Until(t, "readiness false", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 503 })
 	select {
 	case err := <-r.done:
 		t.Fatalf("Run returned %v with a message handler in flight", err)
@@ -159,7 +161,7 @@ func TestServiceStartsWhileBrokerUnreachable(t *testing.T) {
 	if code, _ := get(t, r.adminURL("/livez")); code != http.StatusOK {
 		t.Errorf("/livez = %d, want 200 while the broker is unreachable", code)
 	}
-	eventually(t, "readyz explains", func() bool {
+	poll.Until(t, "readyz explains", func() bool {
 		code, body := get(t, r.adminURL("/readyz"))
 		return code == 503 && strings.Contains(body, `"broker":"connecting to the broker"`)
 	})

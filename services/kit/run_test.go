@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	"github.com/gin-gonic/gin"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -138,17 +140,17 @@ func TestReadyzReflectsChecksAndLivezDoesNot(t *testing.T) {
 			return code == wantCode && body == wantBody
 		}
 	}
-	eventually(t, "ready", readyz(200, `{"status":"ok","checks":{"cache":"ok","database":"ok"}}`))
+	poll.Until(t, "ready", readyz(200, `{"status":"ok","checks":{"cache":"ok","database":"ok"}}`))
 
 	diskGone := errors.New("disk gone")
 	failure.Store(&diskGone)
-	eventually(t, "not ready", readyz(503, `{"status":"unavailable","checks":{"cache":"ok","database":"disk gone"}}`))
+	poll.Until(t, "not ready", readyz(503, `{"status":"unavailable","checks":{"cache":"ok","database":"disk gone"}}`))
 	if code, _ := get(t, r.adminURL("/livez")); code != http.StatusOK {
 		t.Errorf("/livez = %d while a dependency is down, want 200", code)
 	}
 
 	failure.Store(nil)
-	eventually(t, "ready again", readyz(200, `{"status":"ok","checks":{"cache":"ok","database":"ok"}}`))
+	poll.Until(t, "ready again", readyz(200, `{"status":"ok","checks":{"cache":"ok","database":"ok"}}`))
 }
 
 func TestReadyzServesCachedResult(t *testing.T) {
@@ -159,7 +161,7 @@ func TestReadyzServesCachedResult(t *testing.T) {
 		return nil
 	})
 	r := start(t, svc)
-	eventually(t, "ready", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 200 })
+	poll.Until(t, "ready", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 200 })
 	before := calls.Load()
 	for range 50 {
 		if code, _ := get(t, r.adminURL("/readyz")); code != http.StatusOK {
@@ -178,7 +180,7 @@ func TestReadyzCheckTimesOut(t *testing.T) {
 		return ctx.Err()
 	})
 	r := start(t, svc)
-	eventually(t, "not ready on timeout", func() bool {
+	poll.Until(t, "not ready on timeout", func() bool {
 		code, body := get(t, r.adminURL("/readyz"))
 		return code == 503 && strings.Contains(body, `"database":"context deadline exceeded"`)
 	})
@@ -188,10 +190,10 @@ func TestShutdownTurnsReadinessFalseBeforeListenerCloses(t *testing.T) {
 	svc, logs := newService(t, map[string]string{"SHUTDOWN_DELAY": "3s"})
 	svc.Engine().GET("/ping", func(c *gin.Context) { c.String(http.StatusOK, "pong") })
 	r := start(t, svc)
-	eventually(t, "ready", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 200 })
+	poll.Until(t, "ready", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 200 })
 
 	r.cancel()
-	eventually(t, "readiness false", func() bool {
+	poll.Until(t, "readiness false", func() bool {
 		code, body := get(t, r.adminURL("/readyz"))
 		return code == 503 && body == `{"status":"shutting down"}`
 	})
@@ -243,8 +245,8 @@ func TestShutdownFinishesInFlightRequest(t *testing.T) {
 	<-entered
 
 	r.cancel()
-	eventually(t, "readiness false", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 503 })
-	eventually(t, "API listener closed", func() bool {
+	poll.Until(t, "readiness false", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 503 })
+	poll.Until(t, "API listener closed", func() bool {
 		c, err := net.Dial("tcp", svc.HTTPAddr().String())
 		if err == nil {
 			_ = c.Close()
@@ -315,12 +317,12 @@ func TestGoRecoversPanicsAndShutdownWaits(t *testing.T) {
 	})
 	r := start(t, svc)
 
-	eventually(t, "panic logged", func() bool { return len(logs.find(t, "panic in goroutine")) == 1 })
+	poll.Until(t, "panic logged", func() bool { return len(logs.find(t, "panic in goroutine")) == 1 })
 	p := logs.one(t, "panic in goroutine")
 	if p["panic"] != "worker exploded" || !strings.Contains(p["stack"].(string), "TestGoRecoversPanicsAndShutdownWaits") {
 		t.Errorf("panic line = %v", p)
 	}
-	eventually(t, "error logged", func() bool {
+	poll.Until(t, "error logged", func() bool {
 		for _, l := range logs.find(t, "goroutine failed") {
 			if l["error"] == "sync failed" {
 				return true

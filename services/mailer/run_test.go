@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -237,7 +239,7 @@ func TestRunRedeliveryAfterCrashSendsOnce(t *testing.T) {
 
 	// The restarted mailer, the real service, gets the redelivery.
 	p := w.start(t)
-	servicetest.WaitForWithin(t, 20*time.Second, "redelivered job acked", func() bool {
+	poll.Within(t, 20*time.Second, "redelivered job acked", func() bool {
 		return consumedCount(t, p, contract.OutcomeSuccess) == 1 && w.backlog(t) == 0
 	})
 	if n := len(w.sink.Messages()); n != 1 {
@@ -271,7 +273,7 @@ func TestRunSendsPublishedJobs(t *testing.T) {
 			t.Errorf("job %s: e-mail to %q, want %q (got %v)", j.ID, to, j.To, got)
 		}
 	}
-	servicetest.WaitFor(t, "both jobs acked", func() bool {
+	poll.Until(t, "both jobs acked", func() bool {
 		return consumedCount(t, p, contract.OutcomeSuccess) == 2 && w.backlog(t) == 0
 	})
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	rh "github.com/michaelklishin/rabbit-hole/v2"
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -191,18 +193,6 @@ func wantAccessRefused(t *testing.T, what string, err error) {
 	}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // queueDepth counts a queue's ready messages through a passive declare, which
 // the queue answers itself, unlike the HTTP API's lagging statistics.
 func (f *fixture) queueDepth(name string) int {
@@ -282,7 +272,7 @@ func TestDeclareCreatesExactlyTheTopology(t *testing.T) {
 		Policy    string         `json:"policy"`
 		Effective map[string]any `json:"effective_policy_definition"`
 	}
-	eventually(t, 10*time.Second, "policy applied to exact.emails", func() bool {
+	poll.Within(t, 10*time.Second, "policy applied to exact.emails", func() bool {
 		f.getJSON("queues/"+url.PathEscape(vhost)+"/exact.emails", &applied)
 		return applied.Policy == "exact.emails"
 	})
@@ -552,7 +542,7 @@ func TestPoliciesEnforceTheLimits(t *testing.T) {
 				t.Fatalf("delivery %d never came", attempts+1)
 			}
 		}
-		eventually(t, 10*time.Second, "message in the dead-letter queue", func() bool {
+		poll.Within(t, 10*time.Second, "message in the dead-letter queue", func() bool {
 			return f.queueDepth(contract.DeadLetterQueueName(emails)) == 1
 		})
 		select {
@@ -567,7 +557,7 @@ func TestPoliciesEnforceTheLimits(t *testing.T) {
 		if acked, err := publishTo(t, channel(t, dial(t, f.url("users"))), q, "late"); err != nil || !acked {
 			t.Fatalf("publish: acked=%t err=%v", acked, err)
 		}
-		eventually(t, 10*time.Second, "expired message dead-lettered", func() bool {
+		poll.Within(t, 10*time.Second, "expired message dead-lettered", func() bool {
 			return f.queueDepth(contract.DeadLetterQueueName(q)) == 1
 		})
 		if n := f.queueDepth(q); n != 0 {
@@ -620,7 +610,7 @@ func TestPoliciesEnforceTheLimits(t *testing.T) {
 		}
 		// The HTTP API shows the effective policy with its statistics, which
 		// refresh every few seconds.
-		eventually(t, 20*time.Second, "new max-length in effect", func() bool {
+		poll.Within(t, 20*time.Second, "new max-length in effect", func() bool {
 			f.getJSON("queues/limits/"+url.PathEscape(f.physical("bounded")), &info)
 			return info.Effective[policyMaxLength] == float64(2)
 		})
@@ -872,7 +862,7 @@ func TestQueueStatsWithTheMonitoringUser(t *testing.T) {
 	want := QueueStat{Queue: "emails", Name: emails, Exists: true, Messages: 1, Consumers: 1, DeadLetters: 1}
 	var got []QueueStat
 	// The HTTP API's statistics refresh every few seconds.
-	eventually(t, 20*time.Second, "queue stats "+fmt.Sprint(want), func() bool {
+	poll.Within(t, 20*time.Second, "queue stats "+fmt.Sprint(want), func() bool {
 		got, err = f.rabbit.QueueStats(context.Background(), ep, f.topology)
 		if err != nil {
 			t.Fatalf("QueueStats: %v", err)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/otel/trace"
@@ -111,20 +113,20 @@ func TestRelayThroughARealBrokerAcrossAnOutage(t *testing.T) {
 	for seed := range byte(3) {
 		enqueueRequest(seed+1, 100)
 	}
-	waitFor(t, "the backlog of 300 rows consumed", allReceived)
-	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	poll.Until(t, "the backlog of 300 rows consumed", allReceived)
+	poll.Until(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
 
 	srv.Stop(t)
 	enqueueRequest(9, 200)
-	waitFor(t, "a pass to fail while the server is down", func() bool {
+	poll.Until(t, "a pass to fail while the server is down", func() bool {
 		return publishErrors(t, reg) > 0
 	})
 	if n := pending(t, relay); n != 200 {
 		t.Fatalf("%d rows in the outbox during the outage, want all 200 enqueued then", n)
 	}
 	srv.Start(t)
-	waitFor(t, "every row consumed after the outage", allReceived)
-	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	poll.Until(t, "every row consumed after the outage", allReceived)
+	poll.Until(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
 
 	mu.Lock()
 	defer mu.Unlock()

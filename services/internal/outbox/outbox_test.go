@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -150,18 +152,6 @@ func startRelay(t *testing.T, db *sql.DB, pub outbox.Publisher) *outbox.Relay {
 	return relay
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func pending(t *testing.T, relay *outbox.Relay) int {
 	t.Helper()
 	n, err := relay.Pending(context.Background())
@@ -184,8 +174,8 @@ func TestRelayPublishesCommittedMessagesInOrderWithTraceContext(t *testing.T) {
 	enqueue(t, ctx, db, true, "one", "two", "three")
 	relay.Notify()
 
-	waitFor(t, "three messages", func() bool { got, _ := pub.snapshot(); return len(got) >= 3 })
-	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	poll.Until(t, "three messages", func() bool { got, _ := pub.snapshot(); return len(got) >= 3 })
+	poll.Until(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
 	got, _ := pub.snapshot()
 	want := []string{"one", "two", "three"}
 	if len(got) != len(want) {
@@ -205,8 +195,8 @@ func TestRelayRetriesUntilTheBrokerConfirms(t *testing.T) {
 	enqueue(t, context.Background(), db, true, "survives")
 	relay.Notify()
 
-	waitFor(t, "the message to be published", func() bool { got, _ := pub.snapshot(); return len(got) == 1 })
-	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	poll.Until(t, "the message to be published", func() bool { got, _ := pub.snapshot(); return len(got) == 1 })
+	poll.Until(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
 	if got, calls := pub.snapshot(); calls != 4 || got[0].body != "survives" {
 		t.Fatalf("published %+v after %d calls; want it once after 3 failures", got, calls)
 	}
@@ -217,7 +207,7 @@ func TestRelayPublishesRowsLeftByAnEarlierProcess(t *testing.T) {
 	enqueue(t, context.Background(), db, true, "left over")
 	pub := &recorder{}
 	startRelay(t, db, pub) // no Notify: the first pass must find it
-	waitFor(t, "the left-over message", func() bool { got, _ := pub.snapshot(); return len(got) == 1 })
+	poll.Until(t, "the left-over message", func() bool { got, _ := pub.snapshot(); return len(got) == 1 })
 }
 
 // TestRelayDeletesExactlyTheConfirmedRows: the relay publishes a page as
@@ -233,7 +223,7 @@ func TestRelayDeletesExactlyTheConfirmedRows(t *testing.T) {
 	enqueue(t, ctx, db, true, bodies...)
 	relay.Notify()
 
-	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	poll.Until(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
 	calls := pub.snapshot()
 	if len(calls) != 2 {
 		t.Fatalf("%d PublishBatch calls, want 2 (all rows, then the unconfirmed ones): %+v", len(calls), calls)
@@ -277,7 +267,7 @@ func TestRelayBatchesOneQueueAtATime(t *testing.T) {
 	pub := &batchRecorder{calls: [][]published{nil}} // confirm everything
 	startRelay(t, db, pub)
 	relay := outbox.NewRelay(db, pub, slog.New(slog.DiscardHandler))
-	waitFor(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
+	poll.Until(t, "an empty outbox", func() bool { return pending(t, relay) == 0 })
 	var got []string
 	for _, call := range pub.snapshot()[1:] {
 		got = append(got, fmt.Sprintf("%s×%d", call[0].queue, len(call)))

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/courier-dev/courier/services/internal/mailjob"
@@ -138,7 +140,7 @@ func StartRelay(t testing.TB, db *sql.DB, pub outbox.Publisher) *outbox.Relay {
 // n jobs, and returns them. It fails the test if more than n arrive.
 func WaitForJobs(t testing.TB, relay *outbox.Relay, pub *Publisher, n int) []mailjob.Job {
 	t.Helper()
-	WaitFor(t, "an empty outbox", func() bool {
+	poll.Until(t, "an empty outbox", func() bool {
 		pending, err := relay.Pending(context.Background())
 		return err == nil && pending == 0
 	})
@@ -147,24 +149,6 @@ func WaitForJobs(t testing.TB, relay *outbox.Relay, pub *Publisher, n int) []mai
 		t.Fatalf("published %d jobs, want %d: %+v (refused: %v)", len(jobs), n, jobs, pub.Refused())
 	}
 	return jobs
-}
-
-// WaitFor polls cond until it holds, failing the test after 10 seconds.
-func WaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	WaitForWithin(t, 10*time.Second, what, cond)
-}
-
-// WaitForWithin polls cond until it holds, failing the test after timeout.
-func WaitForWithin(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // Response is a decoded JSON response.
@@ -352,7 +336,7 @@ func (r *Running) Stop(t testing.TB) error {
 func (r *Running) WaitReady(t testing.TB, checks ...string) {
 	t.Helper()
 	client := HTTPClient()
-	WaitForWithin(t, 20*time.Second, r.name+" ready", func() bool {
+	poll.Within(t, 20*time.Second, r.name+" ready", func() bool {
 		select {
 		case err := <-r.done:
 			r.stopped = true

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
@@ -149,7 +151,7 @@ func TestPublishBatchRoundTrip(t *testing.T) {
 
 		got := newConsumedLog()
 		stop := consume(t, b, queue, got.handler, messaging.ConsumeOptions{Concurrency: 8})
-		eventually(t, time.Minute, "every message of the batch consumed", func() bool { return got.missing(ids) == 0 })
+		poll.Within(t, time.Minute, "every message of the batch consumed", func() bool { return got.missing(ids) == 0 })
 		stop()
 		if d := got.duplicates(); d != 0 {
 			t.Errorf("%d duplicates without any failure", d)
@@ -217,12 +219,12 @@ func batchAcrossOutage(t *testing.T, e env, ctx context.Context, n int) (app str
 		returned.Store(true)
 		done <- batchOutcome{ids, err}
 	}()
-	eventually(t, time.Minute, "the first message of the batch consumed", func() bool { return got.distinct() > 0 })
+	poll.Within(t, time.Minute, "the first message of the batch consumed", func() bool { return got.distinct() > 0 })
 	e.stop(t)
 	if returned.Load() {
 		t.Fatalf("the batch of %d finished before the broker was down; make it larger", n)
 	}
-	eventually(t, 30*time.Second, "Ready to fail while the broker is down", func() bool { return b.Ready(t.Context()) != nil })
+	poll.Within(t, 30*time.Second, "Ready to fail while the broker is down", func() bool { return b.Ready(t.Context()) != nil })
 	return app, reg, got, done
 }
 
@@ -260,7 +262,7 @@ func TestPublishBatchAcrossBrokerRestart(t *testing.T) {
 			}
 			seen[id] = true
 		}
-		eventually(t, 2*time.Minute, "every confirmed message consumed", func() bool { return got.missing(res.ids) == 0 })
+		poll.Within(t, 2*time.Minute, "every confirmed message consumed", func() bool { return got.missing(res.ids) == 0 })
 		lost := got.missing(res.ids)
 		t.Logf("%s restart after %d consumed: batch of %d confirmed, consumed %d distinct, lost %d, duplicates %d",
 			e.kind, atStop, n, got.distinct(), lost, got.duplicates())
@@ -322,7 +324,7 @@ func TestPublishBatchPartialWhenContextEndsInOutage(t *testing.T) {
 		}
 
 		e.start(t)
-		eventually(t, 2*time.Minute, "every confirmed message consumed", func() bool { return got.missing(res.ids) == 0 })
+		poll.Within(t, 2*time.Minute, "every confirmed message consumed", func() bool { return got.missing(res.ids) == 0 })
 		t.Logf("%s: %d of %d confirmed before the caller gave up; %d distinct consumed (unconfirmed ones may have been stored), %d duplicates",
 			e.kind, confirmed, n, got.distinct(), got.duplicates())
 	})

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,7 +107,7 @@ func rabbitEnv(t *testing.T, restartable bool) env {
 		t.Helper()
 		ch := admin(t)
 		var got []deadLetter
-		eventually(t, 30*time.Second, fmt.Sprintf("%d dead letters in %s", want, contract.DeadLetterQueueName(physical)), func() bool {
+		poll.Within(t, 30*time.Second, fmt.Sprintf("%d dead letters in %s", want, contract.DeadLetterQueueName(physical)), func() bool {
 			for {
 				d, ok, err := ch.Get(contract.DeadLetterQueueName(physical), true)
 				if err != nil {
@@ -187,7 +189,7 @@ func natsEnv(t *testing.T) env {
 			t.Fatalf("dead-letter consumer: %v", err)
 		}
 		var got []deadLetter
-		eventually(t, 30*time.Second, fmt.Sprintf("%d dead letters on %s", want, contract.DeadLetterSubject(physical)), func() bool {
+		poll.Within(t, 30*time.Second, fmt.Sprintf("%d dead letters on %s", want, contract.DeadLetterSubject(physical)), func() bool {
 			batch, err := cons.Fetch(want, jetstream.FetchMaxWait(200*time.Millisecond))
 			if err != nil {
 				t.Fatalf("fetch dead letters: %v", err)
@@ -320,18 +322,6 @@ func (w *testWriter) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
-}
-
-// eventually polls cond until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // consume runs b.Consume in the background and returns a function that

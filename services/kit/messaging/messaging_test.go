@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/test/poll"
+
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
@@ -223,7 +225,7 @@ func TestConsumeCancelLosesNothing(t *testing.T) {
 				return nil
 			}, messaging.ConsumeOptions{Concurrency: 4})
 		}()
-		eventually(t, 30*time.Second, "4 busy handlers", func() bool { return started.Load() == 4 })
+		poll.Within(t, 30*time.Second, "4 busy handlers", func() bool { return started.Load() == 4 })
 		cancel()
 		select {
 		case err := <-done:
@@ -252,7 +254,7 @@ func TestConsumeCancelLosesNothing(t *testing.T) {
 			mu.Unlock()
 			return nil
 		}, messaging.ConsumeOptions{Concurrency: 4})
-		eventually(t, 60*time.Second, "every message handled", func() bool {
+		poll.Within(t, 60*time.Second, "every message handled", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, id := range ids {
@@ -305,7 +307,7 @@ func TestCloseDrains(t *testing.T) {
 			defer cancel()
 			closed <- b.Close(ctx)
 		}()
-		eventually(t, 10*time.Second, "new publishes refused while closing", func() bool {
+		poll.Within(t, 10*time.Second, "new publishes refused while closing", func() bool {
 			_, err := b.Publish(t.Context(), queue, []byte("late"))
 			return errors.Is(err, messaging.ErrClosed)
 		})
@@ -407,18 +409,18 @@ func TestBrokerRestart(t *testing.T) {
 				}
 			})
 		}
-		eventually(t, time.Minute, "the first 200 confirmations", func() bool {
+		poll.Within(t, time.Minute, "the first 200 confirmations", func() bool {
 			confirmedMu.Lock()
 			defer confirmedMu.Unlock()
 			return len(confirmed) >= 200
 		})
 		e.stop(t)
-		eventually(t, 30*time.Second, "Ready to fail while the broker is down", func() bool { return b.Ready(t.Context()) != nil })
+		poll.Within(t, 30*time.Second, "Ready to fail while the broker is down", func() bool { return b.Ready(t.Context()) != nil })
 		confirmedMu.Lock()
 		atStop := len(confirmed)
 		confirmedMu.Unlock()
 		e.start(t)
-		eventually(t, time.Minute, "Ready after the broker is back", func() bool { return b.Ready(t.Context()) == nil })
+		poll.Within(t, time.Minute, "Ready after the broker is back", func() bool { return b.Ready(t.Context()) == nil })
 		pubWG.Wait()
 		if t.Failed() {
 			t.FailNow()
@@ -426,7 +428,7 @@ func TestBrokerRestart(t *testing.T) {
 		if len(confirmed) != total {
 			t.Fatalf("%d of %d messages confirmed", len(confirmed), total)
 		}
-		eventually(t, 2*time.Minute, "every confirmed message consumed", func() bool {
+		poll.Within(t, 2*time.Minute, "every confirmed message consumed", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, id := range confirmed {
