@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -68,8 +67,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		newUpstream("posts", postsURL, own.UpstreamTimeout, log),
 		tokens)
 
-	if err := svc.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	// Run returns nil after a shutdown that ctx asked for.
+	return svc.Run(ctx)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/mail"
@@ -95,10 +94,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	mailer := NewMailer(templates, sender, store, from, svc.Logger())
 	register(svc, store, mailer, cfg)
-	if err := svc.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	// Run returns nil after a shutdown that ctx asked for.
+	return svc.Run(ctx)
 }
 
 // register is the mailer's router: it has no public routes, only the kit's

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -73,8 +72,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	svc.Go(relay.Run)
 	newRouter(svc.Engine(), &store{db: db}, passwords, tokens, relay, svc.Logger())
 
-	if err := svc.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	// Run returns nil after a shutdown that ctx asked for.
+	return svc.Run(ctx)
 }

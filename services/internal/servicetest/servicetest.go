@@ -8,7 +8,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"maps"
@@ -424,7 +423,7 @@ func ConsumeJobs(t testing.TB, kind, url, app string) <-chan messaging.Message {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		if err := <-done; err != nil {
 			t.Errorf("test consumer: %v", err)
 		}
 		_ = broker.Close(context.Background())
