@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/courier-dev/courier/operator/internal/resource/kind"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -36,42 +38,22 @@ type namedApplyConfiguration interface {
 	GetNamespace() *string
 }
 
-// objectKind is what applyChild and prune need to know about one kind of
-// owned object; resource.Builder and rabbitmq.Builder both describe it.
-type objectKind struct {
-	// Kind names the objects in events and messages.
-	Kind string
-	// Owned extracts the fields a field owner manages from an object.
-	Owned func(obj client.Object, fieldOwner string) (runtime.ApplyConfiguration, error)
-	// New and NewList return an empty object and list of the kind.
-	New     func() client.Object
-	NewList func() client.ObjectList
-}
-
-func kindOf(b resource.Builder) objectKind {
-	return objectKind{Kind: b.Kind, Owned: b.Owned, New: b.New, NewList: b.NewList}
-}
-
-func brokerKindOf(b rabbitmq.Builder) objectKind {
-	return objectKind{Kind: b.Kind, Owned: b.Owned, New: b.New, NewList: b.NewList}
-}
-
 // ownedKinds are all kinds the operator writes, each once, in the order
 // they are first applied; the controller watches and prunes them.
-func ownedKinds() []objectKind {
-	var out []objectKind
+func ownedKinds() []kind.Object {
+	var out []kind.Object
 	seen := map[string]bool{}
-	add := func(k objectKind) {
+	add := func(k kind.Object) {
 		if !seen[k.Kind] {
 			seen[k.Kind] = true
 			out = append(out, k)
 		}
 	}
 	for _, b := range rabbitmq.Builders {
-		add(brokerKindOf(b))
+		add(b.Object)
 	}
 	for _, b := range resource.PerService {
-		add(kindOf(b))
+		add(b.Object)
 	}
 	return out
 }
@@ -86,7 +68,7 @@ func ownedKinds() []objectKind {
 // a reconcile that changes nothing write nothing. A hand edit moves the edited
 // fields to another manager, so it shows up as a difference and is rolled
 // back.
-func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b objectKind, desired runtime.ApplyConfiguration) (client.Object, error) {
+func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b kind.Object, desired runtime.ApplyConfiguration) (client.Object, error) {
 	named, ok := desired.(namedApplyConfiguration)
 	if !ok {
 		return nil, fmt.Errorf("%s apply configuration %T has no name", b.Kind, desired)

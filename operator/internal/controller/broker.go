@@ -13,12 +13,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/courier-dev/courier/operator/internal/resource/kind"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -101,7 +101,7 @@ func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scop
 			Connection: resource.Connection(s.app, svc.Name, ep.host, ep.port, p),
 		}
 	}
-	if _, err := r.applyChild(ctx, s, secretKind, resource.MonitoringSecret(s.app, monitoring)); err != nil {
+	if _, err := r.applyChild(ctx, s, kind.Secret, resource.MonitoringSecret(s.app, monitoring)); err != nil {
 		applyErrs = append(applyErrs, err)
 	}
 
@@ -109,16 +109,6 @@ func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scop
 		r.declare(ctx, s, ep.admin, creds)
 	}
 	return applyErrs, nil
-}
-
-// secretKind describes the Secrets the operator writes to applyChild.
-var secretKind = objectKind{
-	Kind: "Secret",
-	Owned: func(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
-		return corev1ac.ExtractSecret(obj.(*corev1.Secret), owner)
-	},
-	New:     func() client.Object { return &corev1.Secret{} },
-	NewList: func() client.ObjectList { return &corev1.SecretList{} },
 }
 
 // reconcileManagedBroker applies the managed broker's objects and reports
@@ -153,7 +143,7 @@ func (r *MicroserviceAppReconciler) reconcileManagedBroker(ctx context.Context, 
 			s.wanted[wantedKey("StatefulSet", names.StatefulSet)] = true
 			continue
 		}
-		obj, err := r.applyChild(ctx, s, brokerKindOf(bl), desired)
+		obj, err := r.applyChild(ctx, s, bl.Object, desired)
 		if err != nil {
 			if bl.Kind == "Secret" {
 				err = adminSecretError{err}

@@ -165,7 +165,7 @@ func (r *MicroserviceAppReconciler) reconcile(ctx context.Context, s *scope) err
 					continue
 				}
 			}
-			obj, err := r.applyChild(ctx, s, kindOf(b), desired)
+			obj, err := r.applyChild(ctx, s, b.Object, desired)
 			if err != nil {
 				if s.broker != nil && b.Kind == "Secret" {
 					s.broker.secretsFailed = true

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/courier-dev/courier/operator/internal/resource/kind"
+
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -314,9 +316,9 @@ func TestSteadyState(t *testing.T) {
 	}
 	waitReady(t, app, metav1.ConditionTrue)
 
-	var kinds []objectKind
+	var kinds []kind.Object
 	for _, b := range resource.PerService {
-		kinds = append(kinds, kindOf(b))
+		kinds = append(kinds, b.Object)
 	}
 	// 4 Deployments, 4 Services, 1 budget, the app.
 	before := steadyVersions(t, app, kinds, 10)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/operator/internal/resource/kind"
+
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
@@ -255,7 +257,7 @@ func setStatus[T any, P interface {
 // kinds in its namespace, after checking that there are want of them and
 // that none changes for 30 seconds. The assertion covers a period, so the
 // test watches the whole of it.
-func steadyVersions(t *testing.T, app *v1alpha1.MicroserviceApp, kinds []objectKind, want int) map[string]string {
+func steadyVersions(t *testing.T, app *v1alpha1.MicroserviceApp, kinds []kind.Object, want int) map[string]string {
 	t.Helper()
 	before := resourceVersions(t, app, kinds)
 	if len(before) != want {
@@ -273,7 +275,7 @@ func steadyVersions(t *testing.T, app *v1alpha1.MicroserviceApp, kinds []objectK
 
 // resourceVersions returns the resourceVersion of app and of every object
 // of kinds in its namespace, by kind and name.
-func resourceVersions(t *testing.T, app *v1alpha1.MicroserviceApp, kinds []objectKind) map[string]string {
+func resourceVersions(t *testing.T, app *v1alpha1.MicroserviceApp, kinds []kind.Object) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, k := range kinds {
