@@ -14,7 +14,8 @@ import (
 
 // connectBroker dials the configured broker with the kit's logger and the
 // message metrics on the service's registry. messaging.Connect retries
-// until the broker answers or ctx ends.
+// until the broker answers or ctx ends; it gives up early only on a
+// configuration error.
 func connectBroker(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (messaging.Broker, error) {
 	var name []string
 	for _, n := range []string{cfg.App, cfg.Service, cfg.PodName} {
@@ -78,8 +79,9 @@ func (p *pendingBroker) wait(ctx context.Context) (messaging.Broker, error) {
 }
 
 // failed is closed when connecting has ended; err then tells whether it
-// failed. Run watches it so a service whose broker can never be reached
-// (a wrong URL, say) exits instead of idling unready forever.
+// failed. Run watches it so a service whose settings can never work (a
+// malformed URL, refused credentials) exits with a message naming them
+// instead of idling unready forever.
 func (p *pendingBroker) failed() <-chan struct{} { return p.done }
 
 // Publish implements messaging.Publisher.

@@ -122,8 +122,10 @@ var ginModeOnce sync.Once
 // engine with the kit's middleware, admin endpoints, and, when cfg names a
 // broker, a connection made in the background: Broker() can be used at
 // once, its Publish and Consume wait for the connection, and /readyz reports
-// "connecting to the broker" meanwhile. If connecting fails for good, Run
-// returns the error. New binds both listeners, so a port conflict fails
+// "connecting to the broker" meanwhile. A broker that is down or slow is
+// waited for as long as the process lives; only a configuration error
+// (messaging.ErrConfig: a malformed BROKER_URL, credentials the broker
+// keeps refusing) makes Run return, with a message naming the setting. New binds both listeners, so a port conflict fails
 // here. ctx's values (not its cancellation; Run's shutdown stops
 // connecting) are kept for the connection.
 func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err error) {

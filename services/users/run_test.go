@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/servicetest"
@@ -76,6 +77,39 @@ func TestSignUpWhileTheBrokerIsDown(t *testing.T) {
 	if job, _ := servicetest.NextJob(t, jobs); job.To != "grace@example.com" {
 		t.Errorf("job = %+v, want the welcome e-mail to grace@example.com", job)
 	}
+	if err := svc.Stop(t); err != nil {
+		t.Fatalf("run returned %v after SIGTERM", err)
+	}
+}
+
+// TestBrokerStallNeverStopsTheService: a broker that goes silent while the
+// service declares its topology, for longer than every timeout on the way,
+// is waited out: the service keeps running and serving sign-ups, and the
+// welcome job arrives once the broker answers again.
+func TestBrokerStallNeverStopsTheService(t *testing.T) {
+	n := brokertest.StartNATS(t)
+	proxy := brokertest.StartProxy(t, strings.TrimPrefix(n.URL, "nats://"), false)
+	proxy.StallWhenClientSends("$JS.API.CONSUMER.CREATE")
+	svc := servicetest.Start(t, run, "users", natsEnv(t, "nats://"+proxy.Addr))
+	client := servicetest.HTTPClient()
+
+	r := servicetest.Do(t, client, "POST", svc.APIURL+"/api/users",
+		`{"name":"Grace Hopper","email":"grace@example.com","password":"compiler A-0"}`)
+	if r.Status != 201 {
+		t.Fatalf("sign up with the broker stalled = %d %s, want 201", r.Status, r.Raw)
+	}
+	// Longer than JetStream's API timeout and the kit's declare timeout.
+	svc.RunsFor(t, 15*time.Second)
+	if proxy.Accepts() < 2 {
+		t.Fatalf("users reached the broker %d time(s) during the stall, want it to retry", proxy.Accepts())
+	}
+	proxy.Resume()
+
+	jobs := servicetest.ConsumeJobs(t, contract.BrokerNATS, n.URL, "blog")
+	if job, _ := servicetest.NextJob(t, jobs); job.To != "grace@example.com" {
+		t.Errorf("job = %+v, want the welcome e-mail to grace@example.com", job)
+	}
+	svc.WaitReady(t, "broker")
 	if err := svc.Stop(t); err != nil {
 		t.Fatalf("run returned %v after SIGTERM", err)
 	}

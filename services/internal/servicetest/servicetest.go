@@ -329,6 +329,18 @@ func (r *Running) Stop(t testing.TB) error {
 	}
 }
 
+// RunsFor fails the test if run returns within d: the service must ride
+// out whatever the test does to it meanwhile.
+func (r *Running) RunsFor(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.stopped = true
+		t.Fatalf("%s exited after a transient failure: %v", r.name, err)
+	case <-time.After(d):
+	}
+}
+
 // WaitReady waits until the service's /readyz answers 200 with each of the
 // named checks (such as "broker" or "database") "ok", failing the test if
 // run returns first or 20 seconds pass.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"time"
 
 	"github.com/courier-dev/courier/services/kit/contract"
 )
@@ -48,14 +49,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics records published and consumed messages (default: none).
 	Metrics *Metrics
+	// AuthRetryFor is how long Connect keeps retrying while the broker
+	// refuses the credentials before it returns an ErrConfig error
+	// (default DefaultAuthRetryFor): long enough for the operator to finish
+	// creating the service's user, short enough that a wrong password ends
+	// the process with a message naming BROKER_URL.
+	AuthRetryFor time.Duration
 }
 
 // ErrClosed is returned by Publish and Consume once Close was called.
 var ErrClosed = errors.New("messaging: broker closed")
 
-// Connect dials the broker named by cfg.Kind, retrying with backoff until it
-// answers or ctx ends, declares the development topology if asked to, and
-// returns a Broker that reconnects by itself after later outages.
+// Connect dials the broker named by cfg.Kind and declares the development
+// topology if asked to, retrying both with backoff for as long as ctx lives:
+// a broker that is down, slow or restarting is waited for. It returns
+// early only with an error wrapping ErrConfig, for settings no retry can fix
+// (see AuthRetryFor). The Broker it returns reconnects by itself after later
+// outages.
 func Connect(ctx context.Context, cfg Config) (Broker, error) {
 	if cfg.URL == "" {
 		return nil, fmt.Errorf("messaging: broker URL is empty (set %s)", contract.EnvBrokerURL)
@@ -70,6 +80,9 @@ func Connect(ctx context.Context, cfg Config) (Broker, error) {
 	}
 	if cfg.ConfirmWindow <= 0 {
 		cfg.ConfirmWindow = DefaultConfirmWindow
+	}
+	if cfg.AuthRetryFor <= 0 {
+		cfg.AuthRetryFor = DefaultAuthRetryFor
 	}
 	if cfg.ClientName == "" {
 		cfg.ClientName = cfg.App

@@ -36,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -57,6 +58,9 @@ const (
 	natsAckRetryFor = 10 * time.Second
 	// natsAckWait is the AckWait of consumers the kit declares itself.
 	natsAckWait = 30 * time.Second
+	// natsDeclareTimeout bounds declaring the development topology on one
+	// connection.
+	natsDeclareTimeout = 10 * time.Second
 	// maxReasonLen keeps the dead-letter reason header within reason.
 	maxReasonLen = 512
 )
@@ -105,9 +109,6 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			n.log.Info("nats reconnected", "server", c.ConnectedUrlRedacted())
 		}),
-		nats.ClosedHandler(func(*nats.Conn) {
-			n.closedOnce.Do(func() { close(n.closed) })
-		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subject := ""
 			if sub != nil {
@@ -120,17 +121,44 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 	if err := checkNATSURL(cfg.URL); err != nil {
 		return nil, fmt.Errorf("connect to nats: %s: %w", contract.EnvBrokerURL, err)
 	}
-	nc, err := dialWithRetry(ctx, n.log, "nats", func() (*nats.Conn, error) {
-		return nats.Connect(cfg.URL, opts...)
-	})
+	// Dialing and declaring are one attempt: a declare that times out while
+	// the server restarts (nats.go buffers the request, the reply never
+	// comes) is retried on a fresh connection like a failed dial.
+	nc, err := establish(ctx, n.log, "nats connect", contract.EnvBrokerURL, cfg.AuthRetryFor, classifyNATS,
+		func(ctx context.Context) (*nats.Conn, error) {
+			// Only the connection that is kept may report the driver
+			// closed; closing a failed attempt's must not.
+			var kept atomic.Bool
+			nc, err := nats.Connect(cfg.URL, append(opts, nats.ClosedHandler(func(*nats.Conn) {
+				if kept.Load() {
+					n.closedOnce.Do(func() { close(n.closed) })
+				}
+			}))...)
+			if err != nil {
+				return nil, err
+			}
+			if err := n.setUp(ctx, nc); err != nil {
+				nc.Close()
+				return nil, err
+			}
+			kept.Store(true)
+			return nc, nil
+		})
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	n.nc = nc
-	n.js, err = jetstream.New(nc,
+	go n.publisher()
+	return n, nil
+}
+
+// setUp makes the JetStream context on nc and, in development mode,
+// declares the stream and the durable consumers.
+func (n *natsBroker) setUp(ctx context.Context, nc *nats.Conn) error {
+	js, err := jetstream.New(nc,
 		// The kit's own window bounds pending acks first; this only keeps
 		// nats.go from ever stalling below it.
-		jetstream.WithPublishAsyncMaxPending(cfg.ConfirmWindow),
+		jetstream.WithPublishAsyncMaxPending(n.cfg.ConfirmWindow),
 		jetstream.WithPublishAsyncTimeout(natsPublishTimeout),
 		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
 			n.acks.resolve(m, nil)
@@ -139,26 +167,46 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 			n.acks.resolve(m, err)
 		}))
 	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("connect to nats: jetstream: %w", err)
+		return fmt.Errorf("jetstream: %w", err)
 	}
-	if cfg.DeclareTopology {
-		if err := declareNATSStream(ctx, n.js, n.stream, cfg.physicalQueues()); err != nil {
-			nc.Close()
-			return nil, err
-		}
-		// Durable consumers exist from the start, as the operator makes
-		// them, so messages published before the first Consume are kept
-		// for it; Consume then tunes them to its options.
-		for _, p := range cfg.physicalQueues() {
-			if _, err := n.declareConsumer(ctx, p, ConsumeOptions{}.withDefaults()); err != nil {
-				nc.Close()
-				return nil, err
-			}
+	n.js = js
+	if !n.cfg.DeclareTopology {
+		return nil
+	}
+	// Bounded whatever Connect's own deadline: a server that went silent
+	// mid-declare is retried on a new connection, not waited on.
+	ctx, cancel := context.WithTimeout(ctx, natsDeclareTimeout)
+	defer cancel()
+	if err := declareNATSStream(ctx, js, n.stream, n.cfg.physicalQueues()); err != nil {
+		return err
+	}
+	// Durable consumers exist from the start, as the operator makes them,
+	// so messages published before the first Consume are kept for it;
+	// Consume then tunes them to its options.
+	for _, p := range n.cfg.physicalQueues() {
+		if _, err := n.declareConsumer(ctx, p, ConsumeOptions{}.withDefaults()); err != nil {
+			return err
 		}
 	}
-	go n.publisher()
-	return n, nil
+	return nil
+}
+
+// classifyNATS tells a server that is not there yet from settings that are
+// wrong: the server's authorization errors are refused credentials, and a
+// JetStream API error below 500 (a stream or consumer that exists with
+// other settings, subjects another stream owns) can never succeed. A 503
+// (JetStream not ready, no leader yet) and everything else are waited out.
+func classifyNATS(err error) failure {
+	for _, auth := range []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired} {
+		if errors.Is(err, auth) {
+			return refused
+		}
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code > 0 && apiErr.Code < 500 {
+		return misconfigured
+	}
+	return transient
 }
 
 // checkNATSURL accepts what nats.Connect does: a comma-separated list of
@@ -629,7 +677,8 @@ func declareNATSStream(ctx context.Context, js jetstream.JetStream, stream strin
 		want = append(want, contract.Subject(p), contract.DeadLetterSubject(p))
 	}
 	// Two services starting together may race to create or update the
-	// stream; the loser reads the winner's result and merges again.
+	// stream; the loser reads the winner's result and merges again. Any
+	// other failure (a timeout, say) goes back to Connect's own retries.
 	var err error
 	for range 5 {
 		var s jetstream.Stream
@@ -644,10 +693,13 @@ func declareNATSStream(ctx context.Context, js jetstream.JetStream, stream strin
 			if err == nil {
 				return nil
 			}
-			continue
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				continue
+			}
+			break
 		}
 		if err != nil {
-			continue
+			break
 		}
 		cfg := s.CachedInfo().Config
 		merged := slices.Clone(cfg.Subjects)

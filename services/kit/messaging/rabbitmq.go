@@ -85,32 +85,71 @@ func connectRabbitMQ(ctx context.Context, cfg Config) (*rabbitBroker, error) {
 	if _, err := amqp.ParseURI(cfg.URL); err != nil {
 		return nil, fmt.Errorf("connect to rabbitmq: %s is not a valid AMQP URL: %w", contract.EnvBrokerURL, redactURLError(err))
 	}
-	conn, err := r.dial(ctx)
+	// Dialing and declaring are one attempt: a declare that meets a broker
+	// restarting is retried with a fresh connection like a failed dial.
+	conn, err := establish(ctx, r.log, "rabbitmq connect", contract.EnvBrokerURL, cfg.AuthRetryFor, classifyRabbit,
+		func(context.Context) (*amqp.Connection, error) {
+			conn, err := r.dialOnce()
+			if err != nil || !cfg.DeclareTopology {
+				return conn, err
+			}
+			if err := declareRabbitTopology(conn, cfg.physicalQueues()); err != nil {
+				_ = conn.Close()
+				return nil, err
+			}
+			return conn, nil
+		})
 	if err != nil {
 		return nil, fmt.Errorf("connect to rabbitmq: %w", err)
-	}
-	if cfg.DeclareTopology {
-		if err := declareRabbitTopology(conn, cfg.physicalQueues()); err != nil {
-			_ = conn.Close()
-			return nil, err
-		}
 	}
 	r.setConn(conn)
 	go r.supervise(conn)
 	return r, nil
 }
 
-// dial connects, retrying with backoff until ctx ends.
-func (r *rabbitBroker) dial(ctx context.Context) (*amqp.Connection, error) {
+// dialOnce makes one attempt to connect.
+func (r *rabbitBroker) dialOnce() (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(r.cfg.ClientName)
-	return dialWithRetry(ctx, r.log, "rabbitmq", func() (*amqp.Connection, error) {
-		return amqp.DialConfig(r.cfg.URL, amqp.Config{
-			Heartbeat:  rabbitHeartbeat,
-			Properties: props,
-			Dial:       amqp.DefaultDial(rabbitDialTimeout),
-		})
+	return amqp.DialConfig(r.cfg.URL, amqp.Config{
+		Heartbeat:  rabbitHeartbeat,
+		Properties: props,
+		Dial:       amqp.DefaultDial(rabbitDialTimeout),
 	})
+}
+
+// redial reconnects after an outage, with backoff until ctx ends (Close).
+// Whatever the broker answers is retried: the service was connected, so its
+// settings were right, and a refusal now (a password rotated under a pod the
+// rotation is about to replace, a user the operator is repairing) is waited
+// out with /readyz saying so rather than ending the process.
+func (r *rabbitBroker) redial(ctx context.Context) (*amqp.Connection, error) {
+	return establish(ctx, r.log, "rabbitmq reconnect", contract.EnvBrokerURL, forever,
+		func(error) failure { return transient },
+		func(context.Context) (*amqp.Connection, error) { return r.dialOnce() })
+}
+
+// classifyRabbit tells a broker that is not there yet from settings that
+// are wrong. The handshake's 403 is refused credentials (amqp091-go also
+// reports a handshake the broker cut short so); 530 is a vhost the user may
+// not open yet. A topology declare (development mode) answered with 403 (no
+// configure permission) or 406 (a queue exists with other arguments) can
+// never succeed.
+func classifyRabbit(err error) failure {
+	var amqpErr *amqp.Error
+	if !errors.As(err, &amqpErr) {
+		return transient
+	}
+	var declare *declareError
+	switch {
+	case errors.As(err, &declare) && (amqpErr.Code == amqp.AccessRefused || amqpErr.Code == amqp.PreconditionFailed):
+		return misconfigured
+	case errors.As(err, &declare):
+		return transient
+	case amqpErr.Code == amqp.AccessRefused || amqpErr.Code == amqp.NotAllowed:
+		return refused
+	}
+	return transient
 }
 
 // supervise waits for conn to close, redials and publishes the new
@@ -139,7 +178,7 @@ func (r *rabbitBroker) supervise(conn *amqp.Connection) {
 			return
 		}
 		var err error
-		conn, err = r.dial(dialCtx)
+		conn, err = r.redial(dialCtx)
 		if err != nil {
 			return
 		}
@@ -748,9 +787,19 @@ func declareRabbitTopology(conn *amqp.Connection, physicals []string) error {
 		}
 		for _, s := range steps {
 			if err := s.do(); err != nil {
-				return fmt.Errorf("declare topology: %s: %w", s.what, err)
+				return &declareError{what: s.what, err: err}
 			}
 		}
 	}
 	return nil
 }
+
+// declareError is a failed step of declareRabbitTopology; classifyRabbit
+// reads the broker's reply code in it differently from a handshake's.
+type declareError struct {
+	what string
+	err  error
+}
+
+func (e *declareError) Error() string { return "declare topology: " + e.what + ": " + e.err.Error() }
+func (e *declareError) Unwrap() error { return e.err }
