@@ -102,7 +102,7 @@ if have_netns; then
 fi
 # Pod network namespaces, overlay and volume mounts, deepest first.
 if [[ -d "$STATE" ]]; then
-  findmnt -rn -o TARGET | grep -E "^$STATE/" | sort -r | while read -r m; do
+  { findmnt -rn -o TARGET | grep -E "^$STATE/" || true; } | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
 fi

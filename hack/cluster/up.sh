@@ -36,8 +36,11 @@ for bin in "$ENVTEST_BIN/etcd" "$ENVTEST_BIN/kube-apiserver" "$ENVTEST_BIN/kubec
 done
 
 # Leftovers of a previous run (processes, chains, the bridge, cgroups, the
-# namespace) go first; the data stays.
+# namespace) go first; the data stays. The clock for "Ready after" starts
+# once they are gone.
 "$HERE/down.sh" --quiet
+log "leftovers stopped in $(elapsed)s"
+START=$(date +%s.%N)
 
 mkdir -p "$LOGS" "$RUN" "$STATE/etcd" "$STATE/containerd" "$STATE/kubelet" "$STATE/cni/net.d" \
   "$STATE/cni/networks" "$STATE/local-path" "$STATE/pod-logs" "$STATE/config"
@@ -83,6 +86,14 @@ setup_network() {
   ip route replace "$SERVICE_CIDR" via "$NODE_IP" dev "$HOST_VETH"
   # Inside: forwarding between pods, the bridge through iptables (Services,
   # NetworkPolicies), and no default route.
+  # Host-network processes (kube-proxy, hostNetwork pods such as
+  # kube-network-policies) need a route to the Service range, or connect()
+  # fails with "network is unreachable" before kube-proxy's DNAT can apply.
+  # The CNI bridge (created here, adopted by the bridge plugin) is that
+  # route: an address no Service claims goes nowhere, never out of the veth.
+  in_node ip link add "$CNI_BRIDGE" type bridge
+  in_node ip link set "$CNI_BRIDGE" up
+  in_node ip route add "$SERVICE_CIDR" dev "$CNI_BRIDGE"
   in_node sysctl -qw net.ipv4.ip_forward=1
   in_node sysctl -qw net.bridge.bridge-nf-call-iptables=1
   # Nothing forwarded leaves towards the veth except replies to the host.
