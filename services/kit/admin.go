@@ -24,7 +24,16 @@ type CheckFunc func(ctx context.Context) error
 type namedCheck struct {
 	name  string
 	check CheckFunc
+	// informational checks are reported but do not gate readiness.
+	informational bool
 }
+
+// The status values of /readyz: ok and degraded answer 200, unavailable 503.
+const (
+	statusOK          = "ok"
+	statusDegraded    = "degraded"
+	statusUnavailable = "unavailable"
+)
 
 // readyStatus is the JSON body of /readyz.
 type readyStatus struct {
@@ -65,10 +74,10 @@ func (r *readiness) refreshSoon() {
 	}
 }
 
-func (r *readiness) add(name string, check CheckFunc) {
+func (r *readiness) add(name string, check CheckFunc, informational bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.checks = append(r.checks, namedCheck{name: name, check: check})
+	r.checks = append(r.checks, namedCheck{name: name, check: check, informational: informational})
 }
 
 // refresh runs every check concurrently, each under the timeout, and stores
@@ -89,17 +98,24 @@ func (r *readiness) refresh(ctx context.Context) {
 	}
 	wg.Wait()
 
-	st := readyStatus{Status: "ok", Checks: make(map[string]string, len(checks))}
+	st := readyStatus{Status: statusOK, Checks: make(map[string]string, len(checks))}
 	for i, c := range checks {
-		if results[i] != nil {
-			st.Status = "unavailable"
+		switch {
+		case results[i] == nil:
+			st.Checks[c.name] = "ok"
+		case c.informational:
+			// Still ready: say what is missing without turning traffic away.
 			st.Checks[c.name] = results[i].Error()
-			continue
+			if st.Status == statusOK {
+				st.Status = statusDegraded
+			}
+		default:
+			st.Status = statusUnavailable
+			st.Checks[c.name] = results[i].Error()
 		}
-		st.Checks[c.name] = "ok"
 	}
 	body, _ := json.Marshal(st) // a map of strings always marshals
-	next := &readinessState{ok: st.Status == "ok", body: body}
+	next := &readinessState{ok: st.Status != statusUnavailable, body: body}
 	if prev := r.state.Swap(next); prev == nil || prev.ok != next.ok {
 		r.log.LogAttrs(ctx, levelFor(next.ok), "readiness changed",
 			slog.Bool("ready", next.ok), slog.Any("checks", st.Checks))

@@ -2,8 +2,10 @@ package kit_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,6 +172,39 @@ func TestServiceStartsWhileBrokerUnreachable(t *testing.T) {
 	if _, err := svc.Broker().Publish(ctx, "emails", []byte("{}")); err == nil || !strings.Contains(err.Error(), "connecting to the broker") {
 		t.Errorf("Publish = %v, want a connecting error once its context ended", err)
 	}
+	if err := r.stop(t); err != nil {
+		t.Errorf("Run = %v, want a clean shutdown", err)
+	}
+}
+
+// A service whose writes go through an outbox serves while the broker is
+// unreachable: /readyz answers 200, says "degraded" and names what is
+// missing; the database and any other check still gate it.
+func TestBrokerOptionalKeepsTheServiceReady(t *testing.T) {
+	env := map[string]string{
+		"COURIER_APP": "blog", "BROKER_KIND": contract.BrokerNATS, "QUEUE_EMAILS": "blog.emails",
+		"BROKER_URL": "nats://" + localListener(t).Addr().String(), // accepts, never speaks NATS
+	}
+	svc, _ := newServiceWithQueues(t, env, []string{"emails"}, kit.WithBrokerOptional())
+	var dbDown atomic.Bool
+	svc.AddReadinessCheck("database", func(context.Context) error {
+		if dbDown.Load() {
+			return errors.New("database closed")
+		}
+		return nil
+	})
+	r := start(t, svc)
+
+	poll.Until(t, "readyz degraded and still 200", func() bool {
+		code, body := get(t, r.adminURL("/readyz"))
+		return code == http.StatusOK && strings.Contains(body, `"status":"degraded"`) &&
+			strings.Contains(body, `"broker":"connecting to the broker"`) && strings.Contains(body, `"database":"ok"`)
+	})
+	dbDown.Store(true)
+	poll.Until(t, "readyz unavailable once a required check fails", func() bool {
+		code, body := get(t, r.adminURL("/readyz"))
+		return code == http.StatusServiceUnavailable && strings.Contains(body, `"status":"unavailable"`)
+	})
 	if err := r.stop(t); err != nil {
 		t.Errorf("Run = %v, want a clean shutdown", err)
 	}

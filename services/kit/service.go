@@ -48,6 +48,7 @@ type options struct {
 	buildInfo        *BuildInfo
 	readinessEvery   time.Duration
 	readinessTimeout time.Duration
+	brokerOptional   bool
 }
 
 // WithLogOutput sends the JSON logs to w (a service passes run's stdout);
@@ -78,6 +79,15 @@ func WithBuildInfo(bi BuildInfo) Option { return func(o *options) { o.buildInfo 
 func WithReadiness(interval, timeout time.Duration) Option {
 	return func(o *options) { o.readinessEvery, o.readinessTimeout = interval, timeout }
 }
+
+// WithBrokerOptional says the service serves all its traffic while the
+// broker is down: its messages wait in an outbox (services/internal/outbox)
+// and are published once the broker is back. /readyz still reports the
+// broker check but stays 200 ("degraded"), so a broker outage is not an
+// API outage. A service that cannot serve without the broker (a consumer,
+// or one that publishes in the request) leaves it out and is unready while
+// the broker is.
+func WithBrokerOptional() Option { return func(o *options) { o.brokerOptional = true } }
 
 type consumer struct {
 	queue   string
@@ -205,7 +215,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err err
 		s.broker = s.pending
 	}
 	if s.broker != nil {
-		s.ready.add("broker", s.broker.Ready)
+		s.ready.add("broker", s.broker.Ready, o.brokerOptional)
 	}
 
 	e := gin.New()
@@ -272,7 +282,7 @@ func (s *Service) AdminAddr() net.Addr { return s.adminLn.Addr() }
 // the background every interval under a short timeout; /readyz serves the
 // last result.
 func (s *Service) AddReadinessCheck(name string, check CheckFunc) {
-	s.ready.add(name, check)
+	s.ready.add(name, check, false)
 }
 
 // Consume registers a consumer of the logical queue; Run starts it and, on

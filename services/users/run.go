@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer func() { _ = db.Close() }()
 
-	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
+	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout), kit.WithBrokerOptional())
 	if err != nil {
 		return err
 	}

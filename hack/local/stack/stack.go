@@ -350,6 +350,10 @@ func (s *Stack) Service(name string) *Process { return s.byName[name] }
 // Processes returns the services in start order.
 func (s *Stack) Processes() []*Process { return append([]*Process(nil), s.procs...) }
 
+// NATS is the embedded NATS server when BrokerKind is NATS, for tests that
+// stop and start the broker; nil otherwise.
+func (s *Stack) NATS() *brokertest.NATS { return s.nats }
+
 // GatewayURL is the public API's base URL.
 func (s *Stack) GatewayURL() string { return s.byName["gateway"].HTTPURL }
 

@@ -7,6 +7,7 @@ package local_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -48,7 +49,7 @@ func TestBlogEndToEnd(t *testing.T) {
 	}
 	t.Logf("built the four services (race detector %v) in %s", raceEnabled, time.Since(start).Round(time.Millisecond))
 
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	ports, err := stack.FreePorts()
 	if err != nil {
@@ -104,6 +105,60 @@ func TestBlogEndToEnd(t *testing.T) {
 		{to: "ada@example.com", subject: `New comment on "Notes on the Analytical Engine"`,
 			body: "Grace Hopper commented on your post"},
 	})
+
+	// A broker outage is not an API outage: users and posts stay ready
+	// (their e-mail jobs wait in their outboxes), reads and sign-ups go on
+	// through the gateway, and the welcome e-mail arrives once the broker is
+	// back.
+	st.NATS().Stop(t)
+	for _, name := range []string{"users", "posts"} {
+		waitDegraded(t, ctx, st.Service(name))
+	}
+	api.Register("Edsger Dijkstra", "edsger@example.com")
+	api.SignIn("edsger@example.com")
+	api.Expect(http.MethodGet, fmt.Sprintf("/api/posts/%d", post), "", nil, http.StatusOK, nil)
+	st.NATS().Start(t)
+	got = jobs.settle(5)
+	assertMails(t, got[4:], []mailWant{
+		{to: "edsger@example.com", subject: "Welcome to the blog, Edsger Dijkstra", body: "Hello Edsger Dijkstra,"},
+	})
+}
+
+// waitDegraded waits until p's /readyz reports the broker missing, and
+// fails the test if it ever answers anything but 200 meanwhile.
+func waitDegraded(t *testing.T, ctx context.Context, p *stack.Process) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.AdminURL+contract.ReadyzPath, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s /readyz: %v", p.Name, err)
+		}
+		var body struct {
+			Status string            `json:"status"`
+			Checks map[string]string `json:"checks"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		_ = resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s /readyz: %v", p.Name, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s /readyz = %d %+v with the broker down, want 200", p.Name, resp.StatusCode, body)
+		}
+		if body.Status == "degraded" && body.Checks["broker"] != "ok" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s /readyz never reported the broker missing: last %+v", p.Name, body)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // mailWant is one expected e-mail; body is a line it must contain.
