@@ -56,8 +56,8 @@ test: manifests generate fmt vet envtest helm kustomize ## Run every test (unit,
 		go test -race -count=1 -timeout 30m ./... -coverprofile cover.out
 
 .PHONY: test-e2e
-test-e2e: ## Run the kind end-to-end suite (needs kind and a container runtime).
-	go test -tags e2e -race -count=1 -timeout 30m ./test/e2e/kind/... -v
+test-e2e: ## Run the end-to-end suite: on the kind cluster of hack/kind/up.sh, or on the local node when there is no kind.
+	./hack/test-e2e.sh
 
 .PHONY: bench
 bench: ## Run the benchmarks against their peers and rewrite bench/*/RESULTS.md.
@@ -83,6 +83,14 @@ build: manifests generate fmt vet ## Build the operator and the four services in
 .PHONY: run
 run: manifests generate fmt vet envtest ## Run the operator against the current kubeconfig, or a local control plane when there is none.
 	KUBEBUILDER_ASSETS="$$($(ENVTEST))" go run ./hack/controlplane
+
+.PHONY: demo
+demo: ## Run the whole product in pods on a local node (no Docker): cluster, images, charts, the blog Ready, port-forwards.
+	./hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop what make demo started (port-forwards and the local node).
+	./hack/demo.sh down
 
 .PHONY: local
 local: ## Run the blog's four services, a broker and an SMTP sink on localhost (BROKER=nats|rabbitmq).

@@ -15,9 +15,14 @@
 # WAIT=false: every object is written, no pod starts. Running it again
 # upgrades the releases and brings back an app the suite deleted.
 #
+# The app's namespace enforces the restricted Pod Security Standard (labelled
+# with kubectl before anything is installed in it), so every pod the
+# operator and the charts make must be admitted under it.
+#
 # Environment: REGISTRY (ghcr.io/courier-dev) and IMAGE_TAG (e2e) name the
 # images, PULL_POLICY (IfNotPresent) is their pull policy, MAILPIT_IMAGE
-# overrides Mailpit's, HELM the helm binary (./bin/helm).
+# overrides Mailpit's, BROKER_IMAGE the managed RabbitMQ's (the operator's
+# default otherwise), HELM the helm binary (./bin/helm), KUBECTL kubectl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -53,6 +58,12 @@ log "operator: $REGISTRY/courier-operator:$IMAGE_TAG ($PULL_POLICY) into $OPERAT
   --set image.pullPolicy="$PULL_POLICY" \
   "${wait_flags[@]}"
 
+log "namespace $NAMESPACE: restricted Pod Security Standard, enforced"
+KUBECTL="${KUBECTL:-kubectl}"
+"$KUBECTL" create namespace "$NAMESPACE" --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+"$KUBECTL" label namespace "$NAMESPACE" --overwrite \
+  pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest >/dev/null
+
 log "SMTP sink: $MAILPIT into $NAMESPACE"
 mailpit_flags=()
 if [[ -n "${MAILPIT_IMAGE:-}" ]]; then
@@ -66,6 +77,10 @@ fi
 # waits for its Ready condition and prints why when it does not come.
 # The kind node's local-path provisioner ignores the volume size, so 1Gi
 # only keeps the claim honest about what a test broker needs.
+app_flags=()
+if [[ -n "${BROKER_IMAGE:-}" ]]; then
+  app_flags=(--set broker.managed.image="$BROKER_IMAGE")
+fi
 log "app: $APP into $NAMESPACE, mail through $MAILPIT.$NAMESPACE.svc:1025"
 "$HELM" upgrade --install "$APP" charts/blog \
   --namespace "$NAMESPACE" \
@@ -75,6 +90,7 @@ log "app: $APP into $NAMESPACE, mail through $MAILPIT.$NAMESPACE.svc:1025"
   --set broker.managed.storageSize=1Gi \
   --set smtp.host="$MAILPIT.$NAMESPACE.svc" \
   --set smtp.port=1025 \
-  --set smtp.startTLS=false
+  --set smtp.startTLS=false \
+  "${app_flags[@]}"
 
 log "done; run the suite with: make test-e2e"

@@ -61,6 +61,8 @@ func TestBlog(t *testing.T) {
 		{"operator available", s.operatorAvailable},
 		{"owned objects", s.ownedObjects},
 		{"app ready", s.appReady},
+		{"pods admitted under the restricted Pod Security Standard", s.restrictedPodSecurity},
+		{"operator runs with the chart's RBAC, not as an administrator", s.operatorLeastPrivilege},
 		{"sign-up and comment send two e-mails", s.emails},
 		{"metrics", s.metrics},
 		{"delete", s.deleteApp},

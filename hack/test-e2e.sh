@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# make test-e2e: the end-to-end suite (test/e2e/kind) against a real cluster.
+#
+# With kind and a Docker engine, it runs against the cluster hack/kind/up.sh
+# made (the current kubeconfig context), as in GitHub Actions. Without them
+# (this project's own CI, any machine without Docker) it sets up the local
+# node the same way make demo does, with the suite's namespace
+# (courier-e2e) and image tag (e2e), and runs the same suite against it.
+# Set E2E_CLUSTER=kind or E2E_CLUSTER=node to choose.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cluster="${E2E_CLUSTER:-}"
+if [[ -z "$cluster" ]]; then
+  if command -v kind >/dev/null && docker info >/dev/null 2>&1; then
+    cluster=kind
+  else
+    cluster=node
+  fi
+fi
+
+if [[ "$cluster" == node ]]; then
+  source hack/cluster/lib.sh
+  echo "test-e2e: no kind here; using the local node (hack/cluster)" >&2
+  DEMO_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" DEMO_APP="${E2E_APP:-blog}" IMAGE_TAG=e2e ./hack/demo.sh install
+  export KUBECONFIG="$KUBECONFIG_ADMIN"
+  set -a
+  source "$STATE/demo-images/images.env"
+  set +a
+fi
+exec go test -tags e2e -race -count=1 -timeout 45m ./test/e2e/kind/... -v
