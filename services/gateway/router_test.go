@@ -53,6 +53,8 @@ func newEchoUpstream(t *testing.T, service string) *echoUpstream {
 			status = http.StatusForbidden
 		}
 		w.Header().Set("Content-Type", "application/json")
+		// As the kit does: the upstream answers with the id it logged.
+		w.Header().Set(kit.RequestIDHeader, r.Header.Get(kit.RequestIDHeader))
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(echo{
 			Service: service, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
@@ -207,8 +209,8 @@ func TestRoutes(t *testing.T) {
 			if e.Body != tt.body {
 				t.Errorf("upstream received body %q, want %q", e.Body, tt.body)
 			}
-			if e.RequestID == "" || e.RequestID != r.Header.Get(kit.RequestIDHeader) {
-				t.Errorf("upstream saw request id %q, the client %q", e.RequestID, r.Header.Get(kit.RequestIDHeader))
+			if ids := r.Header.Values(kit.RequestIDHeader); len(ids) != 1 || e.RequestID != ids[0] {
+				t.Errorf("upstream logged request id %q, the response carries %q: want exactly that one", e.RequestID, ids)
 			}
 			if e.TraceParent == "" || e.Forwarded == "" {
 				t.Errorf("upstream saw traceparent %q and X-Forwarded-For %q, want both set", e.TraceParent, e.Forwarded)

@@ -61,6 +61,12 @@ func newUpstream(name string, target *url.URL, timeout time.Duration, log *slog.
 			}
 			otel.GetTextMapPropagator().Inject(pr.In.Context(), propagation.HeaderCarrier(pr.Out.Header))
 		},
+		// The gateway already answers with the request id it gave the
+		// upstream, which the upstream logged and echoes: one header, not two.
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Del(kit.RequestIDHeader)
+			return nil
+		},
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: min(timeout, 2*time.Second), KeepAlive: 30 * time.Second}).DialContext,
