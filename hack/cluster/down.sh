@@ -134,6 +134,8 @@ if [[ -s "$STATE/sysctls.saved" ]]; then
   rm -f "$STATE/sysctls.saved"
 fi
 
+# Sockets of shims that are gone.
+rm -rf "$SHIM_SOCKETS"
 if $PURGE && [[ -d "$STATE" ]]; then
   say "deleting $STATE"
   rm -rf "$STATE"

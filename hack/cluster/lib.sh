@@ -51,6 +51,7 @@ CNI_BRIDGE=cni0
 CGROUP_ROOT=courier-node
 
 CONTAINERD_SOCK="$STATE/containerd/containerd.sock"
+SHIM_SOCKETS=/run/courier-cluster/shims
 KUBECONFIG_ADMIN="$STATE/kubeconfig"
 
 log() { echo "cluster: $*" >&2; }

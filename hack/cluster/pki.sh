@@ -3,9 +3,10 @@
 # $STATE, or run down.sh --purge, to start over with new ones).
 
 # cert NAME SUBJECT EKU [SAN]: a key and a certificate signed by the cluster
-# CA. EKU is serverAuth, clientAuth or both; SAN as openssl writes it.
+# CA (or by $CA). EKU is serverAuth, clientAuth or both; SAN as openssl
+# writes it.
 cert() {
-  local name=$1 subj=$2 eku=$3 san=${4:-}
+  local name=$1 subj=$2 eku=$3 san=${4:-} ca=${CA:-ca}
   [[ -s "$PKI/$name.crt" ]] && return
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$PKI/$name.key" -out "$PKI/$name.csr" -subj "$subj" 2>/dev/null
@@ -15,7 +16,7 @@ cert() {
     echo "extendedKeyUsage=$eku"
     [[ -n "$san" ]] && echo "subjectAltName=$san"
   } >"$PKI/$name.ext"
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" -CAcreateserial \
     -days 3650 -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$PKI/$name.csr" "$PKI/$name.ext"
   chmod 600 "$PKI/$name.key"
@@ -47,15 +48,23 @@ current-context: courier-node
 EOF
 }
 
+# ca NAME CN: a self-signed certificate authority.
+ca() {
+  local name=$1 cn=$2
+  [[ -s "$PKI/$name.crt" ]] && return
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 -sha256 \
+    -keyout "$PKI/$name.key" -out "$PKI/$name.crt" -subj "/CN=$cn" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  chmod 600 "$PKI/$name.key"
+}
+
 make_pki() {
   mkdir -p "$PKI"
   chmod 700 "$PKI"
-  if [[ ! -s "$PKI/ca.crt" ]]; then
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 -sha256 \
-      -keyout "$PKI/ca.key" -out "$PKI/ca.crt" -subj "/CN=courier-node-ca" \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
-    chmod 600 "$PKI/ca.key"
-  fi
+  ca ca courier-node-ca
+  # The front proxy's own CA (requestheader authentication): aggregated APIs,
+  # and the controller manager and scheduler read it at start.
+  ca front-proxy-ca courier-node-front-proxy-ca
   cert apiserver "/CN=kube-apiserver" serverAuth \
     "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.$CLUSTER_DOMAIN,DNS:localhost,IP:$NODE_IP,IP:$KUBERNETES_SVC_IP,IP:127.0.0.1"
   # The API server's client identity towards the kubelet (logs, exec,
@@ -67,6 +76,7 @@ make_pki() {
   cert controller-manager "/CN=system:kube-controller-manager" clientAuth
   cert scheduler "/CN=system:kube-scheduler" clientAuth
   cert kube-proxy "/CN=system:kube-proxy" clientAuth
+  CA=front-proxy-ca cert front-proxy-client "/CN=front-proxy-client" clientAuth
   if [[ ! -s "$PKI/sa.key" ]]; then
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
     openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null

@@ -131,11 +131,14 @@ save_sysctls() {
 # --- configuration files ----------------------------------------------------------
 write_configs() {
   cat >"$STATE/config/containerd.toml" <<EOF
-# containerd $CONTAINERD_VERSION for the local node (config v3). Everything
-# under $STATE, nothing in /run/containerd or /var/lib/containerd.
-version = 3
+# containerd $CONTAINERD_VERSION for the local node (config version 4, the
+# 2.4 format; version 3 is migrated with a warning at every start).
+# Everything under $STATE, nothing in /run/containerd or /var/lib/containerd,
+# and no drop-ins from /etc/containerd/conf.d.
+version = 4
 root = "$STATE/containerd/root"
 state = "$STATE/containerd/state"
+imports = []
 # No NRI (kube-network-policies runs with --disable-nri) and no snapshotters
 # but overlayfs.
 disabled_plugins = [
@@ -146,11 +149,15 @@ disabled_plugins = [
   "io.containerd.snapshotter.v1.blockfile",
 ]
 
-[grpc]
+[plugins.'io.containerd.server.v1.grpc']
   address = "$CONTAINERD_SOCK"
 
-[ttrpc]
+[plugins.'io.containerd.server.v1.ttrpc']
   address = "$CONTAINERD_SOCK.ttrpc"
+
+# Shim sockets (a unix socket path has at most 108 bytes: not under $STATE).
+[plugins.'io.containerd.shim.v1.manager']
+  socket_dir = "$SHIM_SOCKETS"
 
 [plugins.'io.containerd.internal.v1.opt']
   path = "$STATE/containerd/opt"
@@ -291,6 +298,11 @@ start_control_plane() {
     --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority "$PKI/ca.crt" \
     --kubelet-preferred-address-types InternalIP \
+    --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --service-account-issuer "https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
@@ -328,6 +340,7 @@ start_node() {
     die "image import" "$LOGS/import-images.log" "ctr images import failed"
 
   save_sysctls
+  KUBELET_STARTED=$(date -u +%FT%TZ)
   start kubelet "$K8S_BIN/kubelet" --config "$STATE/config/kubelet.yaml" \
     --kubeconfig "$PKI/kubelet.kubeconfig" --root-dir "$STATE/kubelet" \
     --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v=1
@@ -335,8 +348,13 @@ start_node() {
   start kube-proxy "$K8S_BIN/kube-proxy" --config "$STATE/config/kube-proxy.yaml" --v=1
 }
 
+# node_ready: Ready, as reported by this kubelet (a node kept in etcd from
+# the previous run still shows that run's status until the kubelet reports).
 node_ready() {
-  [[ $(kubectl_admin get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+  local ready
+  ready=$(kubectl_admin get node "$NODE_NAME" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}')
+  [[ ${ready% *} == True && ! ${ready#* } < $KUBELET_STARTED ]]
 }
 
 # --- add-ons ----------------------------------------------------------------------
