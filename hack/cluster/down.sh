@@ -37,22 +37,22 @@ stop() {
   local name=$1 timeout=${2:-10} pid
   pid=$(cat "$RUN/$name.pid" 2>/dev/null || true)
   rm -f "$RUN/$name.pid"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+  [[ -n "$pid" ]] && alive "$pid" || return 0
   say "stopping $name ($pid)"
   kill -TERM "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + timeout))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
+  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  if alive "$pid"; then
     say "$name did not stop in ${timeout}s: SIGKILL (log: $LOGS/$name.log)"
     kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    while alive "$pid"; do sleep 0.1; done
   fi
 }
 
 running() {
   local pid
   pid=$(cat "$RUN/$1.pid" 2>/dev/null || true)
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
+  [[ -n "$pid" ]] && alive "$pid"
 }
 
 have_netns() { [[ -e "$NETNS_PATH" ]]; }

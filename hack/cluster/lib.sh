@@ -73,6 +73,15 @@ die() {
   exit 1
 }
 
+# alive PID: the process exists and is not a zombie (this VM's init reaps
+# orphans only every second or so, and kill -0 succeeds on a zombie).
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
 # in_node CMD...: run CMD in the node's network namespace, with the host's
 # mount namespace (unlike `ip netns exec`, which remounts /sys and hides the
 # cgroup mounts and the kubelet's volume mounts from containerd).

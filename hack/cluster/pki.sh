@@ -65,6 +65,11 @@ make_pki() {
   # The front proxy's own CA (requestheader authentication): aggregated APIs,
   # and the controller manager and scheduler read it at start.
   ca front-proxy-ca courier-node-front-proxy-ca
+  # etcd's own CA, so only the API server's etcd client certificate (and no
+  # other cluster identity) opens etcd.
+  ca etcd-ca courier-node-etcd-ca
+  CA=etcd-ca cert etcd-server "/CN=$NODE_NAME" serverAuth,clientAuth "DNS:localhost,IP:127.0.0.1"
+  CA=etcd-ca cert apiserver-etcd-client "/CN=kube-apiserver-etcd-client" clientAuth
   cert apiserver "/CN=kube-apiserver" serverAuth \
     "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.$CLUSTER_DOMAIN,DNS:localhost,IP:$NODE_IP,IP:$KUBERNETES_SVC_IP,IP:127.0.0.1"
   # The API server's client identity towards the kubelet (logs, exec,

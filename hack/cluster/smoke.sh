@@ -68,6 +68,7 @@ spec:
     metadata:
       labels: {app: web}
     spec:
+      terminationGracePeriodSeconds: 2
       securityContext:
         runAsNonRoot: true
         runAsUser: 65534
@@ -110,6 +111,7 @@ metadata:
   namespace: $NS
   labels: {app: client}
 spec:
+  terminationGracePeriodSeconds: 1
   securityContext:
     runAsNonRoot: true
     runAsUser: 65534

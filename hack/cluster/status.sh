@@ -23,7 +23,7 @@ seen=" "
 for f in "$RUN"/*.pid; do
   [[ -e "$f" ]] || continue
   pid=$(cat "$f")
-  kill -0 "$pid" 2>/dev/null || { printf '%-28s %8s %12s\n' "$(basename "$f" .pid)" "$pid" "not running"; continue; }
+  alive "$pid" || { printf '%-28s %8s %12s\n' "$(basename "$f" .pid)" "$pid" "not running"; continue; }
   row "$(basename "$f" .pid)" "$pid"
   seen+="$pid "
 done

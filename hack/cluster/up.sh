@@ -64,7 +64,7 @@ wait_until() {
   local pid deadline=$((SECONDS + timeout))
   pid=$(cat "$RUN/$name.pid" 2>/dev/null || true)
   until "$@" >/dev/null 2>&1; do
-    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+    if [[ -n "$pid" ]] && ! alive "$pid"; then
       die "$name" "$LOGS/$name.log" "exited while waiting for $what"
     fi
     ((SECONDS < deadline)) || die "$name" "$LOGS/$name.log" "no $what after ${timeout}s"
@@ -282,8 +282,13 @@ EOF
 api_ready() { kubectl_admin get --raw /readyz; }
 
 start_control_plane() {
+  # etcd on the namespace's loopback, TLS with client certificates (a
+  # hostNetwork pod shares that loopback); health and metrics in plain HTTP
+  # on 2381, as kubeadm does.
   start etcd "$ENVTEST_BIN/etcd" --name "$NODE_NAME" --data-dir "$STATE/etcd" \
-    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-client-urls https://127.0.0.1:2379 --advertise-client-urls https://127.0.0.1:2379 \
+    --cert-file "$PKI/etcd-server.crt" --key-file "$PKI/etcd-server.key" \
+    --client-cert-auth --trusted-ca-file "$PKI/etcd-ca.crt" \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster "$NODE_NAME=http://127.0.0.1:2380" --listen-metrics-urls http://127.0.0.1:2381 \
     --log-level warn
@@ -291,7 +296,8 @@ start_control_plane() {
 
   start kube-apiserver "$ENVTEST_BIN/kube-apiserver" \
     --advertise-address "$NODE_IP" --bind-address "$NODE_IP" --secure-port "$APISERVER_PORT" \
-    --etcd-servers http://127.0.0.1:2379 \
+    --etcd-servers https://127.0.0.1:2379 --etcd-cafile "$PKI/etcd-ca.crt" \
+    --etcd-certfile "$PKI/apiserver-etcd-client.crt" --etcd-keyfile "$PKI/apiserver-etcd-client.key" \
     --client-ca-file "$PKI/ca.crt" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
