@@ -15,8 +15,9 @@
 #
 #   hack/cluster/down.sh           keep the data (etcd, images, volumes, certificates)
 #   hack/cluster/down.sh --purge   and delete $STATE too
-set -euo pipefail
+set -Eeuo pipefail
 source "$(dirname "$0")/lib.sh"
+on_error down
 
 PURGE=false QUIET=false
 for arg in "$@"; do

@@ -82,6 +82,14 @@ alive() {
   [[ ${stat%% *} != Z ]]
 }
 
+# on_error STEP: from here on, a failing command names STEP (the component or
+# phase), the command and where the logs are, instead of failing silently
+# under set -e. Scripts set -E so functions inherit the trap.
+on_error() {
+  CURRENT_STEP=$1
+  trap 'echo "cluster: $CURRENT_STEP: failed: $BASH_COMMAND (${BASH_SOURCE[0]##*/} line $LINENO); logs: $LOGS" >&2' ERR
+}
+
 # in_node CMD...: run CMD in the node's network namespace, with the host's
 # mount namespace (unlike `ip netns exec`, which remounts /sys and hides the
 # cgroup mounts and the kubelet's volume mounts from containerd).

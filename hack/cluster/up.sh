@@ -22,7 +22,7 @@
 # Data, certificates, logs and the kubeconfig are in $STATE
 # (/var/lib/courier-cluster); a restart keeps them, so imported images and
 # PersistentVolumes survive. Needs root.
-set -euo pipefail
+set -Eeuo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$HERE/pki.sh"
 
@@ -38,6 +38,7 @@ done
 # Leftovers of a previous run (processes, chains, the bridge, cgroups, the
 # namespace) go first; the data stays. The clock for "Ready after" starts
 # once they are gone.
+on_error "stopping leftovers (down.sh)"
 "$HERE/down.sh" --quiet
 log "leftovers stopped in $(elapsed)s"
 START=$(date +%s.%N)
@@ -385,12 +386,19 @@ rollout() {
   fi
 }
 
+on_error certificates
 make_pki
+on_error configuration
 write_configs
+on_error "network namespace $NETNS"
 setup_network
+on_error cgroups
 setup_cgroups
+on_error "control plane"
 start_control_plane
+on_error node
 start_node
+on_error add-ons
 wait_until kubelet 60 "node $NODE_NAME Ready" node_ready
 NODE_READY_AFTER=$(elapsed)
 log "node $NODE_NAME Ready ${NODE_READY_AFTER}s after start"
