@@ -7,6 +7,8 @@
 #   COURIER_CLUSTER_STATE  the node's data, certificates, logs, kubeconfig
 #                          (/var/lib/courier-cluster)
 
+# Variables here are used by the scripts that source this file.
+# shellcheck disable=SC2034
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 # shellcheck source=versions.env

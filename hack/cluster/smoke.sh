@@ -144,7 +144,7 @@ cluster_ip=$(k get svc web -o jsonpath='{.spec.clusterIP}')
 # (Debian's busybox 1.35 wget crashes with -T: busybox timeout instead.)
 from_pod() { k exec client -- timeout 3 wget -qO- "http://web.$NS.svc.$CLUSTER_DOMAIN/" 2>&1; }
 from_host() { curl -sS --max-time 3 "http://$cluster_ip/" 2>&1; }
-retry() { local i; for i in $(seq 1 20); do "$@" | grep -q courier-smoke && return 0; sleep 0.5; done; return 1; }
+retry() { for _ in $(seq 1 20); do "$@" | grep -q courier-smoke && return 0; sleep 0.5; done; return 1; }
 retry from_pod || fail "Service web by name from a pod: $(from_pod)"
 step "pod -> web.$NS.svc (DNS + ClusterIP $cluster_ip): ok"
 retry from_host || fail "ClusterIP $cluster_ip from the host through the veth: $(from_host)"

@@ -366,6 +366,8 @@ node_ready() {
 
 # --- add-ons ----------------------------------------------------------------------
 apply_addons() {
+  # envsubst's list of the variables to fill in, literally.
+  # shellcheck disable=SC2016
   local vars='${STATE} ${CLUSTER_DOMAIN} ${DNS_SVC_IP} ${COREDNS_VERSION} ${LOCAL_PATH_PROVISIONER_VERSION} ${KUBE_NETWORK_POLICIES_VERSION} ${BUSYBOX_IMAGE}'
   export STATE CLUSTER_DOMAIN DNS_SVC_IP COREDNS_VERSION LOCAL_PATH_PROVISIONER_VERSION KUBE_NETWORK_POLICIES_VERSION BUSYBOX_IMAGE
   local m
