@@ -45,10 +45,18 @@ func WriteInternalError(c *gin.Context, err error) {
 
 // BindJSON decodes and validates the JSON body into dst (gin binding with
 // `binding:"required,email"` tags). On failure it writes the error response
-// (400 with the failing fields, or 413) and returns false; the handler just
-// returns.
+// and returns false; the handler just returns: 415 unless the body is
+// declared JSON (application/json or a +json type), 400 with the failing
+// fields (an unknown field included: a typo must not be silently
+// ignored), or 413.
 func BindJSON(c *gin.Context, dst any) bool {
 	useJSONNames()
+	// An empty body is answered below as such, whatever its type.
+	if ct := c.ContentType(); c.Request.ContentLength != 0 && ct != "application/json" && !strings.HasSuffix(ct, "+json") {
+		_ = c.Error(fmt.Errorf("content type %q", ct))
+		WriteError(c, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return false
+	}
 	if err := c.ShouldBindJSON(dst); err != nil {
 		WriteBindError(c, err)
 		return false
@@ -70,6 +78,11 @@ func WriteBindError(c *gin.Context, err error) {
 			Error:  "invalid request",
 			Fields: map[string]string{typeErr.Field: "must be " + article(typeErr.Type.Kind())},
 		})
+	case unknownField(err) != "":
+		c.AbortWithStatusJSON(http.StatusBadRequest, ErrorResponse{
+			Error:  "invalid request",
+			Fields: map[string]string{unknownField(err): "is not a known field"},
+		})
 	default:
 		if fields := ValidationFields(err); fields != nil {
 			c.AbortWithStatusJSON(http.StatusBadRequest, ErrorResponse{Error: "invalid request", Fields: fields})
@@ -81,6 +94,18 @@ func WriteBindError(c *gin.Context, err error) {
 		}
 		WriteError(c, http.StatusBadRequest, "malformed request body")
 	}
+}
+
+// unknownField returns the field encoding/json refused under
+// DisallowUnknownFields, or "". encoding/json has no error type for it, so
+// its message is the only place the name is.
+func unknownField(err error) string {
+	rest, ok := strings.CutPrefix(err.Error(), `json: unknown field "`)
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(rest, `"`)
+	return name
 }
 
 func article(k reflect.Kind) string {
@@ -185,6 +210,8 @@ var jsonNamesOnce sync.Once
 // type on first use, so this runs before the first bind.
 func useJSONNames() {
 	jsonNamesOnce.Do(func() {
+		// Process-wide in gin: every kit service refuses unknown fields.
+		binding.EnableDecoderDisallowUnknownFields = true
 		v, ok := binding.Validator.Engine().(*validator.Validate)
 		if !ok {
 			return

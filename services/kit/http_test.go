@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -170,6 +171,51 @@ func TestPanicBecomes500(t *testing.T) {
 	}
 }
 
+// TestBindJSONRefusesWhatItCannotRead: a body that is not declared JSON
+// answers 415, and a field the request type does not have answers 400
+// naming it, rather than being silently dropped.
+func TestBindJSONRefusesWhatItCannotRead(t *testing.T) {
+	svc, _ := newService(t, nil)
+	svc.Engine().POST("/notes", func(c *gin.Context) {
+		var req struct {
+			Text string `json:"text"`
+		}
+		if !kit.BindJSON(c, &req) {
+			return
+		}
+		c.Status(http.StatusCreated)
+	})
+	for _, tt := range []struct {
+		name, contentType, body string
+		want                    int
+		wantFields              map[string]string
+	}{
+		{"json", "application/json", `{"text":"hi"}`, http.StatusCreated, nil},
+		{"json with charset", "application/json; charset=utf-8", `{"text":"hi"}`, http.StatusCreated, nil},
+		{"a +json type", "application/merge-patch+json", `{"text":"hi"}`, http.StatusCreated, nil},
+		{"text/plain", "text/plain", `{"text":"hi"}`, http.StatusUnsupportedMediaType, nil},
+		{"no content type", "", `{"text":"hi"}`, http.StatusUnsupportedMediaType, nil},
+		{"form", "application/x-www-form-urlencoded", `text=hi`, http.StatusUnsupportedMediaType, nil},
+		{"unknown field", "application/json", `{"text":"hi","txet":"typo"}`, http.StatusBadRequest, map[string]string{"txet": "is not a known field"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/notes", strings.NewReader(tt.body))
+			if tt.contentType != "" {
+				req.Header.Set("Content-Type", tt.contentType)
+			}
+			rec := serve(svc.Engine(), req)
+			if rec.Code != tt.want {
+				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.want, rec.Body)
+			}
+			if tt.wantFields != nil {
+				if e := decodeError(t, rec); !maps.Equal(e.Fields, tt.wantFields) {
+					t.Errorf("fields = %v, want %v", e.Fields, tt.wantFields)
+				}
+			}
+		})
+	}
+}
+
 func TestBodyLimit(t *testing.T) {
 	svc, _ := newService(t, map[string]string{"BODY_LIMIT_BYTES": "64"})
 	called := 0
@@ -200,6 +246,7 @@ func TestBodyLimit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			called = 0
 			req := httptest.NewRequest(http.MethodPost, "/notes", strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
 			if tt.chunked {
 				req.ContentLength = -1 // unknown length, as with Transfer-Encoding: chunked
 			}
