@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -345,5 +346,50 @@ func TestConfigNamesTheContractVariables(t *testing.T) {
 		if want := contract.ServiceURLEnv(service); name != want {
 			t.Errorf("config.%s reads %q, the contract names %q", field, name, want)
 		}
+	}
+}
+
+// TestPerClientRateLimits: once a client used up a route's burst, the
+// gateway answers 429 with Retry-After and the upstream sees nothing more;
+// other routes and the read routes are not affected.
+func TestPerClientRateLimits(t *testing.T) {
+	users, posts := newEchoUpstream(t, "users"), newEchoUpstream(t, "posts")
+	gw := newGateway(t, users.URL, posts.URL, time.Second)
+	client := servicetest.HTTPClient()
+	tok := token(t, testKey, 7, time.Now())
+	for _, tt := range []struct {
+		name, path string
+		limit      limit
+		headers    []string
+	}{
+		{"sign-up", "/api/users", signUpsPerClient, nil},
+		{"sign-in", "/api/sessions", signInsPerClient, nil},
+		{"comment", "/api/posts/1/comments", commentsPerClient, []string{"Authorization", "Bearer " + tok}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := users
+			if strings.HasPrefix(tt.path, "/api/posts") {
+				up = posts
+			}
+			before := up.hits.Load()
+			for i := range tt.limit.burst {
+				if r := servicetest.Do(t, client, "POST", gw.URL+tt.path, `{}`, tt.headers...); r.Status == http.StatusTooManyRequests {
+					t.Fatalf("request %d of a burst of %d refused", i+1, tt.limit.burst)
+				}
+			}
+			r := servicetest.Do(t, client, "POST", gw.URL+tt.path, `{}`, tt.headers...)
+			if r.Status != http.StatusTooManyRequests {
+				t.Fatalf("request %d = %d, want 429", tt.limit.burst+1, r.Status)
+			}
+			if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || time.Duration(ra)*time.Second > tt.limit.every+time.Second {
+				t.Errorf("Retry-After = %q, want whole seconds up to %s", r.Header.Get("Retry-After"), tt.limit.every)
+			}
+			if got := up.hits.Load() - before; got != int64(tt.limit.burst) {
+				t.Errorf("upstream saw %d requests, want the %d of the burst", got, tt.limit.burst)
+			}
+		})
+	}
+	if r := servicetest.Do(t, client, "GET", gw.URL+"/api/posts", ""); r.Status != http.StatusOK {
+		t.Errorf("a read after the limits = %d, want 200", r.Status)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -35,8 +36,17 @@ type commentsHandler struct {
 	posts  commentStore
 	users  userDirectory
 	outbox notifier
-	log    *slog.Logger
+	// perAccount limits comments per commenter: each one mails the post's
+	// author, so an account must not be able to flood an inbox.
+	perAccount *kit.Limiter
+	log        *slog.Logger
 }
+
+// commentsPerAccount: ten comments at once, then one every ten seconds.
+const (
+	commentsPerAccountEvery = 10 * time.Second
+	commentsPerAccountBurst = 10
+)
 
 type commentRequest struct {
 	Body string `json:"body" binding:"required,max=5000"`
@@ -62,6 +72,9 @@ func (h *commentsHandler) create(c *gin.Context) {
 	}
 	ctx := c.Request.Context() // see postsHandler.create
 	commenterID := caller(c)
+	if !kit.AllowOrRefuse(c, h.perAccount, strconv.FormatInt(commenterID, 10)) {
+		return
+	}
 
 	post, err := h.posts.Post(ctx, id)
 	if err != nil {

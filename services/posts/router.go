@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/courier-dev/courier/services/kit"
 )
 
 // newRouter registers every route of the posts API on e, the kit's engine
@@ -13,7 +15,8 @@ import (
 // route requires the caller's user id from the gateway.
 func newRouter(e *gin.Engine, posts *store, users userDirectory, outbox notifier, log *slog.Logger) http.Handler {
 	p := &postsHandler{posts: posts, log: log}
-	cm := &commentsHandler{posts: posts, users: users, outbox: outbox, log: log}
+	cm := &commentsHandler{posts: posts, users: users, outbox: outbox, log: log,
+		perAccount: kit.NewLimiter(commentsPerAccountEvery, commentsPerAccountBurst)}
 	signedIn := requireUser()
 
 	e.GET("/api/posts", p.list)

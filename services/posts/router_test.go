@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -310,5 +311,33 @@ func TestConfigNamesTheContractVariable(t *testing.T) {
 	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 	if want := contract.ServiceURLEnv("users"); name != want {
 		t.Fatalf("config reads %q, the contract names %q", name, want)
+	}
+}
+
+// TestCommentLimitPerAccount: each comment mails the post's author, so one
+// account's comments are limited; another account can still comment.
+func TestCommentLimitPerAccount(t *testing.T) {
+	users := newUsersUpstream(t)
+	api := newTestAPI(t, users.URL, time.Second)
+	client := servicetest.HTTPClient()
+	r := servicetest.Do(t, client, "POST", api.srv.URL+"/api/posts", `{"title":"T","body":"B"}`, as(1)...)
+	if r.Status != 201 {
+		t.Fatalf("create post = %d %s", r.Status, r.Raw)
+	}
+	url := fmt.Sprintf("%s/api/posts/%v/comments", api.srv.URL, r.Body["id"])
+	for i := range commentsPerAccountBurst {
+		if r := servicetest.Do(t, client, "POST", url, `{"body":"hi"}`, as(2)...); r.Status != 201 {
+			t.Fatalf("comment %d = %d %s, want 201", i+1, r.Status, r.Raw)
+		}
+	}
+	r = servicetest.Do(t, client, "POST", url, `{"body":"hi"}`, as(2)...)
+	if r.Status != 429 || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("comment %d = %d (Retry-After %q), want 429 with Retry-After", commentsPerAccountBurst+1, r.Status, r.Header.Get("Retry-After"))
+	}
+	if r := servicetest.Do(t, client, "POST", url, `{"body":"hi"}`, as(1)...); r.Status != 201 {
+		t.Errorf("another account's comment = %d, want 201", r.Status)
+	}
+	if got := len(api.pub.Jobs()); got > commentsPerAccountBurst+1 {
+		t.Errorf("%d notification jobs, want at most %d", got, commentsPerAccountBurst+1)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/courier-dev/courier/services/kit"
 )
 
 // newRouter registers every route of the users API on e, the kit's engine
@@ -12,7 +14,8 @@ import (
 // deadline middleware), and returns it as the API's handler.
 func newRouter(e *gin.Engine, users *store, passwords *bcryptHasher, tokens tokenIssuer, outbox notifier, log *slog.Logger) http.Handler {
 	u := &usersHandler{users: users, passwords: passwords, outbox: outbox, log: log}
-	s := &sessionsHandler{users: users, passwords: passwords, tokens: tokens, log: log}
+	s := &sessionsHandler{users: users, passwords: passwords, tokens: tokens, log: log,
+		perAccount: kit.NewLimiter(signInsPerAccountEvery, signInsPerAccountBurst)}
 
 	e.POST("/api/users", u.register)
 	e.GET("/api/users/:id", u.get)

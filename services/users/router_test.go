@@ -206,3 +206,30 @@ func TestPasswordsAreStoredAsBcrypt(t *testing.T) {
 		}
 	}
 }
+
+// TestSignInLimitPerAccount: password guesses against one account are
+// limited whoever makes them; other accounts are not affected, and the
+// refused attempt never reaches the password check.
+func TestSignInLimitPerAccount(t *testing.T) {
+	api := newTestAPI(t)
+	client := servicetest.HTTPClient()
+	for _, email := range []string{"ada@example.com", "grace@example.com"} {
+		if r := servicetest.Do(t, client, "POST", api.srv.URL+"/api/users",
+			`{"name":"x","email":"`+email+`","password":"correct horse battery"}`); r.Status != 201 {
+			t.Fatalf("register %s = %d", email, r.Status)
+		}
+	}
+	wrong := `{"email":"ADA@example.com","password":"guess"}`
+	for i := range signInsPerAccountBurst {
+		if r := servicetest.Do(t, client, "POST", api.srv.URL+"/api/sessions", wrong); r.Status != 401 {
+			t.Fatalf("guess %d = %d, want 401", i+1, r.Status)
+		}
+	}
+	r := servicetest.Do(t, client, "POST", api.srv.URL+"/api/sessions", `{"email":"ada@example.com","password":"correct horse battery"}`)
+	if r.Status != 429 || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("sign-in after %d guesses = %d (Retry-After %q), want 429 with Retry-After", signInsPerAccountBurst, r.Status, r.Header.Get("Retry-After"))
+	}
+	if r := servicetest.Do(t, client, "POST", api.srv.URL+"/api/sessions", `{"email":"grace@example.com","password":"correct horse battery"}`); r.Status != 201 {
+		t.Errorf("another account's sign-in = %d, want 201", r.Status)
+	}
+}

@@ -34,8 +34,18 @@ type sessionsHandler struct {
 	users     credentialStore
 	passwords passwordChecker
 	tokens    tokenIssuer
-	log       *slog.Logger
+	// perAccount limits sign-in attempts per e-mail address, whoever
+	// makes them: password guessing spread over many clients still meets
+	// it (the gateway limits each client).
+	perAccount *kit.Limiter
+	log        *slog.Logger
 }
+
+// signInsPerAccount: five attempts at once, then one a minute.
+const (
+	signInsPerAccountEvery = time.Minute
+	signInsPerAccountBurst = 5
+)
 
 type loginRequest struct {
 	Email    string `json:"email" binding:"required"`
@@ -57,8 +67,12 @@ func (h *sessionsHandler) create(c *gin.Context) {
 	if !kit.BindJSON(c, &req) {
 		return
 	}
+	email := strings.TrimSpace(req.Email)
+	if !kit.AllowOrRefuse(c, h.perAccount, strings.ToLower(email)) {
+		return
+	}
 	ctx := c.Request.Context() // see usersHandler.register
-	u, err := h.users.UserByEmail(ctx, strings.TrimSpace(req.Email))
+	u, err := h.users.UserByEmail(ctx, email)
 	if err != nil && !errors.Is(err, errNotFound) {
 		kit.WriteInternalError(c, err)
 		return
