@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,7 +20,32 @@ import (
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
-var testKey = []byte("test-signing-key-0123456789abcdef")
+// testKey signs the tests' tokens, as users' key does; testTokens verifies
+// them, and the echo upstreams publish its public key as users does.
+var (
+	testKey    = mustKey()
+	testTokens = mustTokens(testKey)
+)
+
+func mustKey() ed25519.PrivateKey {
+	pemBytes, err := auth.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	k, err := auth.ParsePrivateKey(pemBytes)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+func mustTokens(k ed25519.PrivateKey) *auth.Tokens {
+	tk, err := auth.New(k, time.Hour, nil)
+	if err != nil {
+		panic(err)
+	}
+	return tk
+}
 
 // echo is what the echo upstreams answer: the request as they received it.
 type echo struct {
@@ -46,6 +72,10 @@ type echoUpstream struct {
 func newEchoUpstream(t *testing.T, service string) *echoUpstream {
 	u := &echoUpstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == auth.JWKSPath { // users' public keys, not a forwarded request
+			_, _ = w.Write(testTokens.JWKS())
+			return
+		}
 		u.hits.Add(1)
 		body, _ := io.ReadAll(r.Body)
 		_, hasUserID := r.Header[http.CanonicalHeaderKey(auth.HeaderUserID)]
@@ -59,7 +89,7 @@ func newEchoUpstream(t *testing.T, service string) *echoUpstream {
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(echo{
 			Service: service, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
-			UserID: r.Header.Get(auth.HeaderUserID), HasUserID: hasUserID,
+			UserID: verifiedCaller(r), HasUserID: hasUserID,
 			Auth: r.Header.Get("Authorization"), RequestID: r.Header.Get(kit.RequestIDHeader),
 			TraceParent: r.Header.Get("traceparent"), Forwarded: r.Header.Get("X-Forwarded-For"),
 			Body: string(body),
@@ -69,14 +99,21 @@ func newEchoUpstream(t *testing.T, service string) *echoUpstream {
 	return u
 }
 
+// verifiedCaller is the user id the forwarded bearer token verifies as, as
+// posts would check it, or "".
+func verifiedCaller(r *http.Request) string {
+	id, err := testTokens.Verify(auth.BearerToken(r.Header.Get("Authorization")))
+	if err != nil {
+		return ""
+	}
+	return strconv.FormatInt(id, 10)
+}
+
 // newGateway serves the gateway router on the kit's engine, forwarding to
 // the given base URLs.
 func newGateway(t *testing.T, usersURL, postsURL string, timeout time.Duration) *httptest.Server {
 	t.Helper()
-	verifier, err := auth.NewVerifier(testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	verifier := testTokens
 	log := servicetest.Logger(t)
 	upstreamFor := func(name, raw string) *upstream {
 		u, err := parseBaseURL(raw)
@@ -91,9 +128,9 @@ func newGateway(t *testing.T, usersURL, postsURL string, timeout time.Duration) 
 	return srv
 }
 
-func token(t *testing.T, key []byte, userID int64, now time.Time) string {
+func token(t *testing.T, key ed25519.PrivateKey, userID int64, now time.Time) string {
 	t.Helper()
-	tokens, err := auth.New(key, time.Hour, auth.WithClock(func() time.Time { return now }))
+	tokens, err := auth.New(key, time.Hour, nil, auth.WithClock(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,12 +156,13 @@ func TestRoutes(t *testing.T) {
 
 	valid := "Bearer " + token(t, testKey, 42, time.Now())
 	expired := "Bearer " + token(t, testKey, 42, time.Now().Add(-2*time.Hour))
-	forged := "Bearer " + token(t, []byte(strings.Repeat("x", 32)), 42, time.Now())
+	forged := "Bearer " + token(t, mustKey(), 42, time.Now())
 	const spoof = "1" // a client claiming to be user 1
 
 	type forwarded struct {
 		service, method, path, query string
-		userID                       string // "" means the header must be absent
+		// userID is who the forwarded token verifies as; "" means none.
+		userID string
 	}
 	tests := []struct {
 		name       string
@@ -201,11 +239,11 @@ func TestRoutes(t *testing.T) {
 			if got != *tt.want {
 				t.Errorf("forwarded %+v, want %+v", got, *tt.want)
 			}
-			if tt.want.userID == "" && e.HasUserID {
-				t.Errorf("upstream received %s: %q, want no such header", auth.HeaderUserID, e.UserID)
+			if e.HasUserID {
+				t.Errorf("upstream received %s; the gateway drops it", auth.HeaderUserID)
 			}
-			if e.Auth != "" {
-				t.Errorf("upstream received the Authorization header %q; the token should stay at the edge", e.Auth)
+			if want := headerValue(tt.headers, "Authorization"); e.Auth != want {
+				t.Errorf("upstream received Authorization %q, want the caller's %q unchanged", e.Auth, want)
 			}
 			if e.Body != tt.body {
 				t.Errorf("upstream received body %q, want %q", e.Body, tt.body)
@@ -224,10 +262,7 @@ func TestRoutes(t *testing.T) {
 // list in the test, so a route added later is covered too.
 func TestEveryWriteRouteNeedsAToken(t *testing.T) {
 	users, posts := newEchoUpstream(t, "users"), newEchoUpstream(t, "posts")
-	verifier, err := auth.NewVerifier(testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	verifier := testTokens
 	log := servicetest.Logger(t)
 	u, _ := url.Parse(users.URL)
 	p, _ := url.Parse(posts.URL)
@@ -392,4 +427,14 @@ func TestPerClientRateLimits(t *testing.T) {
 	if r := servicetest.Do(t, client, "GET", gw.URL+"/api/posts", ""); r.Status != http.StatusOK {
 		t.Errorf("a read after the limits = %d, want 200", r.Status)
 	}
+}
+
+// headerValue is the value of name in a servicetest.Do header list, or "".
+func headerValue(headers []string, name string) string {
+	for i := 0; i+1 < len(headers); i += 2 {
+		if http.CanonicalHeaderKey(headers[i]) == http.CanonicalHeaderKey(name) {
+			return headers[i+1]
+		}
+	}
+	return ""
 }

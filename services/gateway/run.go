@@ -18,8 +18,6 @@ type config struct {
 	// as contract.ServiceURLEnv("users") and contract.ServiceURLEnv("posts").
 	UsersURL string `env:"SERVICE_USERS_URL,required"`
 	PostsURL string `env:"SERVICE_POSTS_URL,required"`
-	// TokenSigningKey verifies sign-in tokens; the same key users signs with.
-	TokenSigningKey string `env:"TOKEN_SIGNING_KEY,required"`
 	// UpstreamTimeout bounds one forwarded request; it must be shorter than
 	// the kit's REQUEST_TIMEOUT so the client gets the gateway's 504.
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"5s"`
@@ -27,7 +25,7 @@ type config struct {
 
 // run starts the gateway and blocks until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	usage := fmt.Sprintf("Configured from the environment: %s, %s, TOKEN_SIGNING_KEY,\n"+
+	usage := fmt.Sprintf("Configured from the environment: %s, %s,\n"+
 		"UPSTREAM_TIMEOUT and the kit's variables (see docs/contract.md).",
 		contract.ServiceURLEnv("users"), contract.ServiceURLEnv("posts"))
 	if help, err := kit.ParseArgs(args, stdout, usage); help || err != nil {
@@ -43,11 +41,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("config: invalid UPSTREAM_TIMEOUT %s: want a positive duration below %s (%s)",
 			own.UpstreamTimeout, contract.EnvRequestTimeout, cfg.RequestTimeout)
 	}
-	tokens, err := auth.NewVerifier([]byte(own.TokenSigningKey))
-	if err != nil {
-		return fmt.Errorf("config: invalid TOKEN_SIGNING_KEY: %w", err)
-	}
-
 	usersURL, err := parseBaseURL(own.UsersURL)
 	if err != nil {
 		return fmt.Errorf("config: invalid %s: %w", contract.ServiceURLEnv("users"), err)
@@ -58,6 +51,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
+	if err != nil {
+		return err
+	}
+	// Tokens are verified with the keys users publishes, never a shared
+	// secret: the gateway cannot mint one.
+	tokens, err := auth.NewRemoteVerifier(ctx, usersURL.JoinPath(auth.JWKSPath).String())
 	if err != nil {
 		return err
 	}

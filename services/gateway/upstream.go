@@ -47,14 +47,10 @@ func newUpstream(name string, target *url.URL, timeout time.Duration, log *slog.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
-			// Only the gateway speaks for the caller downstream: the
-			// verified id replaces whatever the client sent, and the token
-			// itself stays at the edge.
+			// The caller's bearer token goes on as it came: each service
+			// verifies it with users' public keys. No identity header is
+			// added, and a client's is dropped: none is trusted.
 			pr.Out.Header.Del(auth.HeaderUserID)
-			pr.Out.Header.Del("Authorization")
-			if id, ok := pr.In.Context().Value(callerKey{}).(int64); ok {
-				pr.Out.Header.Set(auth.HeaderUserID, fmt.Sprint(id))
-			}
 			// The upstream logs under the same request id and trace.
 			if rid := logging.RequestID(pr.In.Context()); rid != "" {
 				pr.Out.Header.Set(kit.RequestIDHeader, rid)

@@ -25,7 +25,8 @@ type commentStore interface {
 // userDirectory finds a user's name and address; the users service over
 // HTTP in production.
 type userDirectory interface {
-	User(ctx context.Context, id int64) (user, error)
+	// User looks id up for the caller whose sign-in token is token.
+	User(ctx context.Context, id int64, token string) (user, error)
 }
 
 // notifier wakes the outbox relay after a commit.
@@ -81,14 +82,14 @@ func (h *commentsHandler) create(c *gin.Context) {
 		writeStoreError(c, err)
 		return
 	}
-	author, err := h.users.User(ctx, post.AuthorID)
+	author, err := h.users.User(ctx, post.AuthorID, callerToken(c))
 	if err != nil {
 		h.writeUsersError(c, err)
 		return
 	}
 	commenter := author
 	if commenterID != author.ID {
-		if commenter, err = h.users.User(ctx, commenterID); err != nil {
+		if commenter, err = h.users.User(ctx, commenterID, callerToken(c)); err != nil {
 			h.writeUsersError(c, err)
 			return
 		}

@@ -12,12 +12,12 @@ import (
 // newRouter registers every route of the posts API on e, the kit's engine
 // (which carries the request id, logging, metrics, recovery, body limit and
 // deadline middleware), and returns it as the API's handler. Every write
-// route requires the caller's user id from the gateway.
-func newRouter(e *gin.Engine, posts *store, users userDirectory, outbox notifier, log *slog.Logger) http.Handler {
+// route requires a sign-in token that posts verifies itself.
+func newRouter(e *gin.Engine, posts *store, users userDirectory, tokens tokenVerifier, outbox notifier, log *slog.Logger) http.Handler {
 	p := &postsHandler{posts: posts, log: log}
 	cm := &commentsHandler{posts: posts, users: users, outbox: outbox, log: log,
 		perAccount: kit.NewLimiter(commentsPerAccountEvery, commentsPerAccountBurst)}
-	signedIn := requireUser()
+	signedIn := requireUser(tokens)
 
 	e.GET("/api/posts", p.list)
 	e.POST("/api/posts", signedIn, p.create)

@@ -24,7 +24,8 @@ import (
 )
 
 // usersUpstream is a real HTTP server standing in for the users service:
-// it answers GET /api/users/:id from a fixed directory and records the
+// it publishes the test signing key's JWKS, answers GET /internal/users/:id
+// from a fixed directory for a request with a valid token, and records the
 // request ids it was sent.
 type usersUpstream struct {
 	*httptest.Server
@@ -41,7 +42,14 @@ var directory = map[int64]user{
 func newUsersUpstream(t *testing.T) *usersUpstream {
 	u := &usersUpstream{}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/users/{id}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+auth.JWKSPath, func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(testTokens.JWKS())
+	})
+	mux.HandleFunc("GET /internal/users/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := testTokens.Verify(auth.BearerToken(r.Header.Get("Authorization"))); err != nil {
+			http.Error(w, `{"error":"sign-in required"}`, http.StatusUnauthorized)
+			return
+		}
 		u.mu.Lock()
 		u.requestIDs = append(u.requestIDs, r.Header.Get(kit.RequestIDHeader))
 		u.traces = append(u.traces, r.Header.Get("traceparent"))
@@ -89,13 +97,37 @@ func newTestAPI(t *testing.T, usersURL string, usersTimeout time.Duration) *test
 	pub := &servicetest.Publisher{}
 	relay := servicetest.StartRelay(t, db, pub)
 	engine := servicetest.Engine(t, nil)
-	srv := httptest.NewServer(newRouter(engine, &store{db: db}, users, relay, servicetest.Logger(t)))
+	srv := httptest.NewServer(newRouter(engine, &store{db: db}, users, testTokens, relay, servicetest.Logger(t)))
 	t.Cleanup(srv.Close)
 	return &testAPI{srv: srv, pub: pub, relay: relay}
 }
 
-// as returns the header the gateway sets for a signed-in user.
-func as(id int64) []string { return []string{auth.HeaderUserID, strconv.FormatInt(id, 10)} }
+// testTokens plays the users service's signing key.
+var testTokens = func() *auth.Tokens {
+	pemBytes, err := auth.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	key, err := auth.ParsePrivateKey(pemBytes)
+	if err != nil {
+		panic(err)
+	}
+	tk, err := auth.New(key, time.Hour, nil)
+	if err != nil {
+		panic(err)
+	}
+	return tk
+}()
+
+// as returns the Authorization header of a signed-in user, as the gateway
+// forwards it.
+func as(id int64) []string {
+	tok, _, err := testTokens.Issue(id)
+	if err != nil {
+		panic(err)
+	}
+	return []string{"Authorization", "Bearer " + tok}
+}
 
 func isPost(id, author float64, title, body string) servicetest.Check {
 	return func(t *testing.T, r servicetest.Response) {
@@ -145,7 +177,7 @@ func TestRoutes(t *testing.T) {
 			}
 		}},
 		{"create signed out", "POST", "/api/posts", post, nil, 401, servicetest.HasError("sign-in required")},
-		{"create with a malformed user id", "POST", "/api/posts", post, []string{auth.HeaderUserID, "ada"}, 401, servicetest.HasError("sign-in required")},
+		{"create with a malformed token", "POST", "/api/posts", post, []string{"Authorization", "Bearer ada"}, 401, servicetest.HasError("sign-in required")},
 		{"create invalid JSON", "POST", "/api/posts", `{"title"`, as(1), 400, servicetest.HasError("malformed request body")},
 		{"create missing fields", "POST", "/api/posts", `{}`, as(1), 400,
 			servicetest.HasFields(map[string]string{"title": "is required", "body": "is required"})},
@@ -339,5 +371,48 @@ func TestCommentLimitPerAccount(t *testing.T) {
 	}
 	if got := len(api.pub.Jobs()); got > commentsPerAccountBurst+1 {
 		t.Errorf("%d notification jobs, want at most %d", got, commentsPerAccountBurst+1)
+	}
+}
+
+// TestNoTrustInTheNetwork: posts verifies every write's token itself. A
+// forged identity header, sent straight to posts as any pod could, and a
+// token signed with a key other than users' both get 401, and nothing is
+// deleted.
+func TestNoTrustInTheNetwork(t *testing.T) {
+	users := newUsersUpstream(t)
+	api := newTestAPI(t, users.URL, time.Second)
+	client := servicetest.HTTPClient()
+	if r := servicetest.Do(t, client, "POST", api.srv.URL+"/api/posts", `{"title":"Mine","body":"b"}`, as(1)...); r.Status != 201 {
+		t.Fatalf("create = %d %s", r.Status, r.Raw)
+	}
+	otherKey, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := auth.ParsePrivateKey(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostor, err := auth.New(k, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedToken, _, err := impostor.Issue(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, headers := range map[string][]string{
+		"forged X-User-ID":     {auth.HeaderUserID, "1"},
+		"token of another key": {"Authorization", "Bearer " + forgedToken},
+		"both":                 {auth.HeaderUserID, "1", "Authorization", "Bearer " + forgedToken},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if r := servicetest.Do(t, client, "DELETE", api.srv.URL+"/api/posts/1", "", headers...); r.Status != 401 {
+				t.Fatalf("DELETE with %s = %d %s, want 401", name, r.Status, r.Raw)
+			}
+		})
+	}
+	if r := servicetest.Do(t, client, "GET", api.srv.URL+"/api/posts/1", ""); r.Status != 200 {
+		t.Fatalf("the post is gone: GET = %d", r.Status)
 	}
 }

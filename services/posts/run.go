@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/courier-dev/courier/services/internal/auth"
 	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/outbox"
 	"github.com/courier-dev/courier/services/internal/sqlitedb"
@@ -65,7 +66,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	svc.AddReadinessCheck("database", db.PingContext)
 	relay := outbox.NewRelay(db, svc.Broker(), svc.Logger())
 	svc.Go(relay.Run)
-	newRouter(svc.Engine(), &store{db: db}, users, relay, svc.Logger())
+	// Every write verifies the caller's token itself, with the keys users
+	// publishes: an identity header from the network is never trusted.
+	tokens, err := auth.NewRemoteVerifier(ctx, users.base.JoinPath(auth.JWKSPath).String())
+	if err != nil {
+		return err
+	}
+	newRouter(svc.Engine(), &store{db: db}, users, tokens, relay, svc.Logger())
 
 	// Run returns nil after a shutdown that ctx asked for.
 	return svc.Run(ctx)

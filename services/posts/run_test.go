@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/courier-dev/courier/services/internal/auth"
 	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/servicetest"
 	"github.com/courier-dev/courier/services/kit/contract"
@@ -36,7 +35,7 @@ func TestRunWithNATS(t *testing.T) {
 	}
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	r := servicetest.Do(t, client, "POST", svc.APIURL+"/api/posts/1/comments", `{"body":"Splendid."}`,
-		auth.HeaderUserID, "2", "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+		append(as(2), "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")...)
 	if r.Status != 201 {
 		t.Fatalf("comment = %d %s", r.Status, r.Raw)
 	}

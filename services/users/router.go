@@ -6,19 +6,25 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/courier-dev/courier/services/internal/auth"
 	"github.com/courier-dev/courier/services/kit"
 )
 
 // newRouter registers every route of the users API on e, the kit's engine
 // (which carries the request id, logging, metrics, recovery, body limit and
 // deadline middleware), and returns it as the API's handler.
-func newRouter(e *gin.Engine, users *store, passwords *bcryptHasher, tokens tokenIssuer, outbox notifier, log *slog.Logger) http.Handler {
-	u := &usersHandler{users: users, passwords: passwords, outbox: outbox, log: log}
+func newRouter(e *gin.Engine, users *store, passwords *bcryptHasher, tokens tokenService, outbox notifier, log *slog.Logger) http.Handler {
+	u := &usersHandler{users: users, passwords: passwords, outbox: outbox, tokens: tokens, log: log}
 	s := &sessionsHandler{users: users, passwords: passwords, tokens: tokens, log: log,
 		perAccount: kit.NewLimiter(signInsPerAccountEvery, signInsPerAccountBurst)}
 
 	e.POST("/api/users", u.register)
 	e.GET("/api/users/:id", u.get)
 	e.POST("/api/sessions", s.create)
+	// Public keys, for the services that verify tokens.
+	e.GET(auth.JWKSPath, func(c *gin.Context) { c.Data(http.StatusOK, "application/jwk-set+json", tokens.JWKS()) })
+	// For posts, which mails a post's author: never routed by the gateway,
+	// and only for a signed-in caller's request (posts forwards its token).
+	e.GET("/internal/users/:id", u.getInternal)
 	return e
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"maps"
 	"net/http/httptest"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/courier-dev/courier/services/internal/auth"
+	"github.com/courier-dev/courier/services/internal/auth/authtest"
 	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/outbox"
 	"github.com/courier-dev/courier/services/internal/servicetest"
@@ -18,7 +20,16 @@ import (
 	"github.com/courier-dev/courier/services/kit"
 )
 
-var testKey = []byte("test-signing-key-0123456789abcdef")
+// testKey is the users service's signing key in the tests (PKCS #8 PEM).
+var testKey = mustKey()
+
+func mustKey() []byte {
+	k, err := auth.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
 
 // testAPI is the users router on the kit's engine over real SQLite, with a
 // real outbox relay publishing to an in-memory publisher. The real brokers
@@ -37,10 +48,7 @@ func newTestAPI(t *testing.T) *testAPI {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	tokens, err := auth.New(testKey, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokens := authtest.Tokens(t, authtest.Key(t, testKey))
 	// MinCost keeps the tests fast; the hashing is still real bcrypt.
 	passwords, err := newBcryptHasher(bcrypt.MinCost)
 	if err != nil {
@@ -58,6 +66,9 @@ func isUser(id float64, name, email string) servicetest.Check {
 	return func(t *testing.T, r servicetest.Response) {
 		t.Helper()
 		want := map[string]any{"id": id, "name": name, "email": email}
+		if email == "" {
+			delete(want, "email") // not shown to this caller
+		}
 		if !maps.Equal(r.Body, want) {
 			t.Errorf("user = %v, want exactly %v", r.Body, want)
 		}
@@ -109,7 +120,7 @@ func TestRoutes(t *testing.T) {
 			`{"name":"N","email":"n@example.com","password":"` + strings.Repeat("x", 5000) + `"}`, 413,
 			servicetest.HasError("request body too large")},
 
-		{"get user", "GET", "/api/users/1", ``, 200, isUser(1, "Ada Lovelace", "ada@example.com")},
+		{"get user: no e-mail for others", "GET", "/api/users/1", ``, 200, isUser(1, "Ada Lovelace", "")},
 		{"get unknown user", "GET", "/api/users/999", ``, 404, servicetest.HasError("user not found")},
 		{"get non-numeric id", "GET", "/api/users/ada", ``, 400, servicetest.HasFields(map[string]string{"id": "must be a positive integer"})},
 		{"get zero id", "GET", "/api/users/0", ``, 400, servicetest.HasFields(map[string]string{"id": "must be a positive integer"})},
@@ -231,5 +242,52 @@ func TestSignInLimitPerAccount(t *testing.T) {
 	}
 	if r := servicetest.Do(t, client, "POST", api.srv.URL+"/api/sessions", `{"email":"grace@example.com","password":"correct horse battery"}`); r.Status != 201 {
 		t.Errorf("another account's sign-in = %d, want 201", r.Status)
+	}
+}
+
+// TestUserPrivacy: a user's e-mail address is shown to that user only; the
+// internal look-up posts uses needs a valid sign-in token, and users
+// publishes the public keys that verify its tokens.
+func TestUserPrivacy(t *testing.T) {
+	api := newTestAPI(t)
+	client := api.srv.Client()
+	for _, u := range []string{
+		`{"name":"Ada","email":"ada@example.com","password":"analytical engine"}`,
+		`{"name":"Grace","email":"grace@example.com","password":"compiler A-0"}`,
+	} {
+		if r := servicetest.Do(t, client, "POST", api.srv.URL+"/api/users", u); r.Status != 201 {
+			t.Fatalf("register = %d %s", r.Status, r.Raw)
+		}
+	}
+	ada := "Bearer " + authtest.Token(t, api.tokens, 1)
+	forged := "Bearer " + authtest.Token(t, authtest.Tokens(t, nil), 1)
+	for _, tt := range []struct {
+		name, path string
+		headers    []string
+		want       int
+		email      string
+	}{
+		{"own profile", "/api/users/1", []string{"Authorization", ada}, 200, "ada@example.com"},
+		{"another user's profile", "/api/users/2", []string{"Authorization", ada}, 200, ""},
+		{"anonymous", "/api/users/1", nil, 200, ""},
+		{"a forged identity header", "/api/users/1", []string{"X-User-ID", "1"}, 200, ""},
+		{"a token signed with another key", "/api/users/1", []string{"Authorization", forged}, 200, ""},
+		{"internal look-up, signed in", "/internal/users/2", []string{"Authorization", ada}, 200, "grace@example.com"},
+		{"internal look-up, anonymous", "/internal/users/2", nil, 401, ""},
+		{"internal look-up, forged token", "/internal/users/2", []string{"Authorization", forged}, 401, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := servicetest.Do(t, client, "GET", api.srv.URL+tt.path, "", tt.headers...)
+			if r.Status != tt.want {
+				t.Fatalf("GET %s = %d %s, want %d", tt.path, r.Status, r.Raw, tt.want)
+			}
+			if got, _ := r.Body["email"].(string); r.Status == 200 && got != tt.email {
+				t.Errorf("email = %q, want %q", got, tt.email)
+			}
+		})
+	}
+	r := servicetest.Do(t, client, "GET", api.srv.URL+auth.JWKSPath, "")
+	if r.Status != 200 || !strings.Contains(string(r.Raw), auth.KeyID(authtest.Key(t, testKey).Public().(ed25519.PublicKey))) {
+		t.Errorf("JWKS = %d %s, want the signing key's kid", r.Status, r.Raw)
 	}
 }

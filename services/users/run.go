@@ -21,17 +21,22 @@ import (
 type config struct {
 	// DatabasePath is the SQLite file; its directory must exist.
 	DatabasePath string `env:"DATABASE_PATH" envDefault:"users.db"`
-	// TokenSigningKey signs sign-in tokens (HS256, at least 32 bytes). The
-	// gateway verifies with the same key; in a cluster both mount it from
-	// one Secret.
-	TokenSigningKey string `env:"TOKEN_SIGNING_KEY,required"`
+	// TokenPrivateKey signs sign-in tokens: an Ed25519 key in PKCS #8 PEM.
+	// Only users holds it; the others verify with the public keys users
+	// serves at auth.JWKSPath.
+	TokenPrivateKey string `env:"TOKEN_PRIVATE_KEY,required"`
+	// TokenPreviousPublicKeys are the public keys (PKIX PEM, concatenated)
+	// of earlier private keys, still published and accepted until the
+	// tokens they signed have expired: how a key rotates.
+	TokenPreviousPublicKeys string `env:"TOKEN_PREVIOUS_PUBLIC_KEYS"`
 	// TokenTTL is how long a sign-in token is valid.
 	TokenTTL time.Duration `env:"TOKEN_TTL" envDefault:"1h"`
 }
 
 // run starts the users service and blocks until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	usage := fmt.Sprintf("Configured from the environment: DATABASE_PATH, TOKEN_SIGNING_KEY, TOKEN_TTL,\n"+
+	usage := fmt.Sprintf("Configured from the environment: DATABASE_PATH, TOKEN_PRIVATE_KEY,\n"+
+		"TOKEN_PREVIOUS_PUBLIC_KEYS, TOKEN_TTL, "+
 		"%s, %s, %s and the kit's variables (see docs/contract.md).",
 		contract.EnvBrokerKind, contract.EnvBrokerURL, contract.QueueEnv(mailjob.Queue))
 	if help, err := kit.ParseArgs(args, stdout, usage); help || err != nil {
@@ -46,9 +51,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if cfg.BrokerKind == "" {
 		return fmt.Errorf("config: required environment variable %s is not set (users publishes welcome e-mails)", contract.EnvBrokerKind)
 	}
-	tokens, err := auth.New([]byte(own.TokenSigningKey), own.TokenTTL)
+	key, err := auth.ParsePrivateKey([]byte(own.TokenPrivateKey))
 	if err != nil {
-		return fmt.Errorf("config: invalid TOKEN_SIGNING_KEY or TOKEN_TTL: %w", err)
+		return fmt.Errorf("config: invalid TOKEN_PRIVATE_KEY: %w", err)
+	}
+	previous, err := auth.ParsePublicKeys([]byte(own.TokenPreviousPublicKeys))
+	if err != nil {
+		return fmt.Errorf("config: invalid TOKEN_PREVIOUS_PUBLIC_KEYS: %w", err)
+	}
+	tokens, err := auth.New(key, own.TokenTTL, previous)
+	if err != nil {
+		return fmt.Errorf("config: invalid TOKEN_TTL: %w", err)
 	}
 	passwords, err := newBcryptHasher(bcrypt.DefaultCost)
 	if err != nil {

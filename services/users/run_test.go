@@ -19,7 +19,7 @@ func natsEnv(t *testing.T, url string) map[string]string {
 		contract.QueueEnv(mailjob.Queue): contract.QueueName("blog", mailjob.Queue),
 		contract.EnvDevDeclareTopology:   "true",
 		"DATABASE_PATH":                  filepath.Join(t.TempDir(), "users.db"),
-		"TOKEN_SIGNING_KEY":              string(testKey),
+		"TOKEN_PRIVATE_KEY":              string(testKey),
 	}
 }
 
@@ -118,7 +118,7 @@ func TestBrokerStallNeverStopsTheService(t *testing.T) {
 func TestRunRejectsBadConfig(t *testing.T) {
 	base := map[string]string{
 		contract.EnvAppName: "blog", contract.EnvBrokerKind: contract.BrokerNATS, contract.EnvBrokerURL: "nats://127.0.0.1:1",
-		contract.QueueEnv(mailjob.Queue): "blog.emails", "TOKEN_SIGNING_KEY": string(testKey),
+		contract.QueueEnv(mailjob.Queue): "blog.emails", "TOKEN_PRIVATE_KEY": string(testKey),
 		"DATABASE_PATH": filepath.Join(t.TempDir(), "users.db"),
 	}
 	tests := []struct {
@@ -126,8 +126,9 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		change  map[string]string
 		wantErr string
 	}{
-		{"no signing key", map[string]string{"TOKEN_SIGNING_KEY": ""}, "TOKEN_SIGNING_KEY"},
-		{"short signing key", map[string]string{"TOKEN_SIGNING_KEY": "short"}, "TOKEN_SIGNING_KEY"},
+		{"no signing key", map[string]string{"TOKEN_PRIVATE_KEY": ""}, "TOKEN_PRIVATE_KEY"},
+		{"signing key not PEM", map[string]string{"TOKEN_PRIVATE_KEY": "0123456789abcdef0123456789abcdef"}, "TOKEN_PRIVATE_KEY"},
+		{"previous keys not PEM", map[string]string{"TOKEN_PREVIOUS_PUBLIC_KEYS": "junk"}, "TOKEN_PREVIOUS_PUBLIC_KEYS"},
 		{"bad ttl", map[string]string{"TOKEN_TTL": "soon"}, "TOKEN_TTL"},
 		{"no broker", map[string]string{contract.EnvBrokerKind: ""}, contract.EnvBrokerKind},
 		{"no queue mapping", map[string]string{contract.QueueEnv(mailjob.Queue): ""}, contract.QueueEnv(mailjob.Queue)},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -27,6 +28,14 @@ type passwordChecker interface {
 // tokenIssuer signs sign-in tokens.
 type tokenIssuer interface {
 	Issue(userID int64) (string, time.Time, error)
+}
+
+// tokenService is users' side of auth.Tokens: it signs tokens, verifies
+// the ones requests carry and publishes its public keys.
+type tokenService interface {
+	tokenIssuer
+	Verify(token string) (int64, error)
+	JWKS() json.RawMessage
 }
 
 // sessionsHandler serves /api/sessions.

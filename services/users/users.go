@@ -34,14 +34,16 @@ type usersHandler struct {
 	users     userRegistry
 	passwords passwordHasher
 	outbox    notifier
+	tokens    interface{ Verify(string) (int64, error) }
 	log       *slog.Logger
 }
 
-// userResponse is a user as the API shows it: never the password hash.
+// userResponse is a user as the API shows it: never the password hash, and
+// the e-mail address only to its owner.
 type userResponse struct {
 	ID    int64  `json:"id"`
 	Name  string `json:"name"`
-	Email string `json:"email"`
+	Email string `json:"email,omitempty"`
 }
 
 func toResponse(u User) userResponse { return userResponse{ID: u.ID, Name: u.Name, Email: u.Email} }
@@ -101,23 +103,50 @@ func (h *usersHandler) register(c *gin.Context) {
 
 // get returns one user.
 func (h *usersHandler) get(c *gin.Context) {
+	u, ok := h.lookUp(c)
+	if !ok {
+		return
+	}
+	resp := toResponse(u)
+	if id, err := h.tokens.Verify(auth.BearerToken(c.GetHeader("Authorization"))); err != nil || id != u.ID {
+		resp.Email = "" // only the user sees their own address
+	}
+	c.JSON(http.StatusOK, resp)
+}
+
+// getInternal answers posts' look-up of a post's author, e-mail included,
+// for a request made with a valid sign-in token (posts forwards its
+// caller's).
+func (h *usersHandler) getInternal(c *gin.Context) {
+	if _, err := h.tokens.Verify(auth.BearerToken(c.GetHeader("Authorization"))); err != nil {
+		_ = c.Error(err)
+		kit.WriteError(c, http.StatusUnauthorized, "sign-in required")
+		return
+	}
+	if u, ok := h.lookUp(c); ok {
+		c.JSON(http.StatusOK, toResponse(u))
+	}
+}
+
+// lookUp reads the user of the :id parameter, answering 400 or 404 itself.
+func (h *usersHandler) lookUp(c *gin.Context) (User, bool) {
 	id, err := auth.ParseUserID(c.Param("id"))
 	if err != nil {
 		c.AbortWithStatusJSON(http.StatusBadRequest, kit.ErrorResponse{
 			Error: "invalid request", Fields: map[string]string{"id": "must be a positive integer"},
 		})
-		return
+		return User{}, false
 	}
 	u, err := h.users.UserByID(c.Request.Context(), id)
 	if errors.Is(err, errNotFound) {
 		kit.WriteError(c, http.StatusNotFound, "user not found")
-		return
+		return User{}, false
 	}
 	if err != nil {
 		kit.WriteInternalError(c, err)
-		return
+		return User{}, false
 	}
-	c.JSON(http.StatusOK, toResponse(u))
+	return u, true
 }
 
 func formatID(id int64) string { return strconv.FormatInt(id, 10) }

@@ -10,8 +10,9 @@ package stack
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -46,7 +47,7 @@ const QueueEmails = "emails"
 // operator's contract. They are spelled here as the services read them.
 const (
 	envDatabasePath    = "DATABASE_PATH"
-	envTokenSigningKey = "TOKEN_SIGNING_KEY"
+	envTokenSigningKey = "TOKEN_PRIVATE_KEY"
 	envSMTPHost        = "SMTP_HOST"
 	envSMTPPort        = "SMTP_PORT"
 	envSMTPFrom        = "SMTP_FROM"
@@ -231,9 +232,17 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("start smtp sink: %w", err)
 	}
 
-	key := make([]byte, 32)
-	_, _ = rand.Read(key) // never fails (crypto/rand)
-	signingKey := hex.EncodeToString(key)
+	// users signs tokens with this key; the others fetch its public half
+	// from users, as in a cluster.
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, fmt.Errorf("token signing key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("token signing key: %w", err)
+	}
+	signingKey := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 
 	for _, name := range Services {
 		p, err := s.startService(name, s.env(name, signingKey))
@@ -292,7 +301,6 @@ func (s *Stack) env(name, signingKey string) []string {
 		env = append(env, contract.ServiceURLEnv("users")+"="+url("users"))
 	case "gateway":
 		env = append(env,
-			envTokenSigningKey+"="+signingKey,
 			contract.ServiceURLEnv("users")+"="+url("users"),
 			contract.ServiceURLEnv("posts")+"="+url("posts"),
 		)

@@ -62,6 +62,11 @@ const (
 	// EnvBrokerConnectionHash is the hash of the connection Secret; the
 	// operator also writes it to the pod template so a rotation rolls pods.
 	EnvBrokerConnectionHash = "BROKER_CONNECTION_HASH"
+	// EnvDataDir is the directory of the service's persistent volume
+	// (spec.services[].storage.mountPath), writable by the container's
+	// user; unset when the service has no storage. What a service keeps
+	// there outlives its pod; anywhere else it is lost with the pod.
+	EnvDataDir = "COURIER_DATA_DIR"
 )
 
 // Environment variables the service kit reads with defaults. The operator may
