@@ -57,7 +57,9 @@ set -a
 source "$IMAGES_OUT/images.env"
 set +a
 
-E2E_NAMESPACE="$NAMESPACE" E2E_APP="$APP" PULL_POLICY=Never "$ROOT/hack/kind/install.sh"
+# One broker node for the demo (the end-to-end suite runs three).
+E2E_NAMESPACE="$NAMESPACE" E2E_APP="$APP" PULL_POLICY=Never BROKER_REPLICAS="${BROKER_REPLICAS:-1}" \
+  "$ROOT/hack/kind/install.sh"
 
 demo_log "waiting for msa/$APP to be Ready (a first broker start takes about a minute)"
 if ! kubectl -n "$NAMESPACE" wait --for=condition=Ready "msa/$APP" --timeout=5m >&2; then

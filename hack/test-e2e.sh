@@ -22,7 +22,7 @@ fi
 if [[ "$cluster" == node ]]; then
   source hack/cluster/lib.sh
   echo "test-e2e: no kind here; using the local node (hack/cluster)" >&2
-  DEMO_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" DEMO_APP="${E2E_APP:-blog}" IMAGE_TAG=e2e ./hack/demo.sh install
+  DEMO_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" DEMO_APP="${E2E_APP:-blog}" IMAGE_TAG=e2e BROKER_REPLICAS=3 ./hack/demo.sh install
   export KUBECONFIG="$KUBECONFIG_ADMIN"
   set -a
   source "$STATE/demo-images/images.env"

@@ -22,7 +22,9 @@
 # Environment: REGISTRY (ghcr.io/courier-dev) and IMAGE_TAG (e2e) name the
 # images, PULL_POLICY (IfNotPresent) is their pull policy, MAILPIT_IMAGE
 # overrides Mailpit's, BROKER_IMAGE the managed RabbitMQ's (the operator's
-# default otherwise), HELM the helm binary (./bin/helm), KUBECTL kubectl.
+# default otherwise), BROKER_REPLICAS its nodes (3: the suite checks that a
+# quorum queue survives losing one), HELM the helm binary (./bin/helm),
+# KUBECTL kubectl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -77,9 +79,9 @@ fi
 # waits for its Ready condition and prints why when it does not come.
 # The kind node's local-path provisioner ignores the volume size, so 1Gi
 # only keeps the claim honest about what a test broker needs.
-app_flags=()
+app_flags=(--set broker.managed.replicas="${BROKER_REPLICAS:-3}")
 if [[ -n "${BROKER_IMAGE:-}" ]]; then
-  app_flags=(--set broker.managed.image="$BROKER_IMAGE")
+  app_flags+=(--set broker.managed.image="$BROKER_IMAGE")
 fi
 log "app: $APP into $NAMESPACE, mail through $MAILPIT.$NAMESPACE.svc:1025"
 "$HELM" upgrade --install "$APP" charts/blog \

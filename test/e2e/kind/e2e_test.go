@@ -65,6 +65,7 @@ func TestBlog(t *testing.T) {
 		{"operator runs with the chart's RBAC, not as an administrator", s.operatorLeastPrivilege},
 		{"sign-up and comment send two e-mails", s.emails},
 		{"metrics", s.metrics},
+		{"a three-node broker loses a node and no job", s.brokerSurvivesNodeLoss},
 		{"delete", s.deleteApp},
 	} {
 		if !t.Run(step.name, step.run) {
