@@ -67,6 +67,7 @@ func TestBlog(t *testing.T) {
 		{"metrics", s.metrics},
 		{"a three-node broker loses a node and no job", s.brokerSurvivesNodeLoss},
 		{"delete", s.deleteApp},
+		{"delete the namespace", s.deleteNamespace},
 	} {
 		if !t.Run(step.name, step.run) {
 			return
@@ -624,6 +625,37 @@ func (s *suite) deleteApp(t *testing.T) {
 		}
 		slices.Sort(left)
 		return len(left) == 0, "  left: " + strings.Join(left, ", "), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deleteNamespace deletes the app's namespace after the app and waits until
+// it is gone: nothing the operator left (a finalizer, a volume claim of the
+// broker) holds it up. hack/kind/install.sh makes it again.
+func (s *suite) deleteNamespace(t *testing.T) {
+	ctx := t.Context()
+	ns := &corev1.Namespace{}
+	ns.Name = s.cfg.namespace
+	if err := s.c.client.Delete(ctx, ns); err != nil {
+		t.Fatalf("delete namespace %s: %v", ns.Name, err)
+	}
+	err := waitFor(ctx, deleteTimeout, "namespace "+ns.Name+" gone", func(ctx context.Context) (bool, string, error) {
+		err := s.c.client.Get(ctx, client.ObjectKeyFromObject(ns), ns)
+		if apierrors.IsNotFound(err) {
+			return true, "", nil
+		}
+		if err != nil {
+			return false, "", err
+		}
+		var conds []string
+		for _, c := range ns.Status.Conditions {
+			if c.Status == corev1.ConditionTrue {
+				conds = append(conds, fmt.Sprintf("%s: %s", c.Type, c.Message))
+			}
+		}
+		return false, "  " + strings.Join(conds, "\n  "), nil
 	})
 	if err != nil {
 		t.Fatal(err)
