@@ -64,6 +64,13 @@ throwaway_module() {
   )
 }
 
+# version_ldflags stamps K8S_VERSION into a Kubernetes binary.
+version_ldflags() {
+  local v="v${K8S_VERSION}" minor="${K8S_VERSION#*.}"
+  minor="${minor%%.*}"
+  echo "-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=${K8S_VERSION%%.*} -X k8s.io/component-base/version.gitMinor=$minor"
+}
+
 build_from_proxy() {
   local work
   work=$(mktemp -d)
@@ -96,7 +103,10 @@ package tools
 
 import _ "k8s.io/kubernetes/cmd/kube-apiserver"
 GO
-     go mod tidy >&2 && CGO_ENABLED=0 go build -o "$ASSETS/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+     # Stamped, or the server reports v0.0.0-master and clients that parse
+     # it (kubectl version, helm's kubeVersion checks) fail.
+     go mod tidy >&2 && CGO_ENABLED=0 go build -ldflags "$(version_ldflags)" \
+       -o "$ASSETS/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
   fi
 
   if [[ ! -x "$ASSETS/kubectl" ]]; then
