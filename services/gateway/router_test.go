@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/courier-dev/courier/services/internal/auth"
+	"github.com/courier-dev/courier/services/internal/auth/authtest"
 	"github.com/courier-dev/courier/services/internal/servicetest"
 	"github.com/courier-dev/courier/services/kit"
 	"github.com/courier-dev/courier/services/kit/contract"
@@ -23,29 +24,9 @@ import (
 // testKey signs the tests' tokens, as users' key does; testTokens verifies
 // them, and the echo upstreams publish its public key as users does.
 var (
-	testKey    = mustKey()
-	testTokens = mustTokens(testKey)
+	testKey    = authtest.MustKey()
+	testTokens = authtest.MustTokens(testKey)
 )
-
-func mustKey() ed25519.PrivateKey {
-	pemBytes, err := auth.GenerateKey()
-	if err != nil {
-		panic(err)
-	}
-	k, err := auth.ParsePrivateKey(pemBytes)
-	if err != nil {
-		panic(err)
-	}
-	return k
-}
-
-func mustTokens(k ed25519.PrivateKey) *auth.Tokens {
-	tk, err := auth.New(k, time.Hour, nil)
-	if err != nil {
-		panic(err)
-	}
-	return tk
-}
 
 // echo is what the echo upstreams answer: the request as they received it.
 type echo struct {
@@ -156,7 +137,7 @@ func TestRoutes(t *testing.T) {
 
 	valid := "Bearer " + token(t, testKey, 42, time.Now())
 	expired := "Bearer " + token(t, testKey, 42, time.Now().Add(-2*time.Hour))
-	forged := "Bearer " + token(t, mustKey(), 42, time.Now())
+	forged := "Bearer " + token(t, authtest.MustKey(), 42, time.Now())
 	const spoof = "1" // a client claiming to be user 1
 
 	type forwarded struct {

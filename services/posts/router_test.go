@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/courier-dev/courier/services/internal/auth"
+	"github.com/courier-dev/courier/services/internal/auth/authtest"
 	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/outbox"
 	"github.com/courier-dev/courier/services/internal/servicetest"
@@ -103,21 +104,7 @@ func newTestAPI(t *testing.T, usersURL string, usersTimeout time.Duration) *test
 }
 
 // testTokens plays the users service's signing key.
-var testTokens = func() *auth.Tokens {
-	pemBytes, err := auth.GenerateKey()
-	if err != nil {
-		panic(err)
-	}
-	key, err := auth.ParsePrivateKey(pemBytes)
-	if err != nil {
-		panic(err)
-	}
-	tk, err := auth.New(key, time.Hour, nil)
-	if err != nil {
-		panic(err)
-	}
-	return tk
-}()
+var testTokens = authtest.MustTokens(nil)
 
 // as returns the Authorization header of a signed-in user, as the gateway
 // forwards it.
@@ -385,22 +372,7 @@ func TestNoTrustInTheNetwork(t *testing.T) {
 	if r := servicetest.Do(t, client, "POST", api.srv.URL+"/api/posts", `{"title":"Mine","body":"b"}`, as(1)...); r.Status != 201 {
 		t.Fatalf("create = %d %s", r.Status, r.Raw)
 	}
-	otherKey, err := auth.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := auth.ParsePrivateKey(otherKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	impostor, err := auth.New(k, time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forgedToken, _, err := impostor.Issue(1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	forgedToken := authtest.Token(t, authtest.Tokens(t, nil), 1)
 	for name, headers := range map[string][]string{
 		"forged X-User-ID":     {auth.HeaderUserID, "1"},
 		"token of another key": {"Authorization", "Bearer " + forgedToken},

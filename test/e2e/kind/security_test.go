@@ -63,8 +63,16 @@ func (s *suite) restrictedPodSecurity(t *testing.T) {
 		t.Fatalf("namespace %s enforces Pod Security %q, want restricted", s.cfg.namespace, got)
 	}
 	var rsets appsv1.ReplicaSetList
-	if err := s.c.client.List(ctx, &rsets, client.InNamespace(s.cfg.namespace)); err != nil {
-		t.Fatal(err)
+	var ssets appsv1.StatefulSetList
+	for _, list := range []client.ObjectList{&rsets, &ssets} {
+		if err := s.c.client.List(ctx, list, client.InNamespace(s.cfg.namespace)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allPods := func(kind, name string, spec *int32, have int32) {
+		if want := ptrValue(spec); have != want {
+			t.Errorf("%s %s has %d of %d pods", kind, name, have, want)
+		}
 	}
 	for _, rs := range rsets.Items {
 		for _, c := range rs.Status.Conditions {
@@ -72,18 +80,10 @@ func (s *suite) restrictedPodSecurity(t *testing.T) {
 				t.Errorf("replicaset %s cannot create pods: %s", rs.Name, c.Message)
 			}
 		}
-		if want := ptrValue(rs.Spec.Replicas); rs.Status.Replicas != want {
-			t.Errorf("replicaset %s has %d of %d pods", rs.Name, rs.Status.Replicas, want)
-		}
-	}
-	var ssets appsv1.StatefulSetList
-	if err := s.c.client.List(ctx, &ssets, client.InNamespace(s.cfg.namespace)); err != nil {
-		t.Fatal(err)
+		allPods("replicaset", rs.Name, rs.Spec.Replicas, rs.Status.Replicas)
 	}
 	for _, ss := range ssets.Items {
-		if want := ptrValue(ss.Spec.Replicas); ss.Status.Replicas != want {
-			t.Errorf("statefulset %s has %d of %d pods", ss.Name, ss.Status.Replicas, want)
-		}
+		allPods("statefulset", ss.Name, ss.Spec.Replicas, ss.Status.Replicas)
 	}
 	var events corev1.EventList
 	if err := s.c.client.List(ctx, &events, client.InNamespace(s.cfg.namespace)); err != nil {

@@ -47,6 +47,33 @@ func Tokens(t testing.TB, key ed25519.PrivateKey, opts ...auth.Option) *auth.Tok
 	return tk
 }
 
+// MustKey returns a new private key, for package-level test variables,
+// where there is no testing.TB: it panics on error.
+func MustKey() ed25519.PrivateKey {
+	pemBytes, err := auth.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	key, err := auth.ParsePrivateKey(pemBytes)
+	if err != nil {
+		panic(err)
+	}
+	return key
+}
+
+// MustTokens is Tokens for package-level test variables: it signs with key
+// (a new one when nil) and panics on error.
+func MustTokens(key ed25519.PrivateKey) *auth.Tokens {
+	if key == nil {
+		key = MustKey()
+	}
+	tk, err := auth.New(key, time.Hour, nil)
+	if err != nil {
+		panic(err)
+	}
+	return tk
+}
+
 // Token issues a token for userID.
 func Token(t testing.TB, tokens *auth.Tokens, userID int64) string {
 	t.Helper()
