@@ -27,7 +27,8 @@ import (
 type MicroserviceAppSpec struct {
 	// services are the workloads of the app. Each becomes a Deployment and a
 	// Service named "<app>-<service>", plus a PodDisruptionBudget when it runs
-	// more than one replica.
+	// more than one replica and a PersistentVolumeClaim
+	// "<app>-<service>-data" when it has storage.
 	//
 	// +listType=map
 	// +listMapKey=name
@@ -300,6 +301,8 @@ type Queue struct {
 // +kubebuilder:validation:XValidation:rule="self.httpPort != self.adminPort",fieldPath=".adminPort",message="adminPort must differ from httpPort"
 // +kubebuilder:validation:XValidation:rule="!(self.name in ['broker', 'broker-nodes'])",fieldPath=".name",message="spec.services[].name: broker and broker-nodes are reserved for the managed broker's objects"
 // +kubebuilder:validation:XValidation:rule="!has(self.calls) || !(self.name in self.calls)",fieldPath=".calls",message="calls must not name the service itself"
+// +kubebuilder:validation:XValidation:rule="!has(self.storage) || !has(self.replicas) || self.replicas <= 1",fieldPath=".replicas",message="spec.services[].replicas must be 0 or 1 with spec.services[].storage: a ReadWriteOnce volume holds one pod's data"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.storage) || has(self.storage)",fieldPath=".storage",message="spec.services[].storage cannot be removed once set: remove the service to delete its volume"
 type Service struct {
 	// name identifies the service within the app. It is a DNS-1035 label
 	// (lower-case letters, digits and '-', starting with a letter) and, joined
@@ -328,8 +331,9 @@ type Service struct {
 	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
 
 	// replicas is the number of pods. Zero scales the service down and keeps
-	// its Service. More than one adds a PodDisruptionBudget that keeps all but
-	// one pod up through voluntary disruptions.
+	// its Service (and its volume). More than one adds a PodDisruptionBudget
+	// that keeps all but one pod up through voluntary disruptions; a service
+	// with storage runs at most one.
 	//
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
@@ -438,6 +442,55 @@ type Service struct {
 	// +kubebuilder:validation:items:MaxLength=63
 	// +optional
 	Consumes []string `json:"consumes,omitempty"`
+
+	// storage gives the service a persistent volume, so what it stores
+	// outlives its pods: a ReadWriteOnce PersistentVolumeClaim
+	// "<app>-<service>-data" mounted at storage.mountPath, whose path the
+	// service reads from COURIER_DATA_DIR. A ReadWriteOnce volume is
+	// attached to one node and the data on it belongs to one process, so a
+	// service with storage runs at most one replica, and its Deployment
+	// replaces the pod (strategy Recreate) instead of starting the new one
+	// beside the old. Once set, storage cannot be removed; the volume is
+	// deleted with the service or the app.
+	//
+	// +optional
+	Storage *Storage `json:"storage,omitempty"`
+}
+
+// Storage is a service's persistent volume.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",fieldPath=".storageClassName",message="spec.services[].storage.storageClassName is immutable"
+// +kubebuilder:validation:XValidation:rule="quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0",fieldPath=".size",message="spec.services[].storage.size cannot shrink: a PersistentVolumeClaim only grows"
+type Storage struct {
+	// size is the volume's requested capacity, such as "1Gi". It may grow
+	// when the storage class allows volume expansion; it cannot shrink.
+	// At most 32 characters, which bounds the cost of the rules that parse it
+	// (the XIntOrString marker lets controller-gen put the limit on a
+	// quantity).
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="spec.services[].storage.size must be greater than zero"
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=32
+	// +required
+	Size resource.Quantity `json:"size"`
+
+	// storageClassName is the volume's storage class; unset, the cluster's
+	// default class. Immutable: a claim's class cannot change.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// mountPath is where the volume is mounted in the service's container,
+	// and the value of its COURIER_DATA_DIR. It must be absolute and cannot
+	// be "/" or "/tmp" (the container's scratch directory).
+	//
+	// +kubebuilder:default="/data"
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^/\S*$`
+	// +kubebuilder:validation:XValidation:rule="!(self in ['/', '/tmp', '/tmp/'])",message="spec.services[].storage.mountPath cannot be / or /tmp"
+	// +optional
+	MountPath string `json:"mountPath,omitempty"`
 }
 
 // PortName selects one of a service's two ports by its name.

@@ -133,6 +133,20 @@ func TestValidation(t *testing.T) {
 			[]string{"metadata.name and each spec.services[].name together must be at most 62 characters"}},
 		{"unknown pull policy", appObject(ns, "a", with("users", svc{"imagePullPolicy": "Sometimes"})),
 			[]string{"spec.services[0].imagePullPolicy", "Unsupported value"}},
+		{"storage with two replicas", appObject(ns, "a", with("users", svc{"replicas": 2, "storage": map[string]any{"size": "1Gi"}})),
+			[]string{"spec.services[0].replicas", "spec.services[].replicas must be 0 or 1 with spec.services[].storage"}},
+		{"storage without a size", appObject(ns, "a", with("users", svc{"storage": map[string]any{}})),
+			[]string{"spec.services[0].storage.size", "Required value"}},
+		{"storage of size zero", appObject(ns, "a", with("users", svc{"storage": map[string]any{"size": "0"}})),
+			[]string{"spec.services[0].storage.size", "spec.services[].storage.size must be greater than zero"}},
+		{"storage of a negative size", appObject(ns, "a", with("users", svc{"storage": map[string]any{"size": "-1Gi"}})),
+			[]string{"spec.services[0].storage.size", "spec.services[].storage.size must be greater than zero"}},
+		{"storage mounted at a relative path", appObject(ns, "a", with("users", svc{"storage": map[string]any{"size": "1Gi", "mountPath": "data"}})),
+			[]string{"spec.services[0].storage.mountPath", "should match"}},
+		{"storage mounted over /tmp", appObject(ns, "a", with("users", svc{"storage": map[string]any{"size": "1Gi", "mountPath": "/tmp"}})),
+			[]string{"spec.services[0].storage.mountPath", "cannot be / or /tmp"}},
+		{"storage with an empty class", appObject(ns, "a", with("users", svc{"storage": map[string]any{"size": "1Gi", "storageClassName": ""}})),
+			[]string{"spec.services[0].storage.storageClassName", "at least 1 chars"}},
 
 		// Queues and the broker.
 		{"publishes to an unknown queue", queueApp(ns, "a", func(spec map[string]any) {
@@ -229,6 +243,11 @@ func TestValidation(t *testing.T) {
 			"metrics": map[string]any{"path": "/internal/metrics", "port": "http"},
 		}))},
 		{"names exactly at the limit", appObject(ns, strings.Repeat("a", 31), with(strings.Repeat("b", 31), nil))},
+		{"storage", appObject(ns, "a", with("users", svc{"storage": map[string]any{"size": "1Gi"}}))},
+		{"storage with every field and one replica", appObject(ns, "a", with("users", svc{"replicas": 1, "storage": map[string]any{
+			"size": 1073741824, "storageClassName": "fast", "mountPath": "/var/lib/users",
+		}}))},
+		{"storage scaled to zero", appObject(ns, "a", with("users", svc{"replicas": 0, "storage": map[string]any{"size": "500M"}}))},
 		{"a queue with a managed broker", queueApp(ns, "a", nil)},
 		{"every queue and broker field", queueApp(ns, strings.Repeat("a", 45), func(spec map[string]any) {
 			spec["broker"] = map[string]any{"kind": "rabbitmq", "managed": map[string]any{

@@ -14,11 +14,13 @@ type Builder = kind.Builder[Input]
 // PerService lists the builders every service goes through, in the order the
 // controller applies them across all services: broker connection Secrets
 // first, since pods cannot start without the Secret their BROKER_URL comes
-// from; Services next, so every URL a caller is given resolves before any pod
+// from; volume claims next, so a pod never waits for the claim it mounts;
+// Services next, so every URL a caller is given resolves before any pod
 // starts; Deployments next; disruption budgets last, once there are pods for
 // them to protect.
 var PerService = []Builder{
 	{Object: kind.Secret, Build: func(in Input) runtime.ApplyConfiguration { return kind.Optional(ConnectionSecret(in)) }},
+	{Object: kind.PersistentVolumeClaim, Build: func(in Input) runtime.ApplyConfiguration { return kind.Optional(PersistentVolumeClaim(in)) }},
 	{Object: kind.Service, Build: func(in Input) runtime.ApplyConfiguration { return Service(in) }},
 	{Object: kind.Deployment, Build: func(in Input) runtime.ApplyConfiguration { return Deployment(in) }},
 	{Object: kind.PodDisruptionBudget, Build: func(in Input) runtime.ApplyConfiguration { return kind.Optional(PodDisruptionBudget(in)) }},

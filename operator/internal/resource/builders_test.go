@@ -64,6 +64,28 @@ func TestBuilders(t *testing.T) {
 			service: "api",
 		},
 		{
+			name: "storage",
+			app: fixture.BlogWithQueues("blog-ns",
+				fixture.WithService("search", fixture.Mutate(func(s *v1alpha1.Service) {
+					s.Storage = &v1alpha1.Storage{
+						Size:             apiresource.MustParse("5Gi"),
+						StorageClassName: ptr.To("fast"),
+						MountPath:        "/var/lib/search",
+					}
+				}))),
+			service: "search",
+		},
+		{
+			name: "storage-consumer",
+			app: fixture.App("shop", "cart",
+				fixture.ManagedBroker(1),
+				fixture.WithQueue("orders"),
+				fixture.WithService("api", fixture.Publishes("orders")),
+				fixture.WithService("worker", fixture.Consumes("orders"), fixture.Storage("1Gi"))),
+			service:  "worker",
+			password: "worker-password",
+		},
+		{
 			name: "scaled-to-zero",
 			app: fixture.App("shop", "cart",
 				fixture.WithService("api", fixture.Replicas(0))),
@@ -180,7 +202,9 @@ func TestManagedBroker(t *testing.T) {
 // TestBuildersArePure checks builders leave the app untouched and give the
 // same answer twice, which the controller's compare-before-apply relies on.
 func TestBuildersArePure(t *testing.T) {
-	app := fixture.Blog("ns", fixture.WithService("extra", fixture.Replicas(2), fixture.Env("A", "b")))
+	app := fixture.Blog("ns",
+		fixture.WithService("extra", fixture.Replicas(2), fixture.Env("A", "b")),
+		fixture.WithService("stateful", fixture.Storage("1Gi")))
 	before := app.DeepCopy()
 	for i := range app.Spec.Services {
 		in := resource.Input{App: app, Service: &app.Spec.Services[i]}

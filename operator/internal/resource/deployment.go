@@ -33,6 +33,18 @@ const preStopSleepSeconds = 5
 // filesystem is read-only.
 const tmpVolume = "tmp"
 
+// dataVolume is the persistent volume of a service with storage.
+const dataVolume = "data"
+
+// defaultDataMountPath is where the data volume is mounted when
+// spec.services[].storage.mountPath is unset, as the CRD defaults it.
+const defaultDataMountPath = "/data"
+
+// serviceGroupID is the group of the nonroot user (65532:65532) the service
+// images run as (the Dockerfile's USER, hack/images). As the pod's fsGroup
+// it makes the data volume writable by that user.
+const serviceGroupID int64 = 65532
+
 // Deployment runs a service: one container on the contract's ports and
 // environment, probed and scraped on the admin port, under a restricted
 // security context.
@@ -47,13 +59,7 @@ func Deployment(in Input) *appsv1ac.DeploymentApplyConfiguration {
 		WithSpec(appsv1ac.DeploymentSpec().
 			WithReplicas(replicas(svc)).
 			WithSelector(selector(app.Name, svc.Name)).
-			// Surge instead of taking pods down, so a single-replica service
-			// keeps serving through a rollout.
-			WithStrategy(appsv1ac.DeploymentStrategy().
-				WithType(appsv1.RollingUpdateDeploymentStrategyType).
-				WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
-					WithMaxSurge(intstr.FromString("25%")).
-					WithMaxUnavailable(intstr.FromInt32(0)))).
+			WithStrategy(strategy(svc)).
 			WithTemplate(corev1ac.PodTemplateSpec().
 				WithLabels(Labels(app.Name, svc.Name)).
 				WithAnnotations(podAnnotations(in, metricsPort)).
@@ -63,14 +69,78 @@ func Deployment(in Input) *appsv1ac.DeploymentApplyConfiguration {
 					// Callers get explicit SERVICE_<NAME>_URL variables; the
 					// legacy per-Service variables would only add noise.
 					WithEnableServiceLinks(false).
-					WithSecurityContext(corev1ac.PodSecurityContext().
-						WithRunAsNonRoot(true).
-						WithSeccompProfile(corev1ac.SeccompProfile().
-							WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+					WithSecurityContext(podSecurityContext(svc)).
 					WithContainers(container(in)).
-					WithVolumes(corev1ac.Volume().
-						WithName(tmpVolume).
-						WithEmptyDir(corev1ac.EmptyDirVolumeSource())))))
+					WithVolumes(volumes(in)...))))
+}
+
+// strategy surges instead of taking pods down, so a single-replica service
+// keeps serving through a rollout. A service with storage cannot: its
+// ReadWriteOnce volume stays attached to the old pod, so a surged pod on
+// another node would never start, and one on the same node would open the
+// database beside the old process. Its pod is replaced instead, with a
+// short outage per rollout.
+func strategy(svc *v1alpha1.Service) *appsv1ac.DeploymentStrategyApplyConfiguration {
+	if svc.Storage != nil {
+		return appsv1ac.DeploymentStrategy().WithType(appsv1.RecreateDeploymentStrategyType)
+	}
+	return appsv1ac.DeploymentStrategy().
+		WithType(appsv1.RollingUpdateDeploymentStrategyType).
+		WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
+			WithMaxSurge(intstr.FromString("25%")).
+			WithMaxUnavailable(intstr.FromInt32(0)))
+}
+
+func podSecurityContext(svc *v1alpha1.Service) *corev1ac.PodSecurityContextApplyConfiguration {
+	sc := corev1ac.PodSecurityContext().
+		WithRunAsNonRoot(true).
+		WithSeccompProfile(corev1ac.SeccompProfile().
+			WithType(corev1.SeccompProfileTypeRuntimeDefault))
+	if svc.Storage != nil {
+		// A new volume's root belongs to root; the kubelet gives it to the
+		// service's group. It walks the volume only when its root is wrong,
+		// not at every start.
+		sc.WithFSGroup(serviceGroupID).
+			WithFSGroupChangePolicy(corev1.FSGroupChangeOnRootMismatch)
+	}
+	return sc
+}
+
+func volumes(in Input) []*corev1ac.VolumeApplyConfiguration {
+	vols := []*corev1ac.VolumeApplyConfiguration{
+		corev1ac.Volume().
+			WithName(tmpVolume).
+			WithEmptyDir(corev1ac.EmptyDirVolumeSource()),
+	}
+	if in.Service.Storage != nil {
+		vols = append(vols, corev1ac.Volume().
+			WithName(dataVolume).
+			WithPersistentVolumeClaim(corev1ac.PersistentVolumeClaimVolumeSource().
+				WithClaimName(DataClaimName(in.App.Name, in.Service.Name))))
+	}
+	return vols
+}
+
+func volumeMounts(svc *v1alpha1.Service) []*corev1ac.VolumeMountApplyConfiguration {
+	mounts := []*corev1ac.VolumeMountApplyConfiguration{
+		corev1ac.VolumeMount().
+			WithName(tmpVolume).
+			WithMountPath("/tmp"),
+	}
+	if svc.Storage != nil {
+		mounts = append(mounts, corev1ac.VolumeMount().
+			WithName(dataVolume).
+			WithMountPath(dataMountPath(svc)))
+	}
+	return mounts
+}
+
+// dataMountPath is where a service with storage finds its volume.
+func dataMountPath(svc *v1alpha1.Service) string {
+	if svc.Storage.MountPath == "" {
+		return defaultDataMountPath
+	}
+	return svc.Storage.MountPath
 }
 
 // podAnnotations are the scrape annotations and, for a service that uses
@@ -121,9 +191,7 @@ func container(in Input) *corev1ac.ContainerApplyConfiguration {
 			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")).
 			WithSeccompProfile(corev1ac.SeccompProfile().
 				WithType(corev1.SeccompProfileTypeRuntimeDefault))).
-		WithVolumeMounts(corev1ac.VolumeMount().
-			WithName(tmpVolume).
-			WithMountPath("/tmp"))
+		WithVolumeMounts(volumeMounts(svc)...)
 	if svc.ImagePullPolicy != "" {
 		c.WithImagePullPolicy(svc.ImagePullPolicy)
 	}
@@ -152,6 +220,9 @@ func env(in Input) []*corev1ac.EnvVarApplyConfiguration {
 		envField(contract.EnvPodNamespace, "metadata.namespace"),
 		envValue(contract.EnvHTTPPort, strconv.Itoa(int(httpPort(svc)))),
 		envValue(contract.EnvAdminPort, strconv.Itoa(int(adminPort(svc)))),
+	}
+	if svc.Storage != nil {
+		vars = append(vars, envValue(contract.EnvDataDir, dataMountPath(svc)))
 	}
 	for _, callee := range svc.Calls {
 		vars = append(vars, envValue(contract.ServiceURLEnv(callee), serviceURL(app, callee)))

@@ -56,3 +56,8 @@ func AppLabels(app string) map[string]string {
 		LabelManagedBy: ManagedBy,
 	}
 }
+
+// DataClaimName is the name of the PersistentVolumeClaim of a service with
+// storage: "<app>-<service>-data". Claim names may be longer than a
+// Service's, so the suffix always fits.
+func DataClaimName(app, service string) string { return Name(app, service) + "-data" }

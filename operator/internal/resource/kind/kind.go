@@ -120,6 +120,14 @@ var (
 		New:     func() client.Object { return &appsv1.StatefulSet{} },
 		NewList: func() client.ObjectList { return &appsv1.StatefulSetList{} },
 	}
+	PersistentVolumeClaim = Object{
+		Kind: "PersistentVolumeClaim",
+		Owned: func(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
+			return corev1ac.ExtractPersistentVolumeClaim(obj.(*corev1.PersistentVolumeClaim), owner)
+		},
+		New:     func() client.Object { return &corev1.PersistentVolumeClaim{} },
+		NewList: func() client.ObjectList { return &corev1.PersistentVolumeClaimList{} },
+	}
 	PodDisruptionBudget = Object{
 		Kind: "PodDisruptionBudget",
 		Owned: func(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
