@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/mail"
+	"path/filepath"
 	"time"
 
 	"github.com/courier-dev/courier/services/internal/mailjob"
@@ -20,8 +21,14 @@ const defaultMaxDeliveries = 8
 // config is the mailer's own part of the environment; the kit reads the
 // contract's part.
 type config struct {
-	// DatabasePath is the SQLite file that records sent jobs.
-	DatabasePath string `env:"DATABASE_PATH,required"`
+	// DataDir is the mailer's persistent volume, contract.EnvDataDir, set
+	// by the operator for a service with storage.
+	DataDir string `env:"COURIER_DATA_DIR"`
+	// DatabasePath is the SQLite file that records sent jobs, which is what
+	// keeps a redelivered job from going out twice; it must outlive the
+	// process. Unset, it is mailer.db in DataDir; one of the two is
+	// required.
+	DatabasePath string `env:"DATABASE_PATH"`
 	// Concurrency bounds the e-mails being sent at once.
 	Concurrency int `env:"MAILER_CONCURRENCY" envDefault:"4"`
 	// MaxDeliveries, RetryBackoff and MaxRetryBackoff shape the retries of
@@ -40,11 +47,11 @@ type config struct {
 // run is the whole service: main only adds the signal handling and the exit
 // code, so tests can run the real thing in-process.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, opts ...kit.Option) error {
-	usage := fmt.Sprintf("Configured from the environment: DATABASE_PATH, SMTP_HOST, SMTP_PORT, SMTP_USERNAME,\n"+
+	usage := fmt.Sprintf("Configured from the environment: DATABASE_PATH (or %s), SMTP_HOST, SMTP_PORT, SMTP_USERNAME,\n"+
 		"SMTP_PASSWORD, SMTP_STARTTLS, SMTP_CA_FILE, SMTP_FROM, SMTP_TIMEOUT, MAILER_CONCURRENCY,\n"+
 		"MAILER_MAX_DELIVERIES, MAILER_RETRY_BACKOFF, MAILER_MAX_RETRY_BACKOFF,\n"+
 		"%s, %s, %s and the kit's variables (see docs/contract.md).",
-		contract.EnvBrokerKind, contract.EnvBrokerURL, contract.QueueEnv(mailjob.Queue))
+		contract.EnvDataDir, contract.EnvBrokerKind, contract.EnvBrokerURL, contract.QueueEnv(mailjob.Queue))
 	if help, err := kit.ParseArgs(args, stdout, usage); help || err != nil {
 		return err
 	}
@@ -56,6 +63,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	if kcfg.BrokerKind == "" {
 		return fmt.Errorf("config: required environment variable %s is not set: the mailer consumes %q", contract.EnvBrokerKind, mailjob.Queue)
+	}
+	if cfg.DatabasePath == "" {
+		// No silent default in the working directory: a record of sent
+		// e-mails that dies with the pod would send redeliveries again.
+		if cfg.DataDir == "" {
+			return fmt.Errorf("config: required environment variable DATABASE_PATH is not set, nor %s to keep mailer.db in", contract.EnvDataDir)
+		}
+		cfg.DatabasePath = filepath.Join(cfg.DataDir, "mailer.db")
 	}
 	if cfg.Concurrency < 1 {
 		return fmt.Errorf("config: invalid MAILER_CONCURRENCY %d: want at least 1", cfg.Concurrency)

@@ -17,8 +17,13 @@ import (
 // config is the posts service's own configuration; the kit reads the rest
 // (ports, broker, queues, timeouts) from the contract's variables.
 type config struct {
-	// DatabasePath is the SQLite file; its directory must exist.
-	DatabasePath string `env:"DATABASE_PATH" envDefault:"posts.db"`
+	// DataDir is the service's persistent volume, contract.EnvDataDir,
+	// set by the operator for a service with storage; the working directory
+	// when unset.
+	DataDir string `env:"COURIER_DATA_DIR" envDefault:"."`
+	// DatabasePath is the SQLite file; its directory must exist. Unset, it
+	// is posts.db in DataDir, so the posts outlive the pod.
+	DatabasePath string `env:"DATABASE_PATH,expand" envDefault:"${COURIER_DATA_DIR}/posts.db"`
 	// UsersURL is the users service's base URL, set by the operator as
 	// contract.ServiceURLEnv("users").
 	UsersURL string `env:"SERVICE_USERS_URL,required"`

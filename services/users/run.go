@@ -19,8 +19,13 @@ import (
 // config is the users service's own configuration; the kit reads the rest
 // (ports, broker, queues, timeouts) from the contract's variables.
 type config struct {
-	// DatabasePath is the SQLite file; its directory must exist.
-	DatabasePath string `env:"DATABASE_PATH" envDefault:"users.db"`
+	// DataDir is the service's persistent volume, contract.EnvDataDir,
+	// set by the operator for a service with storage; the working directory
+	// when unset.
+	DataDir string `env:"COURIER_DATA_DIR" envDefault:"."`
+	// DatabasePath is the SQLite file; its directory must exist. Unset, it
+	// is users.db in DataDir, so the accounts outlive the pod.
+	DatabasePath string `env:"DATABASE_PATH,expand" envDefault:"${COURIER_DATA_DIR}/users.db"`
 	// TokenPrivateKey signs sign-in tokens: an Ed25519 key in PKCS #8 PEM.
 	// Only users holds it; the others verify with the public keys users
 	// serves at auth.JWKSPath.
