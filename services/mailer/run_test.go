@@ -64,6 +64,17 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
+// onVolume runs the mailer as the operator does for a service with
+// storage: no DATABASE_PATH, the record of sent jobs in COURIER_DATA_DIR,
+// here the directory of dbPath (the mailer names its file mailer.db), and
+// the test in a working directory of its own, as a container would be.
+func (w *world) onVolume(t *testing.T) {
+	t.Helper()
+	delete(w.env, "DATABASE_PATH")
+	w.env[contract.EnvDataDir] = filepath.Dir(w.dbPath)
+	t.Chdir(t.TempDir())
+}
+
 // start runs the mailer's run function, as main would, until the test ends,
 // and waits for it to be ready. Its readiness checks run every 50ms so the
 // wait is short.
@@ -186,10 +197,12 @@ func publishJob(t *testing.T, b messaging.Broker, job mailjob.Job) {
 }
 
 // The broker redelivers a job whose e-mail went out and was recorded but
-// whose ack never arrived, because the process died: the restarted mailer
+// whose ack never arrived, because the process died: the replacement mailer,
+// in a new working directory with only the volume (COURIER_DATA_DIR) kept,
 // acks it without sending, so the inbox holds one e-mail.
 func TestRunRedeliveryAfterCrashSendsOnce(t *testing.T) {
 	w := newWorld(t)
+	w.onVolume(t)
 	pub := w.publisher(t)
 	job := welcomeJob("ada@example.com", "Ada")
 
@@ -237,7 +250,8 @@ func TestRunRedeliveryAfterCrashSendsOnce(t *testing.T) {
 		t.Fatalf("after the first delivery the sink has %d messages, want 1", n)
 	}
 
-	// The restarted mailer, the real service, gets the redelivery.
+	// The replacement mailer, the real service, gets the redelivery.
+	t.Chdir(t.TempDir())
 	p := w.start(t)
 	poll.Within(t, 20*time.Second, "redelivered job acked", func() bool {
 		return consumedCount(t, p, contract.OutcomeSuccess) == 1 && w.backlog(t) == 0
@@ -336,6 +350,7 @@ func TestRunConfigErrorsNameTheVariable(t *testing.T) {
 	}{
 		{"no SMTP host", map[string]string{"SMTP_HOST": ""}, "SMTP_HOST"},
 		{"no database", map[string]string{"DATABASE_PATH": ""}, "DATABASE_PATH"},
+		{"no database nor data dir", map[string]string{"DATABASE_PATH": "", contract.EnvDataDir: ""}, contract.EnvDataDir},
 		{"no queue mapping", map[string]string{contract.QueueEnv(mailjob.Queue): ""}, contract.QueueEnv(mailjob.Queue)},
 		{"no broker", map[string]string{contract.EnvBrokerKind: ""}, contract.EnvBrokerKind},
 		{"bad sender", map[string]string{"SMTP_FROM": "not an address"}, "SMTP_FROM"},
