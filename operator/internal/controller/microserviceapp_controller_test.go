@@ -2,6 +2,9 @@ package controller
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -446,8 +449,8 @@ func TestSample(t *testing.T) {
 }
 
 // TestSampleSecrets checks the demo Secrets the sample app reads: the users
-// service refuses a token signing key shorter than 32 bytes
-// (services/internal/auth.MinKeyLength, internal to services/).
+// service refuses a token private key that is not an Ed25519 key in PKCS #8
+// PEM (services/internal/auth, internal to services/).
 func TestSampleSecrets(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "config", "samples", "blog_secrets.yaml"))
 	if err != nil {
@@ -459,15 +462,21 @@ func TestSampleSecrets(t *testing.T) {
 		if err := yaml.UnmarshalStrict([]byte(doc), s); err != nil {
 			t.Fatalf("decode: %v", err)
 		}
-		if key, ok := s.StringData["token-signing-key"]; ok {
+		if key, ok := s.StringData["token-private-key"]; ok {
 			found = true
-			if len(key) < 32 {
-				t.Errorf("token-signing-key is %d bytes, want at least 32", len(key))
+			block, _ := pem.Decode([]byte(key))
+			if block == nil {
+				t.Error("token-private-key is not PEM")
+				continue
+			}
+			parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+			if _, ed := parsed.(ed25519.PrivateKey); err != nil || !ed {
+				t.Errorf("token-private-key is %T (%v), want an Ed25519 key in PKCS #8", parsed, err)
 			}
 		}
 	}
 	if !found {
-		t.Error("no token-signing-key in the sample Secrets")
+		t.Error("no token-private-key in the sample Secrets")
 	}
 }
 
