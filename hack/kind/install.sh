@@ -52,6 +52,13 @@ if [[ "$WAIT" == true ]]; then
   wait_flags=(--wait --timeout 5m)
 fi
 
+KUBECTL="${KUBECTL:-kubectl}"
+# helm installs a chart's crds/ only on the first install and never
+# upgrades them; applied here first, a changed CRD reaches a cluster that
+# already has the release.
+log "CRDs from charts/courier/crds (server-side apply)"
+"$KUBECTL" apply --server-side --force-conflicts -f charts/courier/crds/ >/dev/null
+
 log "operator: $REGISTRY/courier-operator:$IMAGE_TAG ($PULL_POLICY) into $OPERATOR_NAMESPACE"
 "$HELM" upgrade --install courier charts/courier \
   --namespace "$OPERATOR_NAMESPACE" --create-namespace \
@@ -61,7 +68,6 @@ log "operator: $REGISTRY/courier-operator:$IMAGE_TAG ($PULL_POLICY) into $OPERAT
   "${wait_flags[@]}"
 
 log "namespace $NAMESPACE: restricted Pod Security Standard, enforced"
-KUBECTL="${KUBECTL:-kubectl}"
 "$KUBECTL" create namespace "$NAMESPACE" --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
 "$KUBECTL" label namespace "$NAMESPACE" --overwrite \
   pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest >/dev/null
