@@ -105,16 +105,40 @@ func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scop
 		applyErrs = append(applyErrs, err)
 	}
 
+	if s.broker.blockedReason == "" && s.broker.podsWaiting != "" {
+		// A quorum queue takes its members from the nodes that are up when
+		// it is declared, and RabbitMQ 3.10 cannot add one later but by
+		// hand (rabbitmq-queues grow): a new one waits for every node, or
+		// a broker still forming would keep it on fewer nodes for good.
+		if q := newQuorumQueue(s.app); q != "" {
+			s.broker.blockedReason = v1alpha1.ReasonWaitingForBrokerPods
+			s.broker.blockedMessage = fmt.Sprintf("%s: queue %q is new, and a quorum queue waits for every node so it has a member on each", s.broker.podsWaiting, q)
+		}
+	}
 	if s.broker.blockedReason == "" {
 		r.declare(ctx, s, ep.admin, creds)
 	}
 	return applyErrs, nil
 }
 
+// newQuorumQueue names a queue of app that would be declared as a quorum
+// queue for the first time (status.queues does not list it yet), or "".
+func newQuorumQueue(app *v1alpha1.MicroserviceApp) string {
+	for _, q := range app.Spec.Queues {
+		if queueType(app, q, app.Status.Queues) != v1alpha1.QueueQuorum {
+			continue
+		}
+		if !slices.ContainsFunc(app.Status.Queues, func(o v1alpha1.QueueStatus) bool { return o.Name == q.Name }) {
+			return q.Name
+		}
+	}
+	return ""
+}
+
 // reconcileManagedBroker applies the managed broker's objects and reports
 // whether its nodes are ready; err is a failure to read the API server.
 func (r *MicroserviceAppReconciler) reconcileManagedBroker(ctx context.Context, s *scope) (brokerEndpoint, []error, error) {
-	b := resource.ManagedBroker(s.app, r.ClusterDomain)
+	b := resource.ManagedBroker(s.app, r.ClusterDomain, r.OperatorNamespace)
 	names := rabbitmq.NamesFor(b.App)
 	ep := brokerEndpoint{host: b.AMQPHost(), port: rabbitmq.AMQPPort}
 	creds, reason, err := r.adminCredentials(ctx, b)
@@ -596,7 +620,7 @@ func (r *MicroserviceAppReconciler) cleanupEndpoint(ctx context.Context, app *v1
 		return admin, "", nil
 	}
 
-	b := resource.ManagedBroker(app, r.ClusterDomain)
+	b := resource.ManagedBroker(app, r.ClusterDomain, r.OperatorNamespace)
 	sts := &appsv1.StatefulSet{}
 	switch err := r.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: rabbitmq.NamesFor(app.Name).StatefulSet}, sts); {
 	case apierrors.IsNotFound(err):

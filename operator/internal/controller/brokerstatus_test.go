@@ -186,6 +186,34 @@ func TestQueueType(t *testing.T) {
 	}
 }
 
+// TestNewQuorumQueueWaitsForEveryNode: a quorum queue not declared yet
+// makes the declare wait for all broker nodes; a declared one, or a classic
+// one, does not.
+func TestNewQuorumQueueWaitsForEveryNode(t *testing.T) {
+	three := func(observed ...v1alpha1.QueueStatus) *v1alpha1.MicroserviceApp {
+		app := fixture.BlogWithQueues("ns", fixture.ManagedBroker(3))
+		app.Status.Queues = observed
+		return app
+	}
+	tests := []struct {
+		name string
+		app  *v1alpha1.MicroserviceApp
+		want string
+	}{
+		{"new quorum queue", three(), "emails"},
+		{"declared quorum queue", three(v1alpha1.QueueStatus{Name: "emails", Type: v1alpha1.QueueQuorum}), ""},
+		{"classic queue on one node", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1)), ""},
+		{"declared classic queue, scaled to three", three(v1alpha1.QueueStatus{Name: "emails", Type: v1alpha1.QueueClassic}), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := newQuorumQueue(tt.app); got != tt.want {
+				t.Errorf("newQuorumQueue = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestQueueStatus checks that status.queues follows the spec's queues in
 // name order, takes polled depths when there are some and keeps the last
 // ones otherwise.
