@@ -41,6 +41,12 @@ const (
 	// ReasonApplyFailed: reading, writing or deleting an object failed; the
 	// message says which and why.
 	ReasonApplyFailed = "ApplyFailed"
+	// ReasonNameConflict (ResourcesApplied): an object the app needs exists
+	// under its name but is not controlled by this app (another app's, or
+	// made by hand). The operator leaves it untouched; the message names it
+	// and its owner. Rename the app or the service, or delete the object,
+	// and the app converges.
+	ReasonNameConflict = "NameConflict"
 	// ReasonAvailable: every service is rolled out and available.
 	ReasonAvailable = "Available"
 	// ReasonRollingOut: at least one Deployment has not finished rolling out

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
@@ -13,10 +14,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
@@ -68,6 +71,10 @@ func ownedKinds() []kind.Object {
 // a reconcile that changes nothing write nothing. A hand edit moves the edited
 // fields to another manager, so it shows up as a difference and is rolled
 // back.
+//
+// It never writes an object that exists and is not controlled by the app
+// (ForceOwnership would take it over, the same field manager would drop the
+// other app's owner reference): it returns a nameConflictError instead.
 func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b kind.Object, desired runtime.ApplyConfiguration) (client.Object, error) {
 	named, ok := desired.(namedApplyConfiguration)
 	if !ok {
@@ -77,13 +84,17 @@ func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b 
 	s.wanted[wantedKey(b.Kind, key.Name)] = true
 
 	current := b.New()
-	created := false
-	switch err := r.Get(ctx, key, current); {
-	case apierrors.IsNotFound(err):
-		created = true
-	case err != nil:
+	found, err := r.getChild(ctx, key, current)
+	if err != nil {
 		return nil, fmt.Errorf("read %s %s: %w", b.Kind, key.Name, err)
-	default:
+	}
+	created := !found
+	if found {
+		if !metav1.IsControlledBy(current, s.app) {
+			conflict := newNameConflict(b.Kind, current)
+			r.Recorder.Eventf(s.app, nil, corev1.EventTypeWarning, v1alpha1.ReasonNameConflict, "Apply", "%v", conflict)
+			return nil, conflict
+		}
 		owned, err := b.Owned(current, resource.FieldOwner)
 		if err != nil {
 			return nil, fmt.Errorf("extract owned fields of %s %s: %w", b.Kind, key.Name, err)
@@ -113,6 +124,72 @@ func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b 
 	logf.FromContext(ctx).Info("applied", "kind", b.Kind, "object", key.Name, "created", created)
 	r.Recorder.Eventf(s.app, applied, corev1.EventTypeNormal, reason, "Apply", "%s %s %s", reason, b.Kind, key.Name)
 	return applied, nil
+}
+
+// getChild reads the object named key into obj and reports whether it
+// exists. The cache holds only objects the operator labelled, so an object
+// someone else made under the same name reads as not found there; before
+// taking an object for missing, and creating it, the API server is asked.
+// That costs one read per creation, and per retry of an app held back by a
+// name conflict.
+func (r *MicroserviceAppReconciler) getChild(ctx context.Context, key client.ObjectKey, obj client.Object) (bool, error) {
+	err := r.Get(ctx, key, obj)
+	if apierrors.IsNotFound(err) {
+		err = r.apiReader().Get(ctx, key, obj)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
+// nameConflictError says that an object the app needs exists under its name
+// but is not controlled by the app: another app's object (two apps whose
+// names and service names concatenate alike), or one made by hand. The
+// operator never writes such an object; ResourcesApplied reports it.
+type nameConflictError struct {
+	kind, name string
+	// owner is the object's controller, as "Kind/name"; empty when it has
+	// none.
+	owner string
+}
+
+func newNameConflict(kind string, obj client.Object) *nameConflictError {
+	e := &nameConflictError{kind: kind, name: obj.GetName()}
+	if ref := metav1.GetControllerOf(obj); ref != nil {
+		e.owner = ref.Kind + "/" + ref.Name
+	}
+	return e
+}
+
+// Error is stable for the same conflict, so a retry that finds it again
+// rewrites no status.
+func (e *nameConflictError) Error() string {
+	owner := "has no owner"
+	if e.owner != "" {
+		owner = "is controlled by " + e.owner
+	}
+	return fmt.Sprintf("%s/%s already exists and %s; the operator leaves it untouched: "+
+		"delete it, or rename the app or service", e.kind, e.name, owner)
+}
+
+// nameConflicts splits err into its name conflicts and the other errors.
+func nameConflicts(err error) (conflicts, others []error) {
+	if err == nil {
+		return nil, nil
+	}
+	for _, e := range kerrors.Flatten(kerrors.NewAggregate([]error{err})).Errors() {
+		var c *nameConflictError
+		if errors.As(e, &c) {
+			conflicts = append(conflicts, e)
+		} else {
+			others = append(others, e)
+		}
+	}
+	return conflicts, others
 }
 
 // prune deletes the objects the app owns but no longer wants: those of a

@@ -138,22 +138,36 @@ func adminAPI(t *testing.T) *rh.Client {
 
 // createManaged creates app, which has a managed broker, as a cluster would
 // run it: its admin Secret already holds the shared node's administrator
-// (the operator keeps an existing admin Secret, and takes it over), and once
+// (the operator keeps the credentials of an admin Secret the app controls), and once
 // the operator has written the StatefulSet, its status reports every node
 // ready (envtest runs no StatefulSet controller).
 func createManaged(t *testing.T, app *v1alpha1.MicroserviceApp) {
 	t.Helper()
 	node := testBroker(t)
-	create(t, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: rabbitmq.NamesFor(app.Name).AdminSecret},
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: app.Namespace,
+			Name:      rabbitmq.NamesFor(app.Name).AdminSecret,
+			Labels:    resource.Labels(app.Name, resource.BrokerComponent),
+		},
 		Data: map[string][]byte{
 			rabbitmq.AdminUsernameKey: []byte(node.AdminUser),
 			rabbitmq.AdminPasswordKey: []byte(node.AdminPassword),
 			rabbitmq.ErlangCookieKey:  []byte("test-cookie"),
 		},
-	})
+	}
+	create(t, secret)
 	app.UID = "" // the API server assigns it
 	create(t, app)
+	// The operator writes only objects the app controls: hand the Secret
+	// to the app, as the operator would have made it. Until then the app
+	// reports a NameConflict on it; the change brings it back (the Secret
+	// carries the operator's labels, so its watch sees it).
+	base := secret.DeepCopy()
+	secret.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(app, v1alpha1.GroupVersion.WithKind("MicroserviceApp"))}
+	if err := k8s.Patch(context.Background(), secret, client.MergeFrom(base)); err != nil {
+		t.Fatalf("hand the admin Secret to the app: %v", err)
+	}
 	n := ptr.Deref(app.Spec.Broker.Managed.Replicas, 1)
 	setBrokerReady(t, app, n)
 }

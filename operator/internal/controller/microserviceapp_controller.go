@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -123,15 +124,46 @@ func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 
 	s := newScope(app)
+	var heldBack error
 	defer func() {
-		if err := r.patchStatus(ctx, s, retErr); err != nil {
+		if err := r.patchStatus(ctx, s, cmp.Or(retErr, heldBack)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 	}()
 	if err := r.reconcile(ctx, s); err != nil {
-		return ctrl.Result{}, err
+		conflicts, others := nameConflicts(err)
+		if len(others) > 0 {
+			return ctrl.Result{}, err
+		}
+		// A name conflict waits for a person, not for the operator: it is
+		// reported in status rather than returned, and looked at again with
+		// backoff, since the foreign object's deletion sends no event (the
+		// cache does not hold it).
+		heldBack = kerrors.NewAggregate(conflicts)
+		return ctrl.Result{RequeueAfter: minPositive(s.requeueAfter, r.conflictRetry(s))}, nil
 	}
 	return ctrl.Result{RequeueAfter: s.requeueAfter}, nil
+}
+
+// conflictRetry is how soon an app held back by a name conflict looks
+// again: as long as the conflict has lasted so far, at least a second and
+// at most the retry interval. A conflict resolved soon is noticed soon, and
+// a lasting one costs one read per retry interval.
+func (r *MicroserviceAppReconciler) conflictRetry(s *scope) time.Duration {
+	wait := time.Second
+	c := meta.FindStatusCondition(s.original.Status.Conditions, v1alpha1.ConditionResourcesApplied)
+	if c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonNameConflict {
+		wait = max(wait, time.Since(c.LastTransitionTime.Time))
+	}
+	return min(wait, r.retryInterval())
+}
+
+// minPositive returns the shorter of two requeue delays, zero meaning none.
+func minPositive(a, b time.Duration) time.Duration {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
 }
 
 // reconcile does the broker work first (see reconcileBroker), so that the

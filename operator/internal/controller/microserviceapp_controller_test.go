@@ -531,58 +531,6 @@ func diffYAML(want, got any) string {
 	return cmp.Diff(string(w), string(g))
 }
 
-// TestReportsApplyFailure gives a service's Deployment name to an object
-// another controller owns. The operator must not take it over, must still
-// run the other services, and must say why the app is not ready.
-func TestReportsApplyFailure(t *testing.T) {
-	t.Parallel()
-	ns := namespace(t)
-	foreign := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: ns,
-			Name:      "shop-api",
-			Labels:    resource.Labels("shop", "api"),
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "v1", Kind: "ConfigMap", Name: "someone-else",
-				UID: "00000000-0000-0000-0000-00000000beef", Controller: ptr.To(true),
-			}},
-		},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"foreign": "yes"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"foreign": "yes"}},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "foreign:1"}}},
-			},
-		},
-	}
-	create(t, foreign)
-	app := fixture.App(ns, "shop", fixture.WithService("api"), fixture.WithService("worker"))
-	app.UID = ""
-	create(t, app)
-
-	get(t, ns, "shop-worker", &appsv1.Deployment{})
-	c := waitReady(t, app, metav1.ConditionFalse)
-	eventually(t, "Ready reports the failed apply", func(ctx context.Context) error {
-		c = readyCondition(ctx, app)
-		if c == nil || c.Reason != v1alpha1.ReasonApplyFailed || !strings.Contains(c.Message, "apply Deployment shop-api") {
-			return fmt.Errorf("Ready = %+v", c)
-		}
-		return nil
-	})
-	live := &v1alpha1.MicroserviceApp{}
-	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
-		t.Fatal(err)
-	}
-	if live.Status.ObservedGeneration != 0 {
-		t.Errorf("observedGeneration %d after a failed reconcile, want 0", live.Status.ObservedGeneration)
-	}
-	d := get(t, ns, "shop-api", &appsv1.Deployment{})
-	if img := d.Spec.Template.Spec.Containers[0].Image; img != "foreign:1" || metav1.IsControlledBy(d, live) {
-		t.Errorf("the foreign Deployment was taken over: image %s, owners %v", img, d.OwnerReferences)
-	}
-	waitEvent(t, live, corev1.EventTypeWarning, eventApplyFailed)
-}
-
 // waitEvent waits for an event of type and reason regarding obj.
 func waitEvent(t *testing.T, obj client.Object, eventType, reason string) {
 	t.Helper()

@@ -159,7 +159,9 @@ func readyServices(rollouts []rollout) string {
 	return fmt.Sprintf("%d/%d", available, len(rollouts))
 }
 
-// setResourcesApplied records whether every object was written.
+// setResourcesApplied records whether every object was written, and when
+// not, why: NameConflict when an object the app needs belongs to someone
+// else, ApplyFailed otherwise.
 func setResourcesApplied(app *v1alpha1.MicroserviceApp, err error) {
 	c := metav1.Condition{
 		Type:               v1alpha1.ConditionResourcesApplied,
@@ -172,6 +174,11 @@ func setResourcesApplied(app *v1alpha1.MicroserviceApp, err error) {
 		c.Status = metav1.ConditionFalse
 		c.Reason = v1alpha1.ReasonApplyFailed
 		c.Message = err.Error()
+		// A conflict needs a person to act, so it names the reason even
+		// next to other failures.
+		if conflicts, _ := nameConflicts(err); len(conflicts) > 0 {
+			c.Reason = v1alpha1.ReasonNameConflict
+		}
 	}
 	meta.SetStatusCondition(&app.Status.Conditions, c)
 }

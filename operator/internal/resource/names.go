@@ -25,8 +25,8 @@ const ManagedBy = "courier-operator"
 // can at worst re-apply an object, never create a duplicate. The API rejects
 // apps whose names would not fit a Service name (63 characters). Two apps in
 // one namespace could still collide ("blog" + "api-x" and "blog-api" + "x");
-// the second apply then fails on the object's existing controller reference
-// and the app reports it, rather than taking the object over.
+// the controller never writes an object it finds controlled by another app
+// (or by no one), and the second app reports the NameConflict instead.
 func Name(app, service string) string { return app + "-" + service }
 
 // Labels are put on every object the operator owns for a service and on its
