@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	// Import all Kubernetes client auth plugins (e.g. OIDC) so the operator
@@ -53,7 +54,7 @@ func run(args []string) error {
 		metricsAddr, probeAddr                           string
 		metricsCertPath, metricsCertName, metricsCertKey string
 		enableLeaderElection, secureMetrics, enableHTTP2 bool
-		clusterDomain                                    string
+		clusterDomain, operatorNamespace                 string
 		brokerResync, queueStatsInterval                 time.Duration
 	)
 	fs := flag.NewFlagSet("courier-operator", flag.ContinueOnError)
@@ -72,6 +73,9 @@ func run(args []string) error {
 		"Enable HTTP/2 on the metrics server. Off by default for the HTTP/2 Stream Cancellation and Rapid Reset CVEs.")
 	fs.StringVar(&clusterDomain, "cluster-domain", "cluster.local",
 		"The cluster's DNS domain, part of a managed broker's RabbitMQ node names.")
+	fs.StringVar(&operatorNamespace, "operator-namespace", inClusterNamespace(),
+		"The namespace the operator runs in; managed brokers' NetworkPolicies admit its pods to the management API. "+
+			"Defaults to the pod's own namespace (from its service account); empty outside a cluster.")
 	fs.DurationVar(&brokerResync, "broker-resync-interval", 5*time.Minute,
 		"How often each app's broker is made to match its spec although nothing changed, which repairs users, permissions and queues changed on the broker by hand.")
 	fs.DurationVar(&queueStatsInterval, "queue-stats-interval", 30*time.Second,
@@ -140,6 +144,7 @@ func run(args []string) error {
 		// In the cluster, brokers are dialled by their Service names.
 		Admin:              broker.NewRabbitMQ(),
 		ClusterDomain:      clusterDomain,
+		OperatorNamespace:  operatorNamespace,
 		ResyncInterval:     brokerResync,
 		QueueStatsInterval: queueStatsInterval,
 	}).SetupWithManager(mgr); err != nil {
@@ -163,4 +168,14 @@ func run(args []string) error {
 		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
+}
+
+// inClusterNamespace is the namespace of the pod the operator runs in, as
+// its service account's mount gives it; empty outside a cluster.
+func inClusterNamespace() string {
+	ns, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(ns))
 }

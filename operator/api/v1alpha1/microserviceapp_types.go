@@ -58,6 +58,35 @@ type MicroserviceAppSpec struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
 	Queues []Queue `json:"queues,omitempty"`
+
+	// monitoring says who scrapes the app's metrics. The NetworkPolicies
+	// the operator writes admit these pods to every service's admin port
+	// (and to the port of spec.services[].metrics) and to a managed
+	// broker's Prometheus port; nothing else from outside the app reaches
+	// them, apart from the node's own traffic (kubelet probes), which
+	// network plugins let through. Unset, every pod in the namespace named
+	// "monitoring" may scrape.
+	//
+	// +optional
+	Monitoring *Monitoring `json:"monitoring,omitempty"`
+}
+
+// Monitoring selects the pods that may scrape an app's metrics: those
+// podSelector selects in the namespaces namespaceSelector selects.
+type Monitoring struct {
+	// namespaceSelector selects the namespaces Prometheus runs in. Unset
+	// means the namespace named "monitoring" (the label
+	// kubernetes.io/metadata.name=monitoring, which the API server sets on
+	// every namespace); {} means every namespace.
+	//
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+
+	// podSelector narrows the scraping pods within those namespaces, such
+	// as app.kubernetes.io/name=prometheus. Unset means every pod there.
+	//
+	// +optional
+	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
 }
 
 // BrokerKind names a message broker.
@@ -418,6 +447,16 @@ type Service struct {
 	// +kubebuilder:validation:items:MaxLength=62
 	// +optional
 	Calls []string `json:"calls,omitempty"`
+
+	// entryPoint marks a service that clients outside the app reach, such
+	// as a gateway behind an Ingress or a LoadBalancer: its HTTP port
+	// admits traffic from anywhere. A service without it admits on its
+	// HTTP port only the pods of the services of this app that list it in
+	// calls. The operator enforces both with a NetworkPolicy
+	// "<app>-<service>", on network plugins that implement NetworkPolicies.
+	//
+	// +optional
+	EntryPoint bool `json:"entryPoint,omitempty"`
 
 	// publishes names the queues of spec.queues this service publishes to.
 	// The service's broker user may write to exactly those queues'

@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -622,12 +623,17 @@ func TestManagedBrokerObjects(t *testing.T) {
 		{n.Client, &corev1.Service{}},
 		{n.StatefulSet, &appsv1.StatefulSet{}},
 		{n.PodDisruptionBudget, &policyv1.PodDisruptionBudget{}},
+		{n.NetworkPolicy, &networkingv1.NetworkPolicy{}},
 		{resource.MonitoringSecretName(app.Name), &corev1.Secret{}},
 	} {
 		obj := get(t, ns, o.name, o.obj)
 		if !metav1.IsControlledBy(obj, live) {
 			t.Errorf("%T %s is not controlled by the app: %v", obj, o.name, obj.GetOwnerReferences())
 		}
+	}
+	np := get(t, ns, n.NetworkPolicy, &networkingv1.NetworkPolicy{})
+	if got := admittedOn(np, rabbitmq.ManagementPort); !slices.Contains(got.Namespaces, "kubernetes.io/metadata.name=courier-system") {
+		t.Errorf("the broker's NetworkPolicy does not admit the operator's namespace to the management API: %+v", got)
 	}
 	admin := get(t, ns, n.AdminSecret, &corev1.Secret{})
 	if string(admin.Data[rabbitmq.AdminUsernameKey]) != node.AdminUser || string(admin.Data[rabbitmq.AdminPasswordKey]) != node.AdminPassword {
@@ -788,9 +794,10 @@ func TestSteadyStateWithBroker(t *testing.T) {
 	}
 
 	eventsBefore := events()
-	// 8 objects of a one-node broker (no disruption budget), the monitoring
-	// Secret, 3 connection Secrets, 4 Deployments and 4 Services, the app.
-	steadyVersions(t, app, ownedKinds(), 21)
+	// 9 objects of a one-node broker (no disruption budget), the monitoring
+	// Secret, 3 connection Secrets, 4 NetworkPolicies, 4 Deployments and 4
+	// Services, the app.
+	steadyVersions(t, app, ownedKinds(), 26)
 	if diff := cmp.Diff(eventsBefore, events()); diff != "" {
 		t.Errorf("events at steady state (-before +after):\n%s", diff)
 	}

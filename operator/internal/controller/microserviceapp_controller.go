@@ -57,6 +57,10 @@ type MicroserviceAppReconciler struct {
 	// ClusterDomain is the cluster's DNS domain, part of a managed broker's
 	// node names; empty means cluster.local.
 	ClusterDomain string
+	// OperatorNamespace is the namespace the operator runs in; the managed
+	// brokers' NetworkPolicies admit its pods to the management API. Empty
+	// when the operator runs outside the cluster.
+	OperatorNamespace string
 	// ResyncInterval is how often the broker is made to match the spec
 	// although nothing changed, which repairs what was changed on the broker
 	// by hand (default 5m).
@@ -95,6 +99,7 @@ func (r *MicroserviceAppReconciler) retryInterval() time.Duration {
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=services;secrets;configmaps;serviceaccounts;persistentvolumeclaims,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 //

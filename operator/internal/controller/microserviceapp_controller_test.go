@@ -91,7 +91,7 @@ func TestCreate(t *testing.T) {
 			}
 		}
 		if got := countOwned(t, app); got != want {
-			t.Errorf("app owns %d objects, want %d (a Deployment and a Service per service, one PodDisruptionBudget)", got, want)
+			t.Errorf("app owns %d objects, want %d (a NetworkPolicy, a Deployment and a Service per service, one PodDisruptionBudget)", got, want)
 		}
 	})
 
@@ -323,8 +323,8 @@ func TestSteadyState(t *testing.T) {
 	for _, b := range resource.PerService {
 		kinds = append(kinds, b.Object)
 	}
-	// 4 Deployments, 4 Services, 1 budget, the app.
-	before := steadyVersions(t, app, kinds, 10)
+	// 4 NetworkPolicies, 4 Deployments, 4 Services, 1 budget, the app.
+	before := steadyVersions(t, app, kinds, 14)
 	reconcileWritesNothing(t, app)
 	if diff := cmp.Diff(before, resourceVersions(t, app, kinds)); diff != "" {
 		t.Errorf("resourceVersions changed after the reconcile (-before +now):\n%s", diff)

@@ -110,6 +110,8 @@ func runSuite(m *testing.M) int {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("courier-operator"),
 		Admin:     testAdmin,
+		// The managed brokers' NetworkPolicies admit this namespace.
+		OperatorNamespace: "courier-system",
 		// Short enough for the drift tests to see a resync, and for queue
 		// depths to reach status, within a wait.
 		ResyncInterval:     3 * time.Second,
@@ -304,7 +306,8 @@ func reconcileWritesNothing(t *testing.T, app *v1alpha1.MicroserviceApp) {
 	t.Helper()
 	counter := newWriteCounter(mgrClient)
 	recorder := events.NewFakeRecorder(10)
-	r := &MicroserviceAppReconciler{Client: counter, APIReader: k8s, Recorder: recorder, Admin: testAdmin}
+	r := &MicroserviceAppReconciler{Client: counter, APIReader: k8s, Recorder: recorder, Admin: testAdmin,
+		OperatorNamespace: reconciler.OperatorNamespace}
 	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}); err != nil {
 		t.Fatalf("reconcile: %v", err)
 	}

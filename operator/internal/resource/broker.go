@@ -53,8 +53,10 @@ func ServiceQueues(svc *v1alpha1.Service) []string {
 
 // ManagedBroker maps the app's spec.broker.managed to the rabbitmq
 // builders' input; clusterDomain is the cluster's DNS domain ("" for
-// cluster.local). The app's spec must have a managed broker.
-func ManagedBroker(app *v1alpha1.MicroserviceApp, clusterDomain string) rabbitmq.Broker {
+// cluster.local), operatorNamespace the namespace the operator runs in ("" when
+// it runs outside the cluster), whose pods may call the broker. The app's
+// spec must have a managed broker.
+func ManagedBroker(app *v1alpha1.MicroserviceApp, clusterDomain, operatorNamespace string) rabbitmq.Broker {
 	m := app.Spec.Broker.Managed
 	b := rabbitmq.Broker{
 		App:              app.Name,
@@ -67,6 +69,11 @@ func ManagedBroker(app *v1alpha1.MicroserviceApp, clusterDomain string) rabbitmq
 		// cache; the instance label lets pruning find them.
 		Labels: Labels(app.Name, BrokerComponent),
 		Owner:  ownerReference(app),
+		Network: rabbitmq.Network{
+			Clients:           AppLabels(app.Name),
+			OperatorNamespace: operatorNamespace,
+			Monitoring:        MonitoringPeer(app),
+		},
 	}
 	if m.StorageSize != nil {
 		b.StorageSize = *m.StorageSize

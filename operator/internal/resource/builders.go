@@ -12,13 +12,15 @@ import (
 type Builder = kind.Builder[Input]
 
 // PerService lists the builders every service goes through, in the order the
-// controller applies them across all services: broker connection Secrets
-// first, since pods cannot start without the Secret their BROKER_URL comes
+// controller applies them across all services: NetworkPolicies first, so no
+// pod ever runs without the rules that isolate it; broker connection Secrets
+// next, since pods cannot start without the Secret their BROKER_URL comes
 // from; volume claims next, so a pod never waits for the claim it mounts;
 // Services next, so every URL a caller is given resolves before any pod
 // starts; Deployments next; disruption budgets last, once there are pods for
 // them to protect.
 var PerService = []Builder{
+	{Object: kind.NetworkPolicy, Build: func(in Input) runtime.ApplyConfiguration { return NetworkPolicy(in) }},
 	{Object: kind.Secret, Build: func(in Input) runtime.ApplyConfiguration { return kind.Optional(ConnectionSecret(in)) }},
 	{Object: kind.PersistentVolumeClaim, Build: func(in Input) runtime.ApplyConfiguration { return kind.Optional(PersistentVolumeClaim(in)) }},
 	{Object: kind.Service, Build: func(in Input) runtime.ApplyConfiguration { return Service(in) }},

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -56,6 +57,24 @@ func TestBuilders(t *testing.T) {
 			name:    "calls",
 			app:     fixture.Blog("blog-ns"),
 			service: "gateway",
+		},
+		{
+			// Called by gateway and posts, so its HTTP port admits their
+			// pods and no other.
+			name:    "callee",
+			app:     fixture.Blog("blog-ns"),
+			service: "users",
+		},
+		{
+			// Monitoring narrowed to Prometheus's pods in every namespace.
+			name: "monitoring",
+			app: fixture.App("shop", "cart", fixture.WithService("api"), func(a *v1alpha1.MicroserviceApp) {
+				a.Spec.Monitoring = &v1alpha1.Monitoring{
+					NamespaceSelector: &metav1.LabelSelector{},
+					PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "prometheus"}},
+				}
+			}),
+			service: "api",
 		},
 		{
 			name: "replicated",
@@ -179,7 +198,7 @@ func TestManagedBroker(t *testing.T) {
 			StorageSize: &size, StorageClassName: &class, Resources: &res,
 		}
 	})
-	got := resource.ManagedBroker(app, "example.org")
+	got := resource.ManagedBroker(app, "example.org", "courier-system")
 	if got.App != "blog" || got.Namespace != "blog-ns" || got.Image != "rabbitmq:custom" || got.Replicas != 3 ||
 		got.StorageSize.Cmp(size) != 0 || got.StorageClassName != &class || !equality.Semantic.DeepEqual(got.Resources, res) ||
 		got.ClusterDomain != "example.org" || got.Owner == nil || *got.Owner.UID != app.UID {
@@ -193,7 +212,7 @@ func TestManagedBroker(t *testing.T) {
 	}
 
 	app.Spec.Broker.Managed = &v1alpha1.ManagedBroker{}
-	unset := resource.ManagedBroker(app, "")
+	unset := resource.ManagedBroker(app, "", "")
 	if unset.Replicas != 1 || !unset.StorageSize.IsZero() || len(unset.Resources.Limits) != 0 || unset.StorageClassName != nil {
 		t.Errorf("ManagedBroker of an undefaulted spec = %+v, want one replica and the builders' defaults", unset)
 	}

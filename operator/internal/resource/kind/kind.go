@@ -10,11 +10,13 @@ package kind
 import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -135,6 +137,14 @@ var (
 		},
 		New:     func() client.Object { return &policyv1.PodDisruptionBudget{} },
 		NewList: func() client.ObjectList { return &policyv1.PodDisruptionBudgetList{} },
+	}
+	NetworkPolicy = Object{
+		Kind: "NetworkPolicy",
+		Owned: func(obj client.Object, owner string) (runtime.ApplyConfiguration, error) {
+			return networkingv1ac.ExtractNetworkPolicy(obj.(*networkingv1.NetworkPolicy), owner)
+		},
+		New:     func() client.Object { return &networkingv1.NetworkPolicy{} },
+		NewList: func() client.ObjectList { return &networkingv1.NetworkPolicyList{} },
 	}
 )
 

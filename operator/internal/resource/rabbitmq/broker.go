@@ -90,6 +90,8 @@ type Broker struct {
 	// reference to the MicroserviceApp so that deleting the app collects
 	// the broker.
 	Owner *metav1ac.OwnerReferenceApplyConfiguration
+	// Network says who may reach the nodes; see NetworkPolicy.
+	Network Network
 }
 
 // Validate reports what would make the built objects invalid: a missing

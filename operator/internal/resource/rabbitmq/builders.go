@@ -22,13 +22,15 @@ type Input struct {
 type Builder = kind.Builder[Input]
 
 // Builders are the managed broker's objects in the order the controller
-// applies them: whatever a pod mounts or calls the API as must exist before
+// applies them: the NetworkPolicy first, so no node ever runs unprotected;
+// whatever a pod mounts or calls the API as must exist before
 // the StatefulSet creates pods, because a node that cannot list its peers
 // boots alone and forms a cluster of its own, and a pod whose ConfigMap or
 // Secret is missing never starts; the Services come before the pods so that
 // node names resolve at first boot; the disruption budget comes last, once
 // there are pods to protect.
 var Builders = []Builder{
+	{Object: kind.NetworkPolicy, Build: func(in Input) runtime.ApplyConfiguration { return NetworkPolicy(in.Broker) }},
 	{Object: kind.ServiceAccount, Build: func(in Input) runtime.ApplyConfiguration { return ServiceAccount(in.Broker) }},
 	{Object: kind.Role, Build: func(in Input) runtime.ApplyConfiguration { return Role(in.Broker) }},
 	{Object: kind.RoleBinding, Build: func(in Input) runtime.ApplyConfiguration { return RoleBinding(in.Broker) }},

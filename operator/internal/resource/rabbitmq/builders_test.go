@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/fixture"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
@@ -38,6 +39,11 @@ func testBroker(opts ...BrokerOption) rabbitmq.Broker {
 			WithUID(types.UID("00000000-0000-0000-0000-000000000001")).
 			WithController(true).
 			WithBlockOwnerDeletion(true),
+		Network: rabbitmq.Network{
+			Clients:           resource.AppLabels("blog"),
+			OperatorNamespace: "courier-system",
+			Monitoring:        resource.MonitoringPeer(fixture.App("apps", "blog")),
+		},
 	}
 	for _, o := range opts {
 		o(&b)
@@ -132,7 +138,7 @@ func TestBuildersOrder(t *testing.T) {
 	for _, b := range rabbitmq.Builders {
 		kinds = append(kinds, b.Kind)
 	}
-	want := []string{"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Service", "Service", "StatefulSet", "PodDisruptionBudget"}
+	want := []string{"NetworkPolicy", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Service", "Service", "StatefulSet", "PodDisruptionBudget"}
 	if diff := cmp.Diff(want, kinds); diff != "" {
 		t.Errorf("builder order (-want +got):\n%s", diff)
 	}
@@ -262,6 +268,7 @@ func TestNames(t *testing.T) {
 		Role:                "blog-broker-peer-discovery",
 		RoleBinding:         "blog-broker-peer-discovery",
 		PodDisruptionBudget: "blog-broker",
+		NetworkPolicy:       "blog-broker",
 	}
 	if diff := cmp.Diff(want, rabbitmq.NamesFor("blog")); diff != "" {
 		t.Errorf("NamesFor (-want +got):\n%s", diff)

@@ -31,6 +31,9 @@ type Names struct {
 	RoleBinding string
 	// PodDisruptionBudget protects the cluster's quorum during drains.
 	PodDisruptionBudget string
+	// NetworkPolicy admits to the nodes only the app, the operator and
+	// monitoring, and to their clustering ports only each other.
+	NetworkPolicy string
 }
 
 // NamesFor returns the names of app's managed broker objects. They all start
@@ -48,6 +51,7 @@ func NamesFor(app string) Names {
 		Role:                base + "-peer-discovery",
 		RoleBinding:         base + "-peer-discovery",
 		PodDisruptionBudget: base,
+		NetworkPolicy:       base,
 	}
 }
 
