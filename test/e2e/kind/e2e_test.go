@@ -65,6 +65,7 @@ func TestBlog(t *testing.T) {
 		{"operator runs with the chart's RBAC, not as an administrator", s.operatorLeastPrivilege},
 		{"sign-up and comment send two e-mails", s.emails},
 		{"metrics", s.metrics},
+		{"NetworkPolicies admit only the service graph", s.networkPolicies},
 		{"a three-node broker loses a node and no job", s.brokerSurvivesNodeLoss},
 		{"delete", s.deleteApp},
 		{"delete the namespace", s.deleteNamespace},
