@@ -82,8 +82,11 @@ func (s *suite) runProbe(t *testing.T, ctx context.Context, name, url string) (b
 		},
 		Containers: []corev1.Container{{
 			Name: "probe", Image: image, ImagePullPolicy: pull,
-			// busybox's own wget -T crashes in Debian's 1.35; timeout bounds it.
-			Command: []string{"sh", "-c", "timeout 5 wget -q -O /dev/null " + url},
+			// busybox's own wget -T crashes in Debian's 1.35; timeout bounds
+			// it. "; exit $?" keeps sh as PID 1: busybox timeout runs the
+			// command in its own process, and as PID 1 wget would ignore
+			// the SIGTERM and never end.
+			Command: []string{"sh", "-c", "timeout 5 wget -q -O /dev/null " + url + "; exit $?"},
 			SecurityContext: &corev1.SecurityContext{
 				AllowPrivilegeEscalation: ptr.To(false),
 				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
