@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/courier-dev/courier/services/internal/auth"
@@ -21,12 +22,18 @@ type config struct {
 	// UpstreamTimeout bounds one forwarded request; it must be shorter than
 	// the kit's REQUEST_TIMEOUT so the client gets the gateway's 504.
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"5s"`
+	// TrustedProxies are the addresses or CIDRs of the load balancer or
+	// ingress in front of the gateway, whose X-Forwarded-For names the
+	// client. The per-client rate limits key on that address; behind an
+	// ingress and without this, every client shares the ingress's limit.
+	// Empty: the connection's address is the client's.
+	TrustedProxies []string `env:"TRUSTED_PROXIES" envSeparator:","`
 }
 
 // run starts the gateway and blocks until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	usage := fmt.Sprintf("Configured from the environment: %s, %s,\n"+
-		"UPSTREAM_TIMEOUT and the kit's variables (see docs/contract.md).",
+		"UPSTREAM_TIMEOUT, TRUSTED_PROXIES and the kit's variables (see docs/contract.md).",
 		contract.ServiceURLEnv("users"), contract.ServiceURLEnv("posts"))
 	if help, err := kit.ParseArgs(args, stdout, usage); help || err != nil {
 		return err
@@ -41,6 +48,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("config: invalid UPSTREAM_TIMEOUT %s: want a positive duration below %s (%s)",
 			own.UpstreamTimeout, contract.EnvRequestTimeout, cfg.RequestTimeout)
 	}
+	for _, p := range own.TrustedProxies {
+		if _, _, err := net.ParseCIDR(p); err != nil && net.ParseIP(p) == nil {
+			return fmt.Errorf("config: invalid TRUSTED_PROXIES: %q is neither an IP address nor a CIDR", p)
+		}
+	}
 	usersURL, err := parseBaseURL(own.UsersURL)
 	if err != nil {
 		return fmt.Errorf("config: invalid %s: %w", contract.ServiceURLEnv("users"), err)
@@ -53,6 +65,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
 	if err != nil {
 		return err
+	}
+	if len(own.TrustedProxies) > 0 {
+		// Checked above, so this cannot fail.
+		if err := svc.Engine().SetTrustedProxies(own.TrustedProxies); err != nil {
+			return fmt.Errorf("config: invalid TRUSTED_PROXIES: %w", err)
+		}
 	}
 	// Tokens are verified with the keys users publishes, never a shared
 	// secret: the gateway cannot mint one.

@@ -42,11 +42,40 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{"no users URL", map[string]string{contract.ServiceURLEnv("users"): ""}, contract.ServiceURLEnv("users")},
 		{"no posts URL", map[string]string{contract.ServiceURLEnv("posts"): ""}, contract.ServiceURLEnv("posts")},
 		{"posts URL without scheme", map[string]string{contract.ServiceURLEnv("posts"): "posts:8080"}, contract.ServiceURLEnv("posts")},
+		{"trusted proxy not an address", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,ingress"}, "TRUSTED_PROXIES"},
 		{"upstream timeout not below the request timeout", map[string]string{"UPSTREAM_TIMEOUT": "10s", contract.EnvRequestTimeout: "10s"}, "UPSTREAM_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			servicetest.RunFails(t, run, "gateway", base, tt.change, tt.wantErr)
 		})
+	}
+}
+
+// TestPerClientLimitsBehindAProxy: with the ingress's address in
+// TRUSTED_PROXIES, the client of the per-client limits is the one
+// X-Forwarded-For names, so clients behind one ingress do not share a limit.
+func TestPerClientLimitsBehindAProxy(t *testing.T) {
+	users, posts := newEchoUpstream(t, "users"), newEchoUpstream(t, "posts")
+	svc := servicetest.Start(t, run, "gateway", map[string]string{
+		contract.EnvAppName: "blog", contract.EnvServiceName: "gateway",
+		contract.ServiceURLEnv("users"): users.URL,
+		contract.ServiceURLEnv("posts"): posts.URL,
+		"TRUSTED_PROXIES":               "127.0.0.1",
+	})
+	httpc := servicetest.HTTPClient()
+	signUp := func(client string) int {
+		return servicetest.Do(t, httpc, "POST", svc.APIURL+"/api/users", `{}`, "X-Forwarded-For", client).Status
+	}
+	for range signUpsPerClient.burst {
+		if got := signUp("203.0.113.1"); got != 200 {
+			t.Fatalf("sign-up within the burst = %d", got)
+		}
+	}
+	if got := signUp("203.0.113.1"); got != 429 {
+		t.Errorf("the first client's sign-up past its burst = %d, want 429", got)
+	}
+	if got := signUp("203.0.113.2"); got != 200 {
+		t.Errorf("another client behind the same proxy = %d, want 200", got)
 	}
 }
