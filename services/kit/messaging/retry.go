@@ -57,7 +57,7 @@ var ErrConfig = errors.New("broker configuration error")
 
 // DefaultAuthRetryFor is how long refused credentials are retried before
 // Connect gives up with ErrConfig, when Config.AuthRetryFor is zero.
-const DefaultAuthRetryFor = 30 * time.Second
+const DefaultAuthRetryFor = 2 * time.Minute
 
 // forever is an AuthRetryFor that never gives up.
 const forever = time.Duration(math.MaxInt64)
