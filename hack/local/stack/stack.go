@@ -10,9 +10,6 @@ package stack
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -32,26 +29,24 @@ import (
 	"github.com/courier-dev/courier/test/smtpsink"
 )
 
-// App is the MicroserviceApp name the local system runs as.
-const App = "blog"
+// App is the MicroserviceApp name the local system runs as: the sample's.
+var App = sample.Name
 
-// Service names, in start order: consumers and the services the gateway
-// calls come up before the gateway, so its first request finds them.
-var Services = []string{"mailer", "users", "posts", "gateway"}
+// Services are the sample app's services in start order: each comes up
+// after the services it calls, so the gateway's first request finds them.
+var Services = startOrder(sample)
 
 // QueueEmails is the logical queue of e-mail jobs (mailjob.Queue, which is
 // internal to services/ and so cannot be imported from here).
 const QueueEmails = "emails"
 
-// Environment variables of the blog services that are not part of the
-// operator's contract. They are spelled here as the services read them.
+// The mailer's SMTP settings, which locally point at the sink instead of
+// the sample Secret's server. Spelled as the mailer reads them.
 const (
-	envDatabasePath    = "DATABASE_PATH"
-	envTokenSigningKey = "TOKEN_PRIVATE_KEY"
-	envSMTPHost        = "SMTP_HOST"
-	envSMTPPort        = "SMTP_PORT"
-	envSMTPFrom        = "SMTP_FROM"
-	envSMTPStartTLS    = "SMTP_STARTTLS"
+	envSMTPHost     = "SMTP_HOST"
+	envSMTPPort     = "SMTP_PORT"
+	envSMTPFrom     = "SMTP_FROM"
+	envSMTPStartTLS = "SMTP_STARTTLS"
 )
 
 // Ports are the ports each service's API and admin listeners bind, and the
@@ -232,20 +227,12 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("start smtp sink: %w", err)
 	}
 
-	// users signs tokens with this key; the others fetch its public half
-	// from users, as in a cluster.
-	_, key, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		return nil, fmt.Errorf("token signing key: %w", err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("token signing key: %w", err)
-	}
-	signingKey := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-
 	for _, name := range Services {
-		p, err := s.startService(name, s.env(name, signingKey))
+		env, err := s.env(name)
+		if err != nil {
+			return nil, err
+		}
+		p, err := s.startService(name, env)
 		if err != nil {
 			return nil, err
 		}
@@ -260,9 +247,10 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	return s, nil
 }
 
-// env is the environment a service gets: the contract's variables, as the
-// operator would set them, plus the blog's own.
-func (s *Stack) env(name, signingKey string) []string {
+// env is the environment a service gets: the contract's variables and what
+// the sample app's spec wires, as the operator would set them, with local
+// addresses, plus the sink for the mailer's e-mail.
+func (s *Stack) env(name string) ([]string, error) {
 	ports := s.opts.Ports
 	url := func(svc string) string { return fmt.Sprintf("http://127.0.0.1:%d", ports.HTTP[svc]) }
 	env := []string{
@@ -283,28 +271,13 @@ func (s *Stack) env(name, signingKey string) []string {
 		// late reports; 100ms keeps that while stopping in a blink.
 		"GORACE=exitcode=66 atexit_sleep_ms=100",
 	}
-	switch name {
-	case "users", "posts", "mailer":
-		env = append(env,
-			contract.EnvBrokerKind+"="+s.BrokerKind,
-			contract.EnvBrokerURL+"="+s.BrokerURL,
-			contract.QueueEnv(QueueEmails)+"="+contract.QueueName(App, QueueEmails),
-			// No operator here to declare the topology.
-			contract.EnvDevDeclareTopology+"=true",
-			envDatabasePath+"="+filepath.Join(s.opts.DataDir, name+".db"),
-		)
+	spec, err := s.specEnv(sampleService(name), url, s.opts.DataDir)
+	if err != nil {
+		return nil, err
 	}
-	switch name {
-	case "users":
-		env = append(env, envTokenSigningKey+"="+signingKey)
-	case "posts":
-		env = append(env, contract.ServiceURLEnv("users")+"="+url("users"))
-	case "gateway":
-		env = append(env,
-			contract.ServiceURLEnv("users")+"="+url("users"),
-			contract.ServiceURLEnv("posts")+"="+url("posts"),
-		)
-	case "mailer":
+	env = append(env, spec...)
+	if name == "mailer" {
+		// Later entries win: the sink replaces the sample's SMTP server.
 		env = append(env,
 			envSMTPHost+"="+s.Sink.Host(),
 			envSMTPPort+"="+strconv.Itoa(s.Sink.Port()),
@@ -312,7 +285,7 @@ func (s *Stack) env(name, signingKey string) []string {
 			envSMTPFrom+"=Courier Blog <no-reply@blog.localhost>",
 		)
 	}
-	return append(env, s.opts.Env...)
+	return append(env, s.opts.Env...), nil
 }
 
 func (s *Stack) startService(name string, env []string) (*Process, error) {
