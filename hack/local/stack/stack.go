@@ -58,8 +58,9 @@ type Ports struct {
 }
 
 // FixedPorts numbers the services from the bases in Services order, except
-// that the gateway, the public edge, takes the bases themselves: gateway
-// 8080/9090, mailer 8081/9091, users 8082/9092, posts 8083/9093.
+// that the gateway, the public edge, takes the bases themselves: for the
+// blog, gateway 8080/9090, users 8081/9091, posts 8082/9092, mailer
+// 8083/9093.
 func FixedPorts(httpBase, adminBase, smtp int) Ports {
 	p := Ports{HTTP: map[string]int{}, Admin: map[string]int{}, SMTP: smtp}
 	p.HTTP["gateway"], p.Admin["gateway"] = httpBase, adminBase
