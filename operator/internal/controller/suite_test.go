@@ -265,10 +265,20 @@ func steadyVersions(t *testing.T, app *v1alpha1.MicroserviceApp, kinds []kind.Ob
 	if len(before) != want {
 		t.Fatalf("tracking %d objects, want %d: %v", len(before), want, before)
 	}
+	// The app's status as well, so a change says what changed.
+	status := func() v1alpha1.MicroserviceAppStatus {
+		live := &v1alpha1.MicroserviceApp{}
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
+			t.Fatalf("get app: %v", err)
+		}
+		return live.Status
+	}
+	statusBefore := status()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if diff := cmp.Diff(before, resourceVersions(t, app, kinds)); diff != "" {
-			t.Fatalf("resourceVersions changed at steady state (-before +now):\n%s", diff)
+			t.Fatalf("resourceVersions changed at steady state (-before +now):\n%s\napp status (-before +now):\n%s",
+				diff, cmp.Diff(statusBefore, status()))
 		}
 		time.Sleep(time.Second)
 	}
