@@ -5,7 +5,8 @@
 # made (the current kubeconfig context), as in GitHub Actions. Without them
 # (this project's own CI, any machine without Docker) it sets up the local
 # node the same way make demo does, with the suite's namespace
-# (courier-e2e) and image tag (e2e), and runs the same suite against it.
+# (courier-e2e) and image tag (e2e), upgrades it once from the previous CRD,
+# and runs the same suite against it.
 # Set E2E_CLUSTER=kind or E2E_CLUSTER=node to choose.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +30,14 @@ if [[ "$cluster" == node ]]; then
   set -a
   source "$STATE/demo-images/images.env"
   set +a
+  # An upgrade whose CRD changed: put back the CRD of an earlier version
+  # (test/e2e/kind/testdata/crd-previous.yaml, before services[].storage
+  # and entryPoint), then upgrade both releases as a user would; the suite
+  # then runs against the upgraded install.
+  echo "test-e2e: upgrading from the previous CRD" >&2
+  kubectl apply --server-side --force-conflicts -f test/e2e/kind/testdata/crd-previous.yaml >/dev/null
+  E2E_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" E2E_APP="${E2E_APP:-blog}" PULL_POLICY=Never BROKER_REPLICAS=3 \
+    hack/kind/install.sh
+  kubectl -n "${E2E_NAMESPACE:-courier-e2e}" wait --for=condition=Ready "msa/${E2E_APP:-blog}" --timeout=5m
 fi
 exec go test -tags e2e -race -count=1 -timeout 45m ./test/e2e/kind/... -v
