@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -177,21 +176,7 @@ func TestStorageRules(t *testing.T) {
 	storage := func(spec map[string]any) map[string]any {
 		return service(spec, 0)["storage"].(map[string]any)
 	}
-	// update tries change as a dry run, again when the controller's status
-	// writes got in between.
-	update := func(change func(spec map[string]any)) error {
-		for {
-			u := &unstructured.Unstructured{}
-			u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("MicroserviceApp"))
-			if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "stateful"}, u); err != nil {
-				t.Fatal(err)
-			}
-			change(u.Object["spec"].(map[string]any))
-			if err := k8s.Update(context.Background(), u, client.DryRunAll); !apierrors.IsConflict(err) {
-				return err
-			}
-		}
-	}
+	update := func(change func(spec map[string]any)) error { return dryRunUpdate(t, ns, "stateful", change) }
 
 	rejected := []struct {
 		name   string

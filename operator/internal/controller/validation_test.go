@@ -368,21 +368,7 @@ func TestBrokerIsImmutable(t *testing.T) {
 	managed := func(spec map[string]any) map[string]any {
 		return spec["broker"].(map[string]any)["managed"].(map[string]any)
 	}
-	// update tries change as a dry run, again when the controller's status
-	// writes got in between.
-	update := func(change func(spec map[string]any)) error {
-		for {
-			u := &unstructured.Unstructured{}
-			u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("MicroserviceApp"))
-			if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "frozen"}, u); err != nil {
-				t.Fatal(err)
-			}
-			change(u.Object["spec"].(map[string]any))
-			if err := k8s.Update(context.Background(), u, client.DryRunAll); !apierrors.IsConflict(err) {
-				return err
-			}
-		}
-	}
+	update := func(change func(spec map[string]any)) error { return dryRunUpdate(t, ns, "frozen", change) }
 
 	rejected := []struct {
 		name   string
@@ -434,5 +420,23 @@ func TestBrokerIsImmutable(t *testing.T) {
 				t.Errorf("update: %v", err)
 			}
 		})
+	}
+}
+
+// dryRunUpdate tries change on the spec of the app ns/name as a dry-run
+// update, again when the controller's status writes got in between, and
+// returns the API server's answer.
+func dryRunUpdate(t *testing.T, ns, name string, change func(spec map[string]any)) error {
+	t.Helper()
+	for {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("MicroserviceApp"))
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, u); err != nil {
+			t.Fatal(err)
+		}
+		change(u.Object["spec"].(map[string]any))
+		if err := k8s.Update(context.Background(), u, client.DryRunAll); !apierrors.IsConflict(err) {
+			return err
+		}
 	}
 }
