@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -90,8 +89,8 @@ func TestNameCollisionBetweenApps(t *testing.T) {
 	}
 	waitEvent(t, live, corev1.EventTypeWarning, v1alpha1.ReasonNameConflict)
 
-	// Past the second app's first retries (1 s, then 2 s).
-	time.Sleep(4 * time.Second)
+	// A retry, run now rather than waited for, still leaves them alone.
+	reconcileOnce(t, second)
 	unchanged(t, svc, &corev1.Service{}, func(s *corev1.Service) any { return s.Spec })
 	unchanged(t, dep, &appsv1.Deployment{}, func(d *appsv1.Deployment) any { return d.Spec })
 	if c := readyCondition(context.Background(), first); c == nil || c.Status != metav1.ConditionTrue {
@@ -128,7 +127,7 @@ func TestHandMadeObjectIsLeftAlone(t *testing.T) {
 	get(t, ns, "shop-worker", &appsv1.Deployment{})
 	get(t, ns, "shop-api", &corev1.Service{})
 	live := waitNameConflict(t, app, "Deployment/shop-api already exists and has no owner")
-	time.Sleep(4 * time.Second)
+	reconcileOnce(t, app)
 	unchanged(t, foreign, &appsv1.Deployment{}, func(d *appsv1.Deployment) any { return d.Spec })
 	waitEvent(t, live, corev1.EventTypeWarning, v1alpha1.ReasonNameConflict)
 
@@ -183,6 +182,6 @@ func TestObjectOfAnotherControllerIsLeftAlone(t *testing.T) {
 
 	get(t, ns, "shop-worker", &appsv1.Deployment{})
 	waitNameConflict(t, app, "Deployment/shop-api already exists and is controlled by ConfigMap/someone-else")
-	time.Sleep(2 * time.Second)
+	reconcileOnce(t, app)
 	unchanged(t, foreign, &appsv1.Deployment{}, func(d *appsv1.Deployment) any { return d.Spec })
 }
