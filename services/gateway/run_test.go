@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -8,14 +9,22 @@ import (
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
-// TestRun starts the whole gateway and forwards a signed-in write through it.
-func TestRun(t *testing.T) {
+// startGateway runs the whole gateway in front of two echo upstreams, with
+// extra added to the operator's environment.
+func startGateway(t *testing.T, extra map[string]string) *servicetest.Running {
 	users, posts := newEchoUpstream(t, "users"), newEchoUpstream(t, "posts")
-	svc := servicetest.Start(t, run, "gateway", map[string]string{
+	env := map[string]string{
 		contract.EnvAppName: "blog", contract.EnvServiceName: "gateway",
 		contract.ServiceURLEnv("users"): users.URL,
 		contract.ServiceURLEnv("posts"): posts.URL,
-	})
+	}
+	maps.Copy(env, extra)
+	return servicetest.Start(t, run, "gateway", env)
+}
+
+// TestRun starts the whole gateway and forwards a signed-in write through it.
+func TestRun(t *testing.T) {
+	svc := startGateway(t, nil)
 	svc.WaitReady(t)
 	client := servicetest.HTTPClient()
 	r := servicetest.Do(t, client, "POST", svc.APIURL+"/api/posts", `{}`, "Authorization", "Bearer "+token(t, testKey, 9, time.Now()))
@@ -56,13 +65,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 // TRUSTED_PROXIES, the client of the per-client limits is the one
 // X-Forwarded-For names, so clients behind one ingress do not share a limit.
 func TestPerClientLimitsBehindAProxy(t *testing.T) {
-	users, posts := newEchoUpstream(t, "users"), newEchoUpstream(t, "posts")
-	svc := servicetest.Start(t, run, "gateway", map[string]string{
-		contract.EnvAppName: "blog", contract.EnvServiceName: "gateway",
-		contract.ServiceURLEnv("users"): users.URL,
-		contract.ServiceURLEnv("posts"): posts.URL,
-		"TRUSTED_PROXIES":               "127.0.0.1",
-	})
+	svc := startGateway(t, map[string]string{"TRUSTED_PROXIES": "127.0.0.1"})
 	httpc := servicetest.HTTPClient()
 	signUp := func(client string) int {
 		return servicetest.Do(t, httpc, "POST", svc.APIURL+"/api/users", `{}`, "X-Forwarded-For", client).Status

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/servicetest"
 	"github.com/courier-dev/courier/services/kit/contract"
 	"github.com/courier-dev/courier/test/brokertest"
@@ -20,14 +19,8 @@ func TestStateSurvivesPodReplacement(t *testing.T) {
 	n := brokertest.StartNATS(t)
 	users := newUsersUpstream(t)
 	volume := t.TempDir()
-	env := map[string]string{
-		contract.EnvAppName: "blog", contract.EnvServiceName: "posts",
-		contract.EnvBrokerKind: contract.BrokerNATS, contract.EnvBrokerURL: n.URL,
-		contract.QueueEnv(mailjob.Queue): contract.QueueName("blog", mailjob.Queue),
-		contract.EnvDevDeclareTopology:   "true",
-		contract.ServiceURLEnv("users"):  users.URL,
-		contract.EnvDataDir:              volume,
-	}
+	env := natsEnv(n.URL, users.URL)
+	env[contract.EnvDataDir] = volume
 	client := servicetest.HTTPClient()
 	create := func(svc *servicetest.Running, title string) string {
 		t.Helper()

@@ -12,6 +12,18 @@ import (
 	"github.com/courier-dev/courier/test/brokertest"
 )
 
+// natsEnv is the environment the operator would give posts with a NATS
+// broker at natsURL and users at usersURL, plus the development topology.
+func natsEnv(natsURL, usersURL string) map[string]string {
+	return map[string]string{
+		contract.EnvAppName: "blog", contract.EnvServiceName: "posts",
+		contract.EnvBrokerKind: contract.BrokerNATS, contract.EnvBrokerURL: natsURL,
+		contract.QueueEnv(mailjob.Queue): contract.QueueName("blog", mailjob.Queue),
+		contract.EnvDevDeclareTopology:   "true",
+		contract.ServiceURLEnv("users"):  usersURL,
+	}
+}
+
 // TestRunWithNATS runs the whole service against a real (embedded) NATS
 // JetStream server and a users upstream over HTTP: a comment puts a
 // notification job for the post's author on the queue, carrying the
@@ -20,14 +32,9 @@ func TestRunWithNATS(t *testing.T) {
 	n := brokertest.StartNATS(t)
 	users := newUsersUpstream(t)
 	jobs := servicetest.ConsumeJobs(t, contract.BrokerNATS, n.URL, "blog")
-	svc := servicetest.Start(t, run, "posts", map[string]string{
-		contract.EnvAppName: "blog", contract.EnvServiceName: "posts",
-		contract.EnvBrokerKind: contract.BrokerNATS, contract.EnvBrokerURL: n.URL,
-		contract.QueueEnv(mailjob.Queue): contract.QueueName("blog", mailjob.Queue),
-		contract.EnvDevDeclareTopology:   "true",
-		contract.ServiceURLEnv("users"):  users.URL,
-		"DATABASE_PATH":                  filepath.Join(t.TempDir(), "posts.db"),
-	})
+	env := natsEnv(n.URL, users.URL)
+	env["DATABASE_PATH"] = filepath.Join(t.TempDir(), "posts.db")
+	svc := servicetest.Start(t, run, "posts", env)
 	svc.WaitReady(t, "broker", "database")
 	client := servicetest.HTTPClient()
 	if r := servicetest.Do(t, client, "POST", svc.APIURL+"/api/posts", `{"title":"On engines","body":"b"}`, as(1)...); r.Status != 201 {
