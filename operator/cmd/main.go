@@ -56,6 +56,8 @@ func run(args []string) error {
 		enableLeaderElection, secureMetrics, enableHTTP2 bool
 		clusterDomain, operatorNamespace                 string
 		brokerResync, queueStatsInterval                 time.Duration
+		maxConcurrentReconciles, kubeAPIBurst            int
+		kubeAPIQPS                                       float64
 	)
 	fs := flag.NewFlagSet("courier-operator", flag.ContinueOnError)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "0",
@@ -80,6 +82,12 @@ func run(args []string) error {
 		"How often each app's broker is made to match its spec although nothing changed, which repairs users, permissions and queues changed on the broker by hand.")
 	fs.DurationVar(&queueStatsInterval, "queue-stats-interval", 30*time.Second,
 		"How often each app's queue depths and consumer counts are polled into its status.")
+	fs.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", controller.DefaultMaxConcurrentReconciles,
+		"How many apps are reconciled at once; a broker that hangs holds back only the worker reconciling its app.")
+	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", 50,
+		"The sustained rate of requests per second the operator's client sends to the API server.")
+	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 100,
+		"The burst of requests the operator's client may send to the API server above --kube-api-qps.")
 	opts := zap.Options{}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -122,6 +130,8 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("load kubeconfig: %w", err)
 	}
+	restConfig.QPS = float32(kubeAPIQPS)
+	restConfig.Burst = kubeAPIBurst
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsOptions,
@@ -142,11 +152,12 @@ func run(args []string) error {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("courier-operator"),
 		// In the cluster, brokers are dialled by their Service names.
-		Admin:              broker.NewRabbitMQ(),
-		ClusterDomain:      clusterDomain,
-		OperatorNamespace:  operatorNamespace,
-		ResyncInterval:     brokerResync,
-		QueueStatsInterval: queueStatsInterval,
+		Admin:                   broker.NewRabbitMQ(),
+		ClusterDomain:           clusterDomain,
+		OperatorNamespace:       operatorNamespace,
+		ResyncInterval:          brokerResync,
+		QueueStatsInterval:      queueStatsInterval,
+		MaxConcurrentReconciles: maxConcurrentReconciles,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up MicroserviceApp controller: %w", err)
 	}

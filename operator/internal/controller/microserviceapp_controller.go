@@ -20,6 +20,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -37,6 +38,12 @@ import (
 // the cluster need no finalizer, since garbage collection deletes them with
 // the app.
 const cleanupFinalizer = "apps.courier.dev/cleanup"
+
+// DefaultMaxConcurrentReconciles is how many apps the operator reconciles at
+// once unless told otherwise. Reconciles of different apps share nothing
+// but the API client's rate limit, and broker calls wait on the network, so
+// more workers than cores pay off.
+const DefaultMaxConcurrentReconciles = 8
 
 // MicroserviceAppReconciler runs the services of MicroserviceApps and
 // provisions their brokers.
@@ -70,6 +77,10 @@ type MicroserviceAppReconciler struct {
 	// RetryInterval is how soon a broker that is not ready is looked at
 	// again (default 15s).
 	RetryInterval time.Duration
+	// MaxConcurrentReconciles is how many apps are reconciled at once
+	// (default DefaultMaxConcurrentReconciles), so that one app whose
+	// broker hangs does not hold back the others.
+	MaxConcurrentReconciles int
 
 	memo brokerMemo
 }
@@ -287,6 +298,7 @@ func (r *MicroserviceAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.MicroserviceApp{}).
 		Named("microserviceapp").
+		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles)}).
 		WatchesRawSource(source.Kind(secrets, secretMeta,
 			handler.TypedEnqueueRequestsFromMapFunc(r.appsUsingSecret)))
 	for _, k := range ownedKinds() {
