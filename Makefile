@@ -32,8 +32,11 @@ help: ## Display this help.
 manifests: controller-gen ## Generate the CRD and RBAC from the API markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./operator/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
-	# The operator chart ships the same generated CRD and RBAC rules.
-	cp config/crd/bases/*.yaml charts/courier/crds/
+	# The operator chart ships the same generated CRD and RBAC rules. The CRD
+	# is rendered by templates/crds.yaml (crds.install, crds.keep), so
+	# helm upgrade updates it; helm never upgrades a chart's crds/.
+	rm -f charts/courier/files/crds/*.yaml
+	cp config/crd/bases/*.yaml charts/courier/files/crds/
 	cp config/rbac/role.yaml charts/courier/files/manager-role.yaml
 	# The blog chart ships the alert rules and the dashboard of config/prometheus.
 	cp config/prometheus/rules/courier-alerts.yaml config/prometheus/dashboards/courier-app.json charts/blog/files/

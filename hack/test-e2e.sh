@@ -32,8 +32,9 @@ if [[ "$cluster" == node ]]; then
   set +a
   # An upgrade whose CRD changed: put back the CRD of an earlier version
   # (test/e2e/kind/testdata/crd-previous.yaml, before services[].storage
-  # and entryPoint), then upgrade both releases as a user would; the suite
-  # then runs against the upgraded install.
+  # and entryPoint), then upgrade both releases as a user would: helm
+  # upgrade puts the chart's CRD back (charts/courier renders it as a
+  # template); the suite then runs against the upgraded install.
   echo "test-e2e: upgrading from the previous CRD" >&2
   kubectl apply --server-side --force-conflicts -f test/e2e/kind/testdata/crd-previous.yaml >/dev/null
   E2E_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" E2E_APP="${E2E_APP:-blog}" PULL_POLICY=Never BROKER_REPLICAS=3 \

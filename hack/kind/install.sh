@@ -53,11 +53,19 @@ if [[ "$WAIT" == true ]]; then
 fi
 
 KUBECTL="${KUBECTL:-kubectl}"
-# helm installs a chart's crds/ only on the first install and never
-# upgrades them; applied here first, a changed CRD reaches a cluster that
-# already has the release.
-log "CRDs from charts/courier/crds (server-side apply)"
-"$KUBECTL" apply --server-side --force-conflicts -f charts/courier/crds/ >/dev/null
+# The chart renders the CRD as a template (crds.install), so helm upgrade
+# updates it. A CRD helm does not own yet (installed from the chart's old
+# crds/ directory, or applied by hand as test-e2e.sh does) is adopted into
+# the release first, as docs/operations.md tells users to: helm refuses to
+# take over an object without its release label and annotations.
+crd=microserviceapps.apps.courier.dev
+if owner=$("$KUBECTL" get crd "$crd" -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}' 2>/dev/null) &&
+  [[ -z "$owner" ]]; then
+  log "adopting CRD $crd into release courier"
+  "$KUBECTL" label crd "$crd" --overwrite app.kubernetes.io/managed-by=Helm >/dev/null
+  "$KUBECTL" annotate crd "$crd" --overwrite \
+    meta.helm.sh/release-name=courier meta.helm.sh/release-namespace="$OPERATOR_NAMESPACE" >/dev/null
+fi
 
 log "operator: $REGISTRY/courier-operator:$IMAGE_TAG ($PULL_POLICY) into $OPERATOR_NAMESPACE"
 "$HELM" upgrade --install courier charts/courier \

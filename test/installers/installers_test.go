@@ -49,7 +49,7 @@ func startAPIServer(t *testing.T) client.Client {
 		t.Fatal("KUBEBUILDER_ASSETS is not set: run through `make test` or export KUBEBUILDER_ASSETS=$(hack/envtest.sh)")
 	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(root, "charts", "courier", "crds")},
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
@@ -159,7 +159,7 @@ func TestInstallersApplyToARealAPIServer(t *testing.T) {
 
 	t.Run("helm chart courier", func(t *testing.T) {
 		createNamespace(t, c, "courier-system")
-		objs := render(t, helm, "template", "courier", "charts/courier", "--namespace", "courier-system", "--include-crds")
+		objs := render(t, helm, "template", "courier", "charts/courier", "--namespace", "courier-system")
 		kinds := dryRunApply(t, c, "courier-system", objs)
 		requireKinds(t, kinds, "CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service")
 	})
