@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -189,6 +190,88 @@ func TestInstallersApplyToARealAPIServer(t *testing.T) {
 		}
 		t.Fatal("rendered no MicroserviceApp")
 	})
+	t.Run("helm charts: pods and test hooks pass the restricted Pod Security Standard", func(t *testing.T) {
+		createRestrictedNamespace(t, c, "restricted")
+		objs := render(t, helm, "template", "courier", "charts/courier", "--namespace", "restricted")
+		requireKinds(t, dryRunApply(t, c, "restricted", objs), "Deployment", "Pod")
+		objs = render(t, helm, "template", "blog", "charts/blog", "--namespace", "restricted")
+		kinds := dryRunApply(t, c, "restricted", objs)
+		requireKinds(t, kinds, "MicroserviceApp", "Pod", "Role", "RoleBinding")
+		if kinds["Pod"] != 2 {
+			t.Errorf("blog renders %d test pods, want 2 (app Ready, gateway answers)", kinds["Pod"])
+		}
+	})
+	t.Run("helm chart courier: pod knobs from values reach the Deployment", func(t *testing.T) {
+		pc := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+			"metadata": map[string]any{"name": "platform-critical"}, "value": int64(1000000),
+		}}
+		if err := c.Create(context.Background(), pc); err != nil && !isAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		values := filepath.Join(t.TempDir(), "values.yaml")
+		if err := os.WriteFile(values, []byte(podKnobs), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		objs := render(t, helm, "template", "courier", "charts/courier", "--namespace", "courier-system", "--values", values)
+		dryRunApply(t, c, "courier-system", objs)
+		dep := find(t, objs, "Deployment", "courier")
+		spec := func(fields ...string) any {
+			v, _, err := unstructured.NestedFieldNoCopy(dep.Object, append([]string{"spec", "template", "spec"}, fields...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		if got := spec("priorityClassName"); got != "platform-critical" {
+			t.Errorf("priorityClassName = %v", got)
+		}
+		if got := fmt.Sprint(spec("topologySpreadConstraints")); !strings.Contains(got, "topology.kubernetes.io/zone") {
+			t.Errorf("topologySpreadConstraints = %v", got)
+		}
+		if got := fmt.Sprint(spec("securityContext")); !strings.Contains(got, "fsGroup:65532") {
+			t.Errorf("pod securityContext = %v", got)
+		}
+		containers := spec("containers").([]any)
+		manager := containers[0].(map[string]any)
+		args := fmt.Sprint(manager["args"])
+		for _, want := range []string{"--zap-log-level=debug", "--max-concurrent-reconciles=3", "--kube-api-qps=20", "--kube-api-burst=40", "--broker-resync-interval=10m"} {
+			if !strings.Contains(args, want) {
+				t.Errorf("manager args %s lack %s", args, want)
+			}
+		}
+		if got := fmt.Sprint(manager["resources"]); !strings.Contains(got, "cpu:250m") {
+			t.Errorf("resources = %v", got)
+		}
+	})
+	t.Run("helm charts: every monitoring object carries the release label and additionalLabels", func(t *testing.T) {
+		courier := render(t, helm, "template", "courier", "charts/courier", "--namespace", "courier-system",
+			"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.additionalLabels.team=platform")
+		blog := render(t, helm, "template", "blog", "charts/blog", "--namespace", "blog",
+			"--set", "monitoring.podMonitor=true", "--set", "monitoring.prometheusRule=true",
+			"--set", "monitoring.grafanaDashboard=true", "--set", "monitoring.additionalLabels.team=platform")
+		monitoring := 0
+		for _, o := range append(courier, blog...) {
+			isDashboard := o.GetKind() == "ConfigMap" && o.GetLabels()["grafana_dashboard"] == "1"
+			if o.GroupVersionKind().Group != "monitoring.coreos.com" && !isDashboard {
+				continue
+			}
+			monitoring++
+			if l := o.GetLabels(); l["release"] != "kube-prometheus-stack" || l["team"] != "platform" {
+				t.Errorf("%s %s has labels %v, want release=kube-prometheus-stack and team=platform", o.GetKind(), o.GetName(), l)
+			}
+		}
+		if monitoring != 4 {
+			t.Errorf("found %d monitoring objects, want 4 (ServiceMonitor, PodMonitor, PrometheusRule, dashboard)", monitoring)
+		}
+	})
+	t.Run("helm chart courier with crds.install=false renders no CRD", func(t *testing.T) {
+		for _, o := range render(t, helm, "template", "courier", "charts/courier", "--set", "crds.install=false") {
+			if o.GetKind() == "CustomResourceDefinition" {
+				t.Fatalf("crds.install=false still renders CRD %s", o.GetName())
+			}
+		}
+	})
 	t.Run("kustomize config/default", func(t *testing.T) {
 		objs := render(t, kustomize, "build", "config/default")
 		kinds := dryRunApply(t, c, "courier-system", objs)
@@ -199,4 +282,50 @@ func TestInstallersApplyToARealAPIServer(t *testing.T) {
 		objs := render(t, kustomize, "build", "config/samples")
 		requireKinds(t, dryRunApply(t, c, "samples", objs), "MicroserviceApp")
 	})
+}
+
+// podKnobs sets every pod-level value of charts/courier away from its default.
+const podKnobs = `
+logLevel: debug
+maxConcurrentReconciles: 3
+kubeAPIQPS: 20
+kubeAPIBurst: 40
+extraArgs: [--broker-resync-interval=10m]
+priorityClassName: platform-critical
+resources:
+  requests: {cpu: 250m, memory: 128Mi}
+podSecurityContext:
+  runAsNonRoot: true
+  fsGroup: 65532
+  seccompProfile: {type: RuntimeDefault}
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels: {app.kubernetes.io/name: courier-operator}
+`
+
+func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	t.Fatalf("rendered no %s %s", kind, name)
+	return nil
+}
+
+// createRestrictedNamespace makes a namespace whose pods the API server's
+// PodSecurity admission holds to the restricted standard.
+func createRestrictedNamespace(t *testing.T, c client.Client, name string) {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce":         "restricted",
+		"pod-security.kubernetes.io/enforce-version": "latest",
+	}}}
+	if err := c.Create(context.Background(), ns); err != nil && !isAlreadyExists(err) {
+		t.Fatal(err)
+	}
 }
