@@ -24,6 +24,17 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.queues) || self.queues.all(q, self.services.exists(s, has(s.consumes) && q.name in s.consumes))",fieldPath=".queues",message="every queue in spec.queues needs a service that consumes it (spec.services[].consumes)"
 // +kubebuilder:validation:XValidation:rule="!has(self.queues) || size(self.queues) == 0 || has(self.broker)",fieldPath=".queues",message="spec.queues needs spec.broker"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.broker) || has(self.broker)",fieldPath=".broker",message="spec.broker cannot be removed once set"
+//
+// A queue named "<q>-max-deliveries" beside a queue "<q>" would give two
+// variables one name: QUEUE_<Q>_MAX_DELIVERIES is the first queue's
+// physical name (contract.QueueEnv) and the second one's delivery limit
+// (contract.QueueMaxDeliveriesEnv), and the Deployment of a service using
+// both could not be written. The pair is refused whether or not <q> sets
+// maxDeliveries today, so that adding the limit later, or a default limit,
+// never turns a valid app into a broken one. No other pair of derived names
+// can collide: queue and service names are DNS labels, which envToken maps
+// one to one, and the QUEUE_ and SERVICE_ prefixes differ.
+// +kubebuilder:validation:XValidation:rule="!has(self.queues) || self.queues.all(q, !self.queues.exists(p, q.name == p.name + '-max-deliveries'))",fieldPath=".queues",message="spec.queues[].name cannot be another queue's name followed by -max-deliveries: QUEUE_<NAME>_MAX_DELIVERIES would hold both that queue's physical name and the other queue's delivery limit"
 type MicroserviceAppSpec struct {
 	// services are the workloads of the app. Each becomes a Deployment and a
 	// Service named "<app>-<service>", plus a PodDisruptionBudget when it runs
@@ -153,12 +164,22 @@ type ManagedBroker struct {
 	Image string `json:"image,omitempty"`
 
 	// replicas is the number of RabbitMQ nodes. Three or more make quorum
-	// queues the default and let them survive the loss of a node. Zero
-	// scales the broker down and keeps its volumes; the app is then not
-	// ready.
+	// queues the default and let them survive the loss of a node.
+	//
+	// It can grow but never shrink: a removed node stays a member of the
+	// cluster, so after 3 -> 1 the remaining node sees a minority of its
+	// cluster, pauses (cluster_partition_handling = pause_minority) and
+	// the quorum queues lose their majority; only scaling back recovers it.
+	// The one decrease allowed is 1 -> 0, which stops a single-node broker
+	// and keeps its volume (the app is then not ready): a single node
+	// needs no peer to start again, at 1 or at any larger count. A broker
+	// of two or more nodes cannot be stopped this way, since nothing would
+	// hold a scale-up from 0 to the count it had: delete the app (the
+	// broker's volumes go with it) or keep it running.
 	//
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:XValidation:rule="self >= oldSelf || (oldSelf == 1 && self == 0)",message="spec.broker.managed.replicas cannot decrease (only 1 -> 0, which stops a single-node broker): the removed RabbitMQ nodes stay cluster members, so the remaining ones lose the quorum queues' majority and pause (pause_minority)"
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 
@@ -407,14 +428,14 @@ type Service struct {
 	// +listType=map
 	// +listMapKey=name
 	// +optional
-	Env []corev1.EnvVar `json:"env,omitempty"`
+	Env []EnvVar `json:"env,omitempty"`
 
 	// envFrom adds every key of ConfigMaps or Secrets to the environment.
 	// Variables in env, and those the operator sets, take precedence.
 	//
 	// +listType=atomic
 	// +optional
-	EnvFrom []corev1.EnvFromSource `json:"envFrom,omitempty"`
+	EnvFrom []EnvFromSource `json:"envFrom,omitempty"`
 
 	// resources are the container's compute requests and limits. Unset, the
 	// operator requests 50m CPU and 64Mi memory and limits the container to
@@ -494,6 +515,65 @@ type Service struct {
 	//
 	// +optional
 	Storage *Storage `json:"storage,omitempty"`
+}
+
+// EnvVarNamePattern is the name a container's environment variable may
+// have: one or more printable ASCII characters other than '=' (0x20 to 0x3C
+// and 0x3E to 0x7E), what the API server requires of a Pod's env names and
+// envFrom prefixes since Kubernetes 1.34 (RelaxedEnvironmentVariableValidation,
+// k8s.io/apimachinery validation.IsRelaxedEnvVarName, which
+// TestEnvVarNamePattern compares it with). The markers below spell it out:
+// they cannot reference a constant.
+//
+// EnvVar and EnvFromSource copy corev1's types field for field (the JSON is
+// the same, and a corev1 value converts with a plain conversion) only to
+// carry this rule. It cannot be CEL on the corev1 types: their strings have
+// no maxLength, so the API server estimates a regular expression over them
+// beyond the rule cost budget, while an OpenAPI pattern has no such budget.
+const EnvVarNamePattern = `^[ -<>-~]+$`
+
+// EnvVar is an environment variable of a service's container, as
+// corev1.EnvVar, with its name checked at admission.
+type EnvVar struct {
+	// name is the variable's name: one or more printable ASCII characters
+	// other than '='.
+	//
+	// +kubebuilder:validation:Pattern=`^[ -<>-~]+$`
+	// +required
+	Name string `json:"name"`
+
+	// value is the variable's value; $(VAR_NAME) references expand as in a
+	// Pod (corev1.EnvVar). At most one of value and valueFrom.
+	//
+	// +optional
+	Value string `json:"value,omitempty"`
+
+	// valueFrom takes the value from a Secret, a ConfigMap, a field of the
+	// pod or a resource of the container, as in a Pod.
+	//
+	// +optional
+	ValueFrom *corev1.EnvVarSource `json:"valueFrom,omitempty"`
+}
+
+// EnvFromSource adds the keys of a ConfigMap or a Secret to a service's
+// environment, as corev1.EnvFromSource, with its prefix checked at admission.
+type EnvFromSource struct {
+	// prefix is prepended to the name of each variable: printable ASCII
+	// characters other than '='.
+	//
+	// +kubebuilder:validation:Pattern=`^[ -<>-~]*$`
+	// +optional
+	Prefix string `json:"prefix,omitempty"`
+
+	// configMapRef names the ConfigMap to take the variables from.
+	//
+	// +optional
+	ConfigMapRef *corev1.ConfigMapEnvSource `json:"configMapRef,omitempty"`
+
+	// secretRef names the Secret to take the variables from.
+	//
+	// +optional
+	SecretRef *corev1.SecretEnvSource `json:"secretRef,omitempty"`
 }
 
 // Storage is a service's persistent volume.
@@ -759,6 +839,7 @@ type ServiceStatus struct {
 // +kubebuilder:printcolumn:name="Dead Letters",type=integer,priority=1,JSONPath=`.status.deadLetters`
 // +kubebuilder:printcolumn:name="Message",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter and ending with a letter or digit), since it prefixes the names of the app's objects, such as the Service <app>-<service>"
 // +kubebuilder:validation:XValidation:rule="self.spec.services.all(s, size(self.metadata.name) + size(s.name) <= 62)",message="metadata.name and each spec.services[].name together must be at most 62 characters, since objects are named <app>-<service>"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.broker) || !has(self.spec.broker.managed) || size(self.metadata.name) <= 45",message="metadata.name must be at most 45 characters with a managed broker (spec.broker.managed), since its pods are named after it"
 type MicroserviceApp struct {

@@ -300,13 +300,13 @@ func TestSteadyState(t *testing.T) {
 	app.UID = ""
 	app.Spec.Services[1].Replicas = ptr.To[int32](2)
 	mailer := &app.Spec.Services[3]
-	mailer.Env = []corev1.EnvVar{
+	mailer.Env = []v1alpha1.EnvVar{
 		{Name: "NODE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 		{Name: "SMTP_HOST", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "smtp"}, Key: "host",
 		}}},
 	}
-	mailer.EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "mail"}}}}
+	mailer.EnvFrom = []v1alpha1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "mail"}}}}
 	mailer.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{
 		corev1.ResourceCPU: apiresource.MustParse("0.5"), corev1.ResourceMemory: apiresource.MustParse("1G"),
 	}}

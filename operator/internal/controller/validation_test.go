@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -205,6 +206,37 @@ func TestValidation(t *testing.T) {
 			[]string{"spec.services[1].name", "broker and broker-nodes are reserved"}},
 		{"app name too long for a managed broker", queueApp(ns, strings.Repeat("a", 46), nil),
 			[]string{"metadata.name must be at most 45 characters with a managed broker"}},
+
+		// Names the operator derives others from.
+		{"app name with a dot", appObject(ns, "blog.prod", with("users", nil)),
+			[]string{"metadata.name must be a DNS-1035 label"}},
+		{"app name starting with a digit", appObject(ns, "1blog", with("users", nil)),
+			[]string{"metadata.name must be a DNS-1035 label"}},
+		{"queues whose variables collide", queueApp(ns, "a", func(spec map[string]any) {
+			spec["queues"] = []any{
+				map[string]any{"name": "jobs", "maxDeliveries": 5},
+				map[string]any{"name": "jobs-max-deliveries"},
+			}
+			service(spec, 0)["publishes"] = []any{"jobs", "jobs-max-deliveries"}
+			service(spec, 1)["consumes"] = []any{"jobs", "jobs-max-deliveries"}
+		}), []string{"spec.queues", "spec.queues[].name cannot be another queue's name followed by -max-deliveries"}},
+		{"queues whose variables collide once a limit is set", queueApp(ns, "a", func(spec map[string]any) {
+			spec["queues"] = []any{map[string]any{"name": "jobs-max-deliveries"}, map[string]any{"name": "jobs"}}
+			service(spec, 0)["publishes"] = []any{"jobs", "jobs-max-deliveries"}
+			service(spec, 1)["consumes"] = []any{"jobs", "jobs-max-deliveries"}
+		}), []string{"spec.queues", "spec.queues[].name cannot be another queue's name followed by -max-deliveries"}},
+		{"empty env name", appObject(ns, "a", with("users", svc{"env": []any{map[string]any{"name": "", "value": "1"}}})),
+			[]string{"spec.services[0].env[0].name", "should match"}},
+		{"env name with =", appObject(ns, "a", with("users", svc{"env": []any{map[string]any{"name": "A=B", "value": "1"}}})),
+			[]string{"spec.services[0].env[0].name", "should match"}},
+		{"env name with a tab", appObject(ns, "a", with("users", svc{"env": []any{map[string]any{"name": "A\tB", "value": "1"}}})),
+			[]string{"spec.services[0].env[0].name", "should match"}},
+		{"env name beyond ASCII", appObject(ns, "a", with("users", svc{"env": []any{map[string]any{"name": "CAFÉ", "value": "1"}}})),
+			[]string{"spec.services[0].env[0].name", "should match"}},
+		{"envFrom prefix with =", appObject(ns, "a", with("users", svc{"envFrom": []any{
+			map[string]any{"prefix": "DB=", "secretRef": map[string]any{"name": "s"}},
+		}})),
+			[]string{"spec.services[0].envFrom[0].prefix", "should match"}},
 	}
 	for _, tt := range invalid {
 		t.Run("rejects "+tt.name, func(t *testing.T) {
@@ -270,6 +302,27 @@ func TestValidation(t *testing.T) {
 		{"a service that publishes and consumes the same queue", queueApp(ns, "a", func(spec map[string]any) {
 			service(spec, 0)["consumes"] = []any{"emails"}
 		})},
+		{"an app name with digits and dashes", appObject(ns, "blog-2-eu", with("users", nil))},
+		{"queue names that only look alike", queueApp(ns, "a", func(spec map[string]any) {
+			spec["queues"] = []any{
+				map[string]any{"name": "jobs", "maxDeliveries": 5},
+				map[string]any{"name": "jobs-max"},
+				map[string]any{"name": "max-deliveries-jobs"},
+				map[string]any{"name": "jobs-max-deliveries-dlq"},
+			}
+			names := []any{"jobs", "jobs-max", "max-deliveries-jobs", "jobs-max-deliveries-dlq"}
+			service(spec, 0)["publishes"] = names
+			service(spec, 1)["consumes"] = names
+		})},
+		{"env names Kubernetes 1.34 takes", appObject(ns, "a", with("users", svc{
+			"env": []any{
+				map[string]any{"name": "LOG_LEVEL", "value": "debug"},
+				map[string]any{"name": "1ST", "value": "1"},
+				map[string]any{"name": "my.env-name", "value": "1"},
+				map[string]any{"name": "A B~!", "value": "1"},
+			},
+			"envFrom": []any{map[string]any{"prefix": "DB_", "secretRef": map[string]any{"name": "s"}}},
+		}))},
 		{"a broker without queues", appSpec(ns, "a", map[string]any{
 			"broker":   map[string]any{"kind": "rabbitmq", "managed": map[string]any{}},
 			"services": []any{with("users", nil)},
@@ -417,6 +470,66 @@ func TestBrokerIsImmutable(t *testing.T) {
 	for _, tt := range allowed {
 		t.Run("accepts "+tt.name, func(t *testing.T) {
 			if err := update(tt.change); err != nil {
+				t.Errorf("update: %v", err)
+			}
+		})
+	}
+}
+
+// TestBrokerNeverShrinks changes the replicas of stored managed brokers:
+// every decrease is refused, naming the field, except
+// 1 -> 0, which stops a single-node broker; growth is always allowed, from
+// zero too.
+func TestBrokerNeverShrinks(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	stored := func(name string, replicas int) {
+		create(t, queueApp(ns, name, func(spec map[string]any) {
+			spec["broker"].(map[string]any)["managed"] = map[string]any{"replicas": replicas}
+		}))
+	}
+	stored("three", 3)
+	stored("one", 1)
+	stored("stopped", 0)
+	scale := func(name string, replicas any) error {
+		return dryRunUpdate(t, ns, name, func(spec map[string]any) {
+			managed := spec["broker"].(map[string]any)["managed"].(map[string]any)
+			if replicas == nil {
+				delete(managed, "replicas") // defaulted to 1 again
+				return
+			}
+			managed["replicas"] = replicas
+		})
+	}
+
+	rejected := []struct {
+		app      string
+		replicas any
+		want     string
+	}{
+		{"three", 1, "spec.broker.managed.replicas cannot decrease"},
+		{"three", 2, "spec.broker.managed.replicas cannot decrease"},
+		{"three", 0, "spec.broker.managed.replicas cannot decrease"},
+		{"three", nil, "spec.broker.managed.replicas cannot decrease"},
+	}
+	for _, tt := range rejected {
+		t.Run(fmt.Sprintf("rejects %s to %v", tt.app, tt.replicas), func(t *testing.T) {
+			err := scale(tt.app, tt.replicas)
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "spec.broker.managed.replicas:") {
+				t.Errorf("update: %v, want an Invalid error on spec.broker.managed.replicas saying %q", err, tt.want)
+			}
+		})
+	}
+
+	allowed := []struct {
+		app      string
+		replicas any
+	}{
+		{"three", 3}, {"three", 5}, {"one", 0}, {"one", 3}, {"stopped", 0}, {"stopped", 1}, {"stopped", 3},
+	}
+	for _, tt := range allowed {
+		t.Run(fmt.Sprintf("accepts %s to %v", tt.app, tt.replicas), func(t *testing.T) {
+			if err := scale(tt.app, tt.replicas); err != nil {
 				t.Errorf("update: %v", err)
 			}
 		})

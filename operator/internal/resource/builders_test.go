@@ -138,7 +138,7 @@ func TestBuilders(t *testing.T) {
 						s.ImagePullPolicy = corev1.PullIfNotPresent
 						s.Command = []string{"/api"}
 						s.Args = []string{"--verbose"}
-						s.EnvFrom = []corev1.EnvFromSource{{
+						s.EnvFrom = []v1alpha1.EnvFromSource{{
 							SecretRef: &corev1.SecretEnvSource{
 								LocalObjectReference: corev1.LocalObjectReference{Name: "api-secrets"},
 							},
