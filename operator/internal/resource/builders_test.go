@@ -17,6 +17,7 @@ import (
 	"github.com/courier-dev/courier/operator/internal/fixture"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
+	"github.com/courier-dev/courier/services/kit"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
@@ -118,7 +119,8 @@ func TestBuilders(t *testing.T) {
 					fixture.Ports(3000, 3001),
 					fixture.Calls("stock"),
 					fixture.Env("LOG_LEVEL", "debug"),
-					fixture.Env("HTTP_PORT", "3000"), // replaces the contract's value in place
+					fixture.Env("HTTP_PORT", "3000"),       // replaces the contract's value in place
+					fixture.Env("SHUTDOWN_GRACE", "44.5s"), // the pod waits 5 + 45 + 10 s
 					fixture.Probes(v1alpha1.Probes{
 						Liveness: &v1alpha1.Probe{Path: "/healthz", PeriodSeconds: ptr.To[int32](20)},
 						Readiness: &v1alpha1.Probe{
@@ -252,4 +254,53 @@ func service(t *testing.T, app *v1alpha1.MicroserviceApp, name string) *v1alpha1
 	}
 	t.Fatalf("app %s has no service %q", app.Name, name)
 	return nil
+}
+
+// TestTerminationGracePeriod checks the pod's termination budget: the preStop
+// pause, the service's shutdown grace (its own SHUTDOWN_GRACE when the env
+// sets a plain value the kit accepts, else the kit's default) and a margin.
+func TestTerminationGracePeriod(t *testing.T) {
+	fromSecret := fixture.Mutate(func(s *v1alpha1.Service) {
+		s.Env = append(s.Env, v1alpha1.EnvVar{Name: contract.EnvShutdownGrace, ValueFrom: &corev1.EnvVarSource{
+			SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "grace"},
+		}})
+	})
+	tests := []struct {
+		name string
+		opts []fixture.ServiceOption
+		want int64
+	}{
+		{"the kit's default grace", nil, 5 + 25 + 10},
+		{"a longer grace", []fixture.ServiceOption{fixture.Env(contract.EnvShutdownGrace, "2m")}, 5 + 120 + 10},
+		{"a shorter grace", []fixture.ServiceOption{fixture.Env(contract.EnvShutdownGrace, "3s")}, 5 + 3 + 10},
+		{"a grace rounded up", []fixture.ServiceOption{fixture.Env(contract.EnvShutdownGrace, "1500ms")}, 5 + 2 + 10},
+		{"a grace the kit refuses", []fixture.ServiceOption{fixture.Env(contract.EnvShutdownGrace, "soon")}, 5 + 25 + 10},
+		{"a negative grace", []fixture.ServiceOption{fixture.Env(contract.EnvShutdownGrace, "-5s")}, 5 + 25 + 10},
+		{"a grace from a Secret", []fixture.ServiceOption{fromSecret}, 5 + 25 + 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app := fixture.App("shop", "cart", fixture.WithService("api", tt.opts...))
+			d := resource.Deployment(resource.Input{App: app, Service: &app.Spec.Services[0]})
+			got := d.Spec.Template.Spec.TerminationGracePeriodSeconds
+			if got == nil || *got != tt.want {
+				t.Errorf("terminationGracePeriodSeconds %v, want %d", ptr.Deref(got, -1), tt.want)
+			}
+		})
+	}
+}
+
+// TestShutdownGraceFollowsKit checks that the budget's default grace is the
+// kit's: a service with no SHUTDOWN_GRACE gets 25 s, and its pod 5 + 25 + 10.
+func TestShutdownGraceFollowsKit(t *testing.T) {
+	cfg, err := kit.LoadConfig(func(string) string { return "" }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fixture.App("shop", "cart", fixture.WithService("api"))
+	d := resource.Deployment(resource.Input{App: app, Service: &app.Spec.Services[0]})
+	want := int64(5 + cfg.ShutdownGrace.Seconds() + 10)
+	if got := d.Spec.Template.Spec.TerminationGracePeriodSeconds; got == nil || *got != want {
+		t.Errorf("terminationGracePeriodSeconds %v with the kit's default SHUTDOWN_GRACE %s, want %d", ptr.Deref(got, -1), cfg.ShutdownGrace, want)
+	}
 }

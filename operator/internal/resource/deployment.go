@@ -2,6 +2,7 @@ package resource
 
 import (
 	"strconv"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +29,33 @@ const (
 // It uses the kubelet's sleep action because service images are distroless
 // and have no shell or sleep binary to exec.
 const preStopSleepSeconds = 5
+
+// The termination budget of a service's pod. The kubelet counts
+// terminationGracePeriodSeconds from the start of the preStop hook and
+// sends SIGKILL when it runs out, so the budget must hold the hook, then
+// the service's whole graceful shutdown, then the exit:
+//
+//	preStopSleepSeconds             5 s   endpoints drop the pod; SIGTERM follows
+//	+ the service's shutdown grace 25 s   the kit drains requests and consumers,
+//	                                      waits for in-flight handlers, closes the
+//	                                      broker (SHUTDOWN_GRACE, default 25s)
+//	+ terminationMarginSeconds     10 s   the process exits after its shutdown
+//	                                      returns: a slow broker Close, log flush,
+//	                                      a loaded node scheduling the process late
+//	= 40 s
+//
+// Kubernetes' default of 30 s is exactly preStop plus the kit's grace, so a
+// shutdown that used its grace in full was killed mid-drain, its last
+// message unacknowledged (and redelivered) and its last requests cut.
+const (
+	// defaultShutdownGraceSeconds is the kit's default SHUTDOWN_GRACE
+	// (services/kit Config.ShutdownGrace); TestShutdownGraceFollowsKit keeps
+	// the two equal.
+	defaultShutdownGraceSeconds = 25
+	// terminationMarginSeconds is the time left after the service's own
+	// grace for it to exit.
+	terminationMarginSeconds = 10
+)
 
 // tmpVolume is the writable scratch directory of a container whose root
 // filesystem is read-only.
@@ -69,9 +97,31 @@ func Deployment(in Input) *appsv1ac.DeploymentApplyConfiguration {
 					// Callers get explicit SERVICE_<NAME>_URL variables; the
 					// legacy per-Service variables would only add noise.
 					WithEnableServiceLinks(false).
+					WithTerminationGracePeriodSeconds(terminationGracePeriodSeconds(svc)).
 					WithSecurityContext(podSecurityContext(svc)).
 					WithContainers(container(in)).
 					WithVolumes(volumes(in)...))))
+}
+
+// terminationGracePeriodSeconds is the pod's budget for the preStop pause,
+// the service's shutdown grace and the margin (see the constants). The grace
+// is the service's own SHUTDOWN_GRACE when its env sets one as a plain
+// value: a service given more time to drain gets a pod that waits for it.
+// A value the kit would refuse, or one from a Secret or ConfigMap that the
+// builder cannot read, counts as the kit's default.
+func terminationGracePeriodSeconds(svc *v1alpha1.Service) int64 {
+	grace := time.Duration(defaultShutdownGraceSeconds) * time.Second
+	for _, e := range svc.Env {
+		if e.Name != contract.EnvShutdownGrace || e.ValueFrom != nil {
+			continue
+		}
+		if d, err := time.ParseDuration(e.Value); err == nil && d > 0 {
+			grace = d
+		}
+	}
+	// Whole seconds, rounded up: the budget may only err on the long side.
+	graceSeconds := int64((grace + time.Second - 1) / time.Second)
+	return preStopSleepSeconds + graceSeconds + terminationMarginSeconds
 }
 
 // strategy surges instead of taking pods down, so a single-replica service
