@@ -113,6 +113,19 @@ build-installer: manifests generate kustomize ## Write dist/install.yaml: the CR
 	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 
+##@ Release
+
+# The version a release is built as: the v* tag the release workflow runs on.
+VERSION ?= v0.0.0-dev
+RELEASE_DIR ?= dist/release
+RELEASE_BINARIES ?= $(BINARIES)
+RELEASE_ARCHES ?= amd64 arm64
+
+.PHONY: release-dry-run
+release-dry-run: helm ## Build release VERSION without publishing (hack/release/build.sh): binaries and multi-arch OCI image archives for RELEASE_ARCHES, charts, changelog; checks the versions.
+	VERSION="$(VERSION)" BINARIES="$(RELEASE_BINARIES)" ARCHES="$(RELEASE_ARCHES)" REGISTRY="$(REGISTRY)" HELM="$(HELM)" \
+		./hack/release/build.sh "$(RELEASE_DIR)"
+
 ##@ Deployment
 
 ifndef ignore-not-found
