@@ -31,11 +31,11 @@ func listener(b *testing.B) net.Listener {
 
 func kitHandler(b *testing.B, level string) http.Handler {
 	b.Helper()
-	svc, err := Kit(io.Discard, level, listener(b), listener(b))
+	svc, router, err := Kit(io.Discard, level, listener(b), listener(b))
 	if err != nil {
 		b.Fatal(err)
 	}
-	return svc.Engine()
+	return svc.APIHandler(router)
 }
 
 // BenchmarkInProcess serves one request per op through ServeHTTP. Besides

@@ -65,25 +65,29 @@ func BareServer() *http.Server {
 }
 
 // Kit builds a kit Service with its default configuration, JSON logs at
-// logLevel written to logs, and the route registered. The request id,
-// tracing, access log, metrics, recovery, body limit and deadline
-// middleware all run, as in production.
-func Kit(logs io.Writer, logLevel string, api, admin net.Listener) (*kit.Service, error) {
-	cfg, err := kit.LoadConfig(func(k string) string {
+// logLevel written to logs, and the service's router (kit.NewRouter with
+// the route), which Run serves inside the kit's middleware (for
+// in-process use, svc.APIHandler(router)). The request id, tracing, access
+// log, metrics, recovery, body limit and deadline middleware all run, as in
+// production.
+func Kit(logs io.Writer, logLevel string, api, admin net.Listener) (*kit.Service, http.Handler, error) {
+	getenv := func(k string) string {
 		if k == "LOG_LEVEL" {
 			return logLevel
 		}
 		return ""
-	}, nil)
-	if err != nil {
-		return nil, fmt.Errorf("load config: %w", err)
 	}
-	svc, err := kit.New(context.Background(), cfg, kit.WithLogOutput(logs), kit.WithListeners(api, admin))
+	cfg, err := kit.LoadConfig(getenv, nil)
 	if err != nil {
-		return nil, fmt.Errorf("build service: %w", err)
+		return nil, nil, fmt.Errorf("load config: %w", err)
 	}
-	svc.Engine().GET(Route, func(c *gin.Context) {
+	svc, err := kit.New(context.Background(), cfg, getenv, kit.WithLogOutput(logs), kit.WithListeners(api, admin))
+	if err != nil {
+		return nil, nil, fmt.Errorf("build service: %w", err)
+	}
+	router := kit.NewRouter()
+	router.GET(Route, func(c *gin.Context) {
 		c.JSON(http.StatusOK, User{ID: c.Param("id"), Email: "ada@example.com"})
 	})
-	return svc, nil
+	return svc, router, nil
 }

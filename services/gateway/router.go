@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -36,11 +37,18 @@ var publicWrites = map[string]bool{
 	"POST /api/sessions": true,
 }
 
-// newRouter registers the public API on e, the kit's engine, and returns it
-// as the gateway's handler. Each route names the service it goes to; paths
-// are forwarded unchanged. Paths not listed here answer 404 at the edge, so
-// nothing internal is reachable by accident.
-func newRouter(e *gin.Engine, users, posts *upstream, tokens tokenVerifier) http.Handler {
+// newRouter returns the gateway's handler: the public API, every route
+// naming the service it goes to; paths are forwarded unchanged. Paths not
+// listed here answer 404 at the edge, so nothing internal is reachable by
+// accident. trustedProxies (TRUSTED_PROXIES) are the addresses whose
+// X-Forwarded-For names the client, for the per-client limits.
+func newRouter(trustedProxies []string, users, posts *upstream, tokens tokenVerifier) (http.Handler, error) {
+	e := kit.NewRouter()
+	if len(trustedProxies) > 0 {
+		if err := e.SetTrustedProxies(trustedProxies); err != nil {
+			return nil, fmt.Errorf("config: invalid TRUSTED_PROXIES: %w", err)
+		}
+	}
 	api := e.Group("/api", authenticate(tokens, publicWrites))
 
 	api.POST("/users", signUpsPerClient.perClient(), users.forward)
@@ -54,5 +62,5 @@ func newRouter(e *gin.Engine, users, posts *upstream, tokens tokenVerifier) http
 	api.DELETE("/posts/:id", posts.forward)
 	api.GET("/posts/:id/comments", posts.forward)
 	api.POST("/posts/:id/comments", commentsPerClient.perClient(), posts.forward)
-	return e
+	return e, nil
 }

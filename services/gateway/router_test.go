@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/courier-dev/courier/services/internal/auth"
 	"github.com/courier-dev/courier/services/internal/auth/authtest"
 	"github.com/courier-dev/courier/services/internal/servicetest"
@@ -103,8 +105,7 @@ func newGateway(t *testing.T, usersURL, postsURL string, timeout time.Duration) 
 		}
 		return newUpstream(name, u, timeout, log)
 	}
-	engine := servicetest.Engine(t, func(c *kit.Config) { c.BodyLimit = 1024 })
-	srv := httptest.NewServer(newRouter(engine, upstreamFor("users", usersURL), upstreamFor("posts", postsURL), verifier))
+	srv := httptest.NewServer(servicetest.Handler(t, func(c *kit.Config) { c.BodyLimit = 1024 }, mustRouter(t, upstreamFor("users", usersURL), upstreamFor("posts", postsURL), verifier)))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -247,12 +248,12 @@ func TestEveryWriteRouteNeedsAToken(t *testing.T) {
 	log := servicetest.Logger(t)
 	u, _ := url.Parse(users.URL)
 	p, _ := url.Parse(posts.URL)
-	engine := servicetest.Engine(t, nil)
-	gw := httptest.NewServer(newRouter(engine, newUpstream("users", u, time.Second, log), newUpstream("posts", p, time.Second, log), verifier))
+	router := mustRouter(t, newUpstream("users", u, time.Second, log), newUpstream("posts", p, time.Second, log), verifier)
+	gw := httptest.NewServer(servicetest.Handler(t, nil, router))
 	t.Cleanup(gw.Close)
 
 	writes := 0
-	for _, route := range engine.Routes() {
+	for _, route := range router.(*gin.Engine).Routes() {
 		if route.Method == http.MethodGet || route.Method == http.MethodHead {
 			continue
 		}
@@ -418,4 +419,14 @@ func headerValue(headers []string, name string) string {
 		}
 	}
 	return ""
+}
+
+// mustRouter is newRouter without trusted proxies.
+func mustRouter(t *testing.T, users, posts *upstream, tokens tokenVerifier) http.Handler {
+	t.Helper()
+	h, err := newRouter(nil, users, posts, tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

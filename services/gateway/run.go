@@ -62,15 +62,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("config: invalid %s: %w", contract.ServiceURLEnv("posts"), err)
 	}
 
-	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
+	svc, err := kit.New(ctx, cfg, getenv, kit.WithLogOutput(stdout))
 	if err != nil {
 		return err
-	}
-	if len(own.TrustedProxies) > 0 {
-		// Checked above, so this cannot fail.
-		if err := svc.Engine().SetTrustedProxies(own.TrustedProxies); err != nil {
-			return fmt.Errorf("config: invalid TRUSTED_PROXIES: %w", err)
-		}
 	}
 	// Tokens are verified with the keys users publishes, never a shared
 	// secret: the gateway cannot mint one.
@@ -79,11 +73,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := svc.Logger()
-	newRouter(svc.Engine(),
+	router, err := newRouter(own.TrustedProxies,
 		newUpstream("users", usersURL, own.UpstreamTimeout, log),
 		newUpstream("posts", postsURL, own.UpstreamTimeout, log),
 		tokens)
+	if err != nil {
+		return err
+	}
 
 	// Run returns nil after a shutdown that ctx asked for.
-	return svc.Run(ctx)
+	return svc.Run(ctx, kit.App{Handler: router})
 }

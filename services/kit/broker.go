@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/courier-dev/courier/services/kit/messaging"
 )
@@ -16,7 +17,7 @@ import (
 // message metrics on the service's registry. messaging.Connect retries
 // until the broker answers or ctx ends; it gives up early only on a
 // configuration error.
-func connectBroker(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (messaging.Broker, error) {
+func connectBroker(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer, tp trace.TracerProvider) (messaging.Broker, error) {
 	var name []string
 	for _, n := range []string{cfg.App, cfg.Service, cfg.PodName} {
 		if n != "" {
@@ -32,6 +33,7 @@ func connectBroker(ctx context.Context, cfg Config, log *slog.Logger, reg promet
 		ClientName:      strings.Join(name, "/"),
 		Logger:          log,
 		Metrics:         messaging.NewMetrics(reg),
+		TracerProvider:  tp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kit: connect to %s: %w", cfg.BrokerKind, err)

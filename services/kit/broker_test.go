@@ -33,8 +33,9 @@ func TestServiceWithNATS(t *testing.T) {
 		"QUEUE_EMAILS": "blog.emails", "COURIER_DEV_DECLARE_TOPOLOGY": "true",
 	}
 	svc, logs := newServiceWithQueues(t, env, []string{"emails"})
+	router := kit.NewRouter()
 
-	svc.Engine().POST("/signup", func(c *gin.Context) {
+	router.POST("/signup", func(c *gin.Context) {
 		id, err := svc.Broker().Publish(c.Request.Context(), "emails", []byte(`{"to":"ada@example.com"}`))
 		if err != nil {
 			kit.WriteInternalError(c, err)
@@ -43,13 +44,16 @@ func TestServiceWithNATS(t *testing.T) {
 		c.JSON(http.StatusCreated, gin.H{"job": id})
 	})
 	entered, release := make(chan messaging.Message, 1), make(chan struct{})
-	svc.Consume("emails", func(ctx context.Context, msg messaging.Message) error {
-		svc.Logger().InfoContext(ctx, "sending e-mail", "job", msg.ID)
-		entered <- msg
-		<-release
-		return nil
-	}, messaging.ConsumeOptions{Concurrency: 1})
-	r := start(t, svc)
+	r := start(t, svc, kit.App{Handler: router, Consumers: []kit.Consumer{{
+		Queue: "emails",
+		Handler: func(ctx context.Context, msg messaging.Message) error {
+			svc.Logger().InfoContext(ctx, "sending e-mail", "job", msg.ID)
+			entered <- msg
+			<-release
+			return nil
+		},
+		Options: messaging.ConsumeOptions{Concurrency: 1},
+	}}})
 
 	poll.Until(t, "ready with the broker connected", func() bool {
 		code, body := get(t, r.adminURL("/readyz"))
@@ -157,8 +161,9 @@ func TestServiceStartsWhileBrokerUnreachable(t *testing.T) {
 		"BROKER_URL": "nats://" + localListener(t).Addr().String(), // accepts, never speaks NATS
 	}
 	svc, _ := newServiceWithQueues(t, env, []string{"emails"})
-	svc.Consume("emails", func(context.Context, messaging.Message) error { return nil }, messaging.ConsumeOptions{})
-	r := start(t, svc)
+	r := start(t, svc, kit.App{Consumers: []kit.Consumer{{
+		Queue: "emails", Handler: func(context.Context, messaging.Message) error { return nil },
+	}}})
 
 	if code, _ := get(t, r.adminURL("/livez")); code != http.StatusOK {
 		t.Errorf("/livez = %d, want 200 while the broker is unreachable", code)
@@ -187,13 +192,12 @@ func TestBrokerOptionalKeepsTheServiceReady(t *testing.T) {
 	}
 	svc, _ := newServiceWithQueues(t, env, []string{"emails"}, kit.WithBrokerOptional())
 	var dbDown atomic.Bool
-	svc.AddReadinessCheck("database", func(context.Context) error {
+	r := start(t, svc, kit.App{Checks: map[string]kit.CheckFunc{"database": func(context.Context) error {
 		if dbDown.Load() {
 			return errors.New("database closed")
 		}
 		return nil
-	})
-	r := start(t, svc)
+	}}})
 
 	poll.Until(t, "readyz degraded and still 200", func() bool {
 		code, body := get(t, r.adminURL("/readyz"))
@@ -220,11 +224,11 @@ func TestRunFailsWhenBrokerConnectFailsForGood(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Queues = map[string]string{"emails": ""} // messaging.Connect rejects it outright
-	svc, err := kit.New(t.Context(), cfg, kit.WithLogOutput(&logBuffer{}), kit.WithListeners(localListener(t), localListener(t)))
+	svc, err := kit.New(t.Context(), cfg, envMap(nil), kit.WithLogOutput(&logBuffer{}), kit.WithListeners(localListener(t), localListener(t)))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	r := start(t, svc)
+	r := start(t, svc, kit.App{})
 	if err := r.wait(t); err == nil || !strings.Contains(err.Error(), "connect to nats") {
 		t.Errorf("Run = %v, want the connect error", err)
 	}
@@ -240,8 +244,9 @@ func TestRunStopsWhenAConsumerFails(t *testing.T) {
 	}
 	svc, _ := newServiceWithQueues(t, env, []string{"emails"})
 	// "audit" has no physical name, so the driver refuses to consume it.
-	svc.Consume("audit", func(context.Context, messaging.Message) error { return nil }, messaging.ConsumeOptions{})
-	r := start(t, svc)
+	r := start(t, svc, kit.App{Consumers: []kit.Consumer{{
+		Queue: "audit", Handler: func(context.Context, messaging.Message) error { return nil },
+	}}})
 	err := r.wait(t)
 	if err == nil || !strings.Contains(err.Error(), `consumer of queue "audit" stopped`) {
 		t.Errorf("Run = %v, want the consumer's failure", err)

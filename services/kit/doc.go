@@ -2,14 +2,18 @@
 // Service, so it honours the operator's contract (package contract) without
 // boilerplate.
 //
-// A Service brings a Gin engine with request ids (X-Request-ID), W3C trace
-// context, JSON access logs through log/slog (request id, route template,
-// status, latency, trace id), panic recovery, a body limit (413) and a
-// per-request deadline; an admin listener with /livez, cached /readyz,
-// /metrics from a private Prometheus registry and pprof; the broker
+// A Service brings OpenTelemetry's HTTP instrumentation (otelhttp: a server
+// span per request, continuing W3C trace context, exported over OTLP when
+// the standard OTEL_EXPORTER_OTLP_* variables are set), request ids
+// (X-Request-ID), JSON access logs through log/slog (request id, route
+// template, status, latency, trace id), panic recovery, a body limit (413)
+// and a per-request deadline; an admin listener with /livez, cached
+// /readyz, /metrics from a private Prometheus registry and pprof; the broker
 // connection and its consumers; and a graceful shutdown within the grace
 // period. A service's main only calls run, through Main, which adds the
-// signal handling and the exit code:
+// signal handling and the exit code. run builds the kit, builds its own
+// router from its dependencies, and hands the router, consumers, checks and
+// workers to Run at once:
 //
 //	func main() { kit.Main(run) }
 //
@@ -22,17 +26,26 @@
 //		if err != nil {
 //			return err
 //		}
-//		svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout))
-//		if err != nil {
-//			return err
-//		}
 //		db, err := openDB(own.DBPath)
 //		if err != nil {
 //			return err
 //		}
-//		svc.AddReadinessCheck("database", db.PingContext)
-//		routes(svc.Engine(), &handlers{db: db, jobs: svc.Broker(), log: svc.Logger()})
-//		return svc.Run(ctx)
+//		svc, err := kit.New(ctx, cfg, getenv, kit.WithLogOutput(stdout))
+//		if err != nil {
+//			return err
+//		}
+//		return svc.Run(ctx, kit.App{
+//			Handler: newRouter(db, svc.Broker(), svc.Logger()),
+//			Checks:  map[string]kit.CheckFunc{"database": db.PingContext},
+//		})
+//	}
+//
+//	// newRouter returns the service's handler: every route in one place.
+//	func newRouter(db *sql.DB, jobs messaging.Publisher, log *slog.Logger) http.Handler {
+//		h := &handlers{db: db, jobs: jobs, log: log}
+//		r := kit.NewRouter()
+//		r.POST("/api/users", h.createUser)
+//		return r
 //	}
 //
 // Handlers bind with BindJSON, which answers
@@ -56,14 +69,17 @@
 //		h.log.InfoContext(ctx, "user created")
 //	}
 //
-// A consumer registers with svc.Consume("emails", handle, opts) before Run;
-// a goroutine the service starts goes through svc.Go so a panic in it is
-// logged, not fatal, and shutdown waits for it. Calls to other services go
-// through NewHTTPClient (or InjectHeaders in a reverse proxy), so the next
-// service logs the same trace id and request id.
+// A consumer is an App.Consumers entry ({Queue: "emails", Handler: handle});
+// a long-running goroutine (an outbox relay) is an App.Workers entry, so a
+// panic in it is logged, not fatal, and shutdown waits for it. A call to
+// another service injects the request's trace context
+// (otel.GetTextMapPropagator().Inject) and request id (RequestIDHeader,
+// logging.RequestID), or uses otelhttp.NewTransport, so the next service
+// logs the same trace id and request id.
 //
 // Subpackages: logging builds the JSON logger whose lines carry trace and
-// request ids; tracing installs the process-wide W3C propagator and tracer
-// provider (New calls it); messaging holds the broker drivers; contract
-// holds the names shared with the operator.
+// request ids; tracing installs the process-wide W3C propagator and builds
+// each service's tracer provider and OTLP exporter (New calls it);
+// messaging holds the broker drivers; contract holds the names shared with
+// the operator.
 package kit

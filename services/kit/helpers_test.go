@@ -101,7 +101,7 @@ func newServiceWithQueues(t *testing.T, env map[string]string, queues []string, 
 		kit.WithListeners(localListener(t), localListener(t)),
 		kit.WithBuildInfo(kit.BuildInfo{Version: "v1.2.3", Revision: "abc123"}),
 	}, opts...)
-	svc, err := kit.New(context.Background(), cfg, all...)
+	svc, err := kit.New(context.Background(), cfg, envMap(env), all...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -115,11 +115,11 @@ type running struct {
 	done   chan error
 }
 
-func start(t *testing.T, svc *kit.Service) *running {
+func start(t *testing.T, svc *kit.Service, app kit.App) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{svc: svc, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- svc.Run(ctx) }()
+	go func() { r.done <- svc.Run(ctx, app) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/courier-dev/courier/services/kit"
+	"github.com/courier-dev/courier/services/kit/logging"
 )
 
 func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
@@ -37,7 +38,8 @@ func decodeError(t *testing.T, rec *httptest.ResponseRecorder) kit.ErrorResponse
 
 func TestRequestID(t *testing.T) {
 	svc, logs := newService(t, nil)
-	svc.Engine().GET("/ping", func(c *gin.Context) { c.String(http.StatusOK, "pong") })
+	router := kit.NewRouter()
+	router.GET("/ping", func(c *gin.Context) { c.String(http.StatusOK, "pong") })
 
 	long := strings.Repeat("a", 129)
 	tests := []struct {
@@ -57,7 +59,7 @@ func TestRequestID(t *testing.T) {
 			if tt.incoming != "" {
 				req.Header.Set(kit.RequestIDHeader, tt.incoming)
 			}
-			rec := serve(svc.Engine(), req)
+			rec := serve(svc.APIHandler(router), req)
 			got := rec.Header().Get(kit.RequestIDHeader)
 			if tt.keep {
 				if got != tt.incoming {
@@ -92,8 +94,9 @@ func TestLogsCarryRouteTemplateAndTraceID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			svc, logs := newService(t, nil)
+			router := kit.NewRouter()
 			var injected string
-			svc.Engine().GET("/users/:id", func(c *gin.Context) {
+			router.GET("/users/:id", func(c *gin.Context) {
 				svc.Logger().InfoContext(c, "looking up user", "id", c.Param("id"))
 				// What the messaging driver does when it publishes a job.
 				carrier := propagation.MapCarrier{}
@@ -105,7 +108,7 @@ func TestLogsCarryRouteTemplateAndTraceID(t *testing.T) {
 			if tt.traceparent != "" {
 				req.Header.Set("traceparent", tt.traceparent)
 			}
-			rec := serve(svc.Engine(), req)
+			rec := serve(svc.APIHandler(router), req)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status = %d", rec.Code)
 			}
@@ -144,10 +147,11 @@ func TestLogsCarryRouteTemplateAndTraceID(t *testing.T) {
 
 func TestPanicBecomes500(t *testing.T) {
 	svc, logs := newService(t, nil)
-	svc.Engine().GET("/boom", func(*gin.Context) { panic("kaboom") })
-	svc.Engine().GET("/ok", func(c *gin.Context) { c.Status(http.StatusNoContent) })
+	router := kit.NewRouter()
+	router.GET("/boom", func(*gin.Context) { panic("kaboom") })
+	router.GET("/ok", func(c *gin.Context) { c.Status(http.StatusNoContent) })
 
-	rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/boom", nil))
+	rec := serve(svc.APIHandler(router), httptest.NewRequest(http.MethodGet, "/boom", nil))
 	if rec.Code != http.StatusInternalServerError {
 		t.Fatalf("status = %d, want 500", rec.Code)
 	}
@@ -166,7 +170,7 @@ func TestPanicBecomes500(t *testing.T) {
 		t.Errorf("access line = %v, want status 500 at ERROR", access)
 	}
 
-	if rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/ok", nil)); rec.Code != http.StatusNoContent {
+	if rec := serve(svc.APIHandler(router), httptest.NewRequest(http.MethodGet, "/ok", nil)); rec.Code != http.StatusNoContent {
 		t.Errorf("after a panic, status = %d, want 204", rec.Code)
 	}
 }
@@ -176,7 +180,8 @@ func TestPanicBecomes500(t *testing.T) {
 // naming it, rather than being silently dropped.
 func TestBindJSONRefusesWhatItCannotRead(t *testing.T) {
 	svc, _ := newService(t, nil)
-	svc.Engine().POST("/notes", func(c *gin.Context) {
+	router := kit.NewRouter()
+	router.POST("/notes", func(c *gin.Context) {
 		var req struct {
 			Text string `json:"text"`
 		}
@@ -203,7 +208,7 @@ func TestBindJSONRefusesWhatItCannotRead(t *testing.T) {
 			if tt.contentType != "" {
 				req.Header.Set("Content-Type", tt.contentType)
 			}
-			rec := serve(svc.Engine(), req)
+			rec := serve(svc.APIHandler(router), req)
 			if rec.Code != tt.want {
 				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.want, rec.Body)
 			}
@@ -218,8 +223,9 @@ func TestBindJSONRefusesWhatItCannotRead(t *testing.T) {
 
 func TestBodyLimit(t *testing.T) {
 	svc, _ := newService(t, map[string]string{"BODY_LIMIT_BYTES": "64"})
+	router := kit.NewRouter()
 	called := 0
-	svc.Engine().POST("/notes", func(c *gin.Context) {
+	router.POST("/notes", func(c *gin.Context) {
 		called++
 		var req struct {
 			Text string `json:"text"`
@@ -250,7 +256,7 @@ func TestBodyLimit(t *testing.T) {
 			if tt.chunked {
 				req.ContentLength = -1 // unknown length, as with Transfer-Encoding: chunked
 			}
-			rec := serve(svc.Engine(), req)
+			rec := serve(svc.APIHandler(router), req)
 			if rec.Code != tt.want {
 				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.want, rec.Body)
 			}
@@ -268,7 +274,8 @@ func TestBodyLimit(t *testing.T) {
 
 func TestRequestTimeout(t *testing.T) {
 	svc, logs := newService(t, map[string]string{"REQUEST_TIMEOUT": "50ms"})
-	svc.Engine().GET("/deadline", func(c *gin.Context) {
+	router := kit.NewRouter()
+	router.GET("/deadline", func(c *gin.Context) {
 		dl, ok := c.Request.Context().Deadline()
 		if !ok {
 			c.String(http.StatusOK, "none")
@@ -277,14 +284,14 @@ func TestRequestTimeout(t *testing.T) {
 		c.String(http.StatusOK, time.Until(dl).String())
 	})
 	// A handler that waits for its context and writes nothing: the kit answers.
-	svc.Engine().GET("/silent", func(c *gin.Context) { <-c.Done() })
+	router.GET("/silent", func(c *gin.Context) { <-c.Done() })
 	// A handler whose downstream call failed with the deadline.
-	svc.Engine().GET("/downstream", func(c *gin.Context) {
+	router.GET("/downstream", func(c *gin.Context) {
 		<-c.Request.Context().Done()
 		kit.WriteInternalError(c, c.Request.Context().Err())
 	})
 
-	rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/deadline", nil))
+	rec := serve(svc.APIHandler(router), httptest.NewRequest(http.MethodGet, "/deadline", nil))
 	left, err := time.ParseDuration(rec.Body.String())
 	if err != nil || left <= 0 || left > 50*time.Millisecond {
 		t.Errorf("deadline left in handler = %q (%v), want within 50ms", rec.Body, err)
@@ -292,7 +299,7 @@ func TestRequestTimeout(t *testing.T) {
 	for _, path := range []string{"/silent", "/downstream"} {
 		t.Run(path, func(t *testing.T) {
 			start := time.Now()
-			rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, path, nil))
+			rec := serve(svc.APIHandler(router), httptest.NewRequest(http.MethodGet, path, nil))
 			if rec.Code != http.StatusServiceUnavailable {
 				t.Fatalf("status = %d, want 503", rec.Code)
 			}
@@ -316,12 +323,13 @@ func TestRequestTimeout(t *testing.T) {
 // context sees it end when the request does.
 func TestRequestContextEndsWithRequest(t *testing.T) {
 	svc, _ := newService(t, nil)
+	router := kit.NewRouter()
 	kept := make(chan context.Context, 1)
-	svc.Engine().GET("/leave", func(c *gin.Context) {
+	router.GET("/leave", func(c *gin.Context) {
 		kept <- c.Request.Context()
 		c.Status(http.StatusNoContent)
 	})
-	if rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/leave", nil)); rec.Code != http.StatusNoContent {
+	if rec := serve(svc.APIHandler(router), httptest.NewRequest(http.MethodGet, "/leave", nil)); rec.Code != http.StatusNoContent {
 		t.Fatalf("status = %d", rec.Code)
 	}
 	ctx := <-kept
@@ -347,7 +355,8 @@ func TestValidationErrors(t *testing.T) {
 		} `json:"address"`
 	}
 	svc, _ := newService(t, nil)
-	svc.Engine().POST("/signup", func(c *gin.Context) {
+	router := kit.NewRouter()
+	router.POST("/signup", func(c *gin.Context) {
 		var req signup
 		if !kit.BindJSON(c, &req) {
 			return
@@ -390,7 +399,7 @@ func TestValidationErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			req := httptest.NewRequest(http.MethodPost, "/signup", strings.NewReader(tt.body))
 			req.Header.Set("Content-Type", "application/json")
-			rec := serve(svc.Engine(), req)
+			rec := serve(svc.APIHandler(router), req)
 			if rec.Code != tt.want {
 				t.Fatalf("status = %d, want %d (body %s)", rec.Code, tt.want, rec.Body)
 			}
@@ -421,26 +430,14 @@ func TestValidationFieldsOfOtherErrors(t *testing.T) {
 
 func TestNotFoundIsJSONAndUnmatched(t *testing.T) {
 	svc, logs := newService(t, nil)
-	rec := serve(svc.Engine(), httptest.NewRequest(http.MethodGet, "/no/such/path", nil))
+	router := kit.NewRouter()
+	rec := serve(svc.APIHandler(router), httptest.NewRequest(http.MethodGet, "/no/such/path", nil))
 	if rec.Code != http.StatusNotFound || decodeError(t, rec).Error != "not found" {
 		t.Errorf("got %d %s, want 404 not found", rec.Code, rec.Body)
 	}
 	// Raw paths never become a route label or log route.
 	if l := logs.one(t, "request"); l["route"] != "unmatched" || l["path"] != "/no/such/path" {
 		t.Errorf("access line = %v", l)
-	}
-}
-
-func TestLivezAndReadyzBeforeRun(t *testing.T) {
-	svc, _ := newService(t, nil)
-	svc.AddReadinessCheck("database", func(context.Context) error { return nil })
-	admin := svc.AdminHandler()
-	if rec := serve(admin, httptest.NewRequest(http.MethodGet, "/livez", nil)); rec.Code != http.StatusOK {
-		t.Errorf("/livez = %d, want 200", rec.Code)
-	}
-	rec := serve(admin, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"starting"`) {
-		t.Errorf("/readyz before Run = %d %s, want 503 starting", rec.Code, rec.Body)
 	}
 }
 
@@ -453,13 +450,19 @@ func TestOutgoingCallsCarryTraceAndRequestID(t *testing.T) {
 	defer upstream.Close()
 
 	svc, _ := newService(t, nil)
-	users := kit.NewHTTPClient(2 * time.Second)
-	svc.Engine().GET("/posts/:id", func(c *gin.Context) {
-		req, err := http.NewRequestWithContext(c, http.MethodGet, upstream.URL+"/users/7", nil)
+	router := kit.NewRouter()
+	// As posts calls users: the request's context carries the server span
+	// and the request id, which the caller injects.
+	users := &http.Client{Timeout: 2 * time.Second}
+	router.GET("/posts/:id", func(c *gin.Context) {
+		ctx := c.Request.Context()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, upstream.URL+"/users/7", nil)
 		if err != nil {
 			kit.WriteInternalError(c, err)
 			return
 		}
+		otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
+		req.Header.Set(kit.RequestIDHeader, logging.RequestID(ctx))
 		resp, err := users.Do(req)
 		if err != nil {
 			kit.WriteInternalError(c, err)
@@ -473,7 +476,7 @@ func TestOutgoingCallsCarryTraceAndRequestID(t *testing.T) {
 	req := httptest.NewRequest(http.MethodGet, "/posts/1", nil)
 	req.Header.Set("traceparent", "00-"+traceID+"-1111222233334444-01")
 	req.Header.Set(kit.RequestIDHeader, "edge-1")
-	if rec := serve(svc.Engine(), req); rec.Code != http.StatusOK {
+	if rec := serve(svc.APIHandler(router), req); rec.Code != http.StatusOK {
 		t.Fatalf("status = %d %s", rec.Code, rec.Body)
 	}
 	s := <-got
@@ -488,8 +491,9 @@ func TestOutgoingCallsCarryTraceAndRequestID(t *testing.T) {
 
 func TestWrongMethodIs405(t *testing.T) {
 	svc, _ := newService(t, nil)
-	svc.Engine().GET("/posts", func(c *gin.Context) { c.Status(http.StatusOK) })
-	rec := serve(svc.Engine(), httptest.NewRequest(http.MethodDelete, "/posts", nil))
+	router := kit.NewRouter()
+	router.GET("/posts", func(c *gin.Context) { c.Status(http.StatusOK) })
+	rec := serve(svc.APIHandler(router), httptest.NewRequest(http.MethodDelete, "/posts", nil))
 	if rec.Code != http.StatusMethodNotAllowed || decodeError(t, rec).Error != "method not allowed" {
 		t.Errorf("got %d %s, want 405", rec.Code, rec.Body)
 	}

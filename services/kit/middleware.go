@@ -1,33 +1,33 @@
 package kit
 
 import (
+	"bufio"
 	"context"
-	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/courier-dev/courier/services/kit/logging"
-	"github.com/courier-dev/courier/services/kit/tracing"
 )
 
 // RequestIDHeader carries the request id in and out. An incoming id is kept
 // (so a gateway's id follows the request downstream); otherwise one is minted.
 const RequestIDHeader = "X-Request-ID"
 
-// requestIDKey is RequestIDHeader in canonical form, computed once so the
-// hot path indexes the header maps directly instead of canonicalising (and
-// allocating) on every request.
+// requestIDKey is RequestIDHeader in canonical form, so the hot path
+// indexes the header maps directly instead of canonicalising on every
+// request.
 var requestIDKey = http.CanonicalHeaderKey(RequestIDHeader)
 
 // maxRequestIDLen bounds an accepted incoming request id.
@@ -47,160 +47,198 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// newRequestID mints a request id: a random (version 4) UUID, so ids stay
-// unique across pods and restarts and keep the format clients may parse.
+// APIHandler returns h as Run serves it on the API port: inside
+// OpenTelemetry's HTTP instrumentation (otelhttp: the server span,
+// continuing an incoming traceparent, exported when OTLP is configured)
+// and the kit's middleware: request id, per-request deadline, body limit,
+// panic recovery, the contract's metrics and the JSON access line. Tests
+// and benchmarks use it to drive a service's router in process. A nil h
+// answers 404 to everything.
 //
-// Why not uuid.New: it reads 16 bytes from crypto/rand on every call, about
-// 200 ns here, for an id that must be unique, not secret. The bits come from
-// math/rand/v2's generator instead, which the runtime seeds per thread from
-// the OS entropy source (ChaCha8), so 122 random bits make collisions as
-// unlikely as with crypto/rand. uuid.EnableRandPool would also be cheaper but
-// is a process-wide switch that would weaken every other caller's UUIDs.
-func newRequestID() string {
-	var u uuid.UUID
-	binary.NativeEndian.PutUint64(u[:8], rand.Uint64())
-	binary.NativeEndian.PutUint64(u[8:], rand.Uint64())
-	u[6] = u[6]&0x0f | 0x40 // version 4
-	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
-	return u.String()
+// The route template that labels metrics, the access line and the span
+// name is h's http.Request.Pattern once it has served: http.ServeMux sets
+// it, and so does a router from NewRouter.
+func (s *Service) APIHandler(h http.Handler) http.Handler {
+	if h == nil {
+		h = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSONError(w, http.StatusNotFound, "not found")
+		})
+	}
+	return otelhttp.NewHandler(s.observe(h), "",
+		otelhttp.WithTracerProvider(s.tracerProvider),
+		otelhttp.WithPropagators(otel.GetTextMapPropagator()),
+		// The contract's HTTP metrics are the kit's Prometheus series;
+		// otelhttp's own would go nowhere.
+		otelhttp.WithMeterProvider(noop.NewMeterProvider()),
+	)
 }
 
-// observe is the outermost middleware. It sets up the request's context once
-// (one allocation for the kit's state and the Request copy, one for the
-// span's context): the request id, the server span continuing an incoming
-// traceparent, and the per-request deadline (see requestState). After the handlers it answers
-// 503 if the deadline passed with nothing written, then records metrics and
-// the access log line.
-func (s *Service) observe() gin.HandlerFunc {
-	propagator := otel.GetTextMapPropagator()
-	// The propagator's headers in canonical form, so the common case of a
-	// request without trace headers is three map lookups and no Extract
-	// (which canonicalises every key it reads, allocating).
-	var traceHeaders []string
-	for _, f := range propagator.Fields() {
-		traceHeaders = append(traceHeaders, http.CanonicalHeaderKey(f))
-	}
-	timeout := s.cfg.RequestTimeout
-	return func(c *gin.Context) {
+// observe is the kit's middleware inside otelhttp's, whose server span is
+// already in r's context.
+func (s *Service) observe(next http.Handler) http.Handler {
+	timeout, limit := s.cfg.RequestTimeout, s.cfg.BodyLimit
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		req := c.Request
-
-		// Run serves the engine itself, so the request's context comes from
-		// net/http and holds no span: the parent span, if any, is the
-		// caller's, from the trace headers.
-		parent := req.Context()
-		var remote trace.SpanContext
-		for _, h := range traceHeaders {
-			if _, ok := req.Header[h]; ok {
-				parent = propagator.Extract(parent, propagation.HeaderCarrier(req.Header))
-				remote = trace.SpanContextFromContext(parent)
-				break
-			}
-		}
-		alloc := &requestAlloc{}
-		st := &alloc.state
-		st.init(parent, start, timeout)
-		st.span = tracing.NewServerSpan(remote)
-
 		var id string
-		if v := req.Header[requestIDKey]; len(v) > 0 && validRequestID(v[0]) {
+		if v := r.Header[requestIDKey]; len(v) > 0 && validRequestID(v[0]) {
 			id = v[0]
 		} else {
-			id = newRequestID()
+			id = uuid.NewString()
 		}
-		st.ids.RequestID = id
-		st.idHeader[0] = id
-		c.Writer.Header()[requestIDKey] = st.idHeader[:]
+		w.Header()[requestIDKey] = []string{id}
 
-		route := c.FullPath()
-		if route == "" {
-			route = unmatchedRoute
+		ctx, cancel := context.WithTimeout(logging.WithRequestID(r.Context(), id), timeout)
+		defer cancel()
+		rec := &responseRecorder{ResponseWriter: w}
+		req := r.WithContext(ctx)
+
+		if req.ContentLength > limit {
+			writeJSONError(rec, http.StatusRequestEntityTooLarge, "request body too large")
+		} else {
+			if req.Body != nil && req.Body != http.NoBody {
+				// A chunked body cannot exceed the limit either; BindJSON
+				// turns the read error into 413.
+				req.Body = http.MaxBytesReader(rec, req.Body, limit)
+			}
+			s.serve(next, rec, req)
 		}
-		ctx := trace.ContextWithSpan(st, &st.span)
-		c.Request = alloc.withContext(req, ctx)
-		// The normal path finishes at the end; this covers a panic that
-		// passes recovery (http.ErrAbortHandler).
-		defer st.finishOnPanic()
 
-		c.Next()
-
-		// The monotonic clock alone is half the price of time.Now here;
-		// the wall time it yields differs from a fresh reading only if the
-		// wall clock was stepped during the request.
-		end := start.Add(time.Since(start))
-		if errors.Is(st.errAt(end), context.DeadlineExceeded) && !c.Writer.Written() {
-			c.AbortWithStatusJSON(http.StatusServiceUnavailable, ErrorResponse{Error: "request timed out"})
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && !rec.wroteHeader {
+			writeJSONError(rec, http.StatusServiceUnavailable, "request timed out")
 		}
-		status := c.Writer.Status()
-		latency := end.Sub(start)
-		s.metrics.observe(req.Method, route, status, latency.Seconds())
+		// otelhttp names its span from the pattern of the request it
+		// passed on, which is r.
+		r.Pattern = req.Pattern
+		route := routeTemplate(req.Pattern)
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK // net/http's answer to a handler that wrote nothing
+		}
+		latency := time.Since(start)
+		s.metrics.observe(r.Method, route, status, latency.Seconds())
 
 		level := slog.LevelInfo
 		if status >= http.StatusInternalServerError {
 			level = slog.LevelError
 		}
-		line := logging.Request{
-			Method:  req.Method,
-			Route:   route,
-			Path:    req.URL.Path,
-			Status:  status,
-			Latency: latency,
-			Bytes:   max(c.Writer.Size(), 0),
-			// The connection's address: the kit trusts no proxy header
-			// (see New), so on a TCP listener this is what ClientIP
-			// returns, without its IP parsing and allocation.
-			ClientIP: c.RemoteIP(),
-		}
-		if len(c.Errors) > 0 {
-			line.Error = c.Errors.String()
-		}
-		logging.LogRequest(ctx, s.log, level, end, &line)
-		st.finish(end)
-	}
+		logging.LogRequest(ctx, s.log, level, start.Add(latency), &logging.Request{
+			Method:   r.Method,
+			Route:    route,
+			Path:     r.URL.Path,
+			Status:   status,
+			Latency:  latency,
+			Bytes:    rec.bytes,
+			ClientIP: clientIP(r.RemoteAddr),
+			Error:    rec.err,
+		})
+	})
 }
 
-// recovery turns a handler panic into a logged 500. Gin's own Recovery writes
-// text to an io.Writer; this one logs through slog with the request's trace
-// and request ids and answers with the kit's JSON error body.
-func (s *Service) recovery() gin.HandlerFunc {
-	return func(c *gin.Context) {
-		defer func() {
-			r := recover()
-			if r == nil {
-				return
-			}
-			if r == http.ErrAbortHandler { //nolint:errorlint // net/http compares it the same way
-				// net/http's sentinel for "abort silently"; keep its meaning.
-				panic(r)
-			}
-			s.log.ErrorContext(c.Request.Context(), "panic in handler",
-				slog.String("panic", fmt.Sprint(r)),
-				slog.String("stack", string(debug.Stack())),
-			)
-			_ = c.Error(fmt.Errorf("panic: %v", r))
-			if c.Writer.Written() {
-				c.Abort()
-				return
-			}
-			c.AbortWithStatusJSON(http.StatusInternalServerError, ErrorResponse{Error: "internal error"})
-		}()
-		c.Next()
-	}
-}
-
-// bodyLimit answers 413 to a request whose declared length is over the limit
-// and caps the body of any other, so a chunked body cannot exceed it either;
-// BindJSON turns the resulting read error into 413.
-func (s *Service) bodyLimit() gin.HandlerFunc {
-	limit := s.cfg.BodyLimit
-	return func(c *gin.Context) {
-		if c.Request.ContentLength > limit {
-			c.AbortWithStatusJSON(http.StatusRequestEntityTooLarge, ErrorResponse{Error: "request body too large"})
+// serve runs next and turns a panic into a logged 500. net/http would
+// recover it too, but silently for the client (a reset connection) and
+// without the request's trace and request ids in the log.
+func (s *Service) serve(next http.Handler, rec *responseRecorder, req *http.Request) {
+	defer func() {
+		r := recover()
+		if r == nil {
 			return
 		}
-		if c.Request.Body != nil && c.Request.Body != http.NoBody {
-			c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+		if r == http.ErrAbortHandler { //nolint:errorlint // net/http compares it the same way
+			// net/http's sentinel for "abort silently"; keep its meaning.
+			panic(r)
 		}
-		c.Next()
+		s.log.ErrorContext(req.Context(), "panic in handler",
+			slog.String("panic", fmt.Sprint(r)),
+			slog.String("stack", string(debug.Stack())),
+		)
+		rec.err = fmt.Sprintf("panic: %v", r)
+		if !rec.wroteHeader {
+			writeJSONError(rec, http.StatusInternalServerError, "internal error")
+		}
+	}()
+	next.ServeHTTP(rec, req)
+}
+
+// routeTemplate is the route label of a request whose handler set pattern:
+// the path part of a ServeMux pattern ("GET /users/{id}" is "/users/{id}"),
+// Gin's template as NewRouter records it, or unmatchedRoute.
+func routeTemplate(pattern string) string {
+	if i := strings.IndexByte(pattern, '/'); i >= 0 {
+		return pattern[i:]
+	}
+	return unmatchedRoute
+}
+
+// clientIP is the connection's address: the kit trusts no proxy header, so
+// this is what Gin's ClientIP returns behind a Service.
+func clientIP(remoteAddr string) string {
+	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		return host
+	}
+	return remoteAddr
+}
+
+// writeJSONError writes {"error": msg} with status.
+func writeJSONError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(ErrorResponse{Error: msg})
+}
+
+// responseRecorder notes what the handler wrote, for the metrics and the
+// access line, and what went wrong (the errors a Gin handler recorded,
+// found through Unwrap by NewRouter's middleware, or a panic).
+type responseRecorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int
+	wroteHeader bool
+	err         string
+}
+
+func (w *responseRecorder) WriteHeader(code int) {
+	if !w.wroteHeader && code >= http.StatusOK {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseRecorder) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *responseRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush and Hijack are asserted directly by Gin's writer, not through
+// http.ResponseController, so the recorder has them itself.
+func (w *responseRecorder) Flush() {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack hands the connection over (a WebSocket upgrade).
+func (w *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// recorderOf finds the kit's recorder under w's wrappers (Gin's writer).
+func recorderOf(w http.ResponseWriter) *responseRecorder {
+	for {
+		switch v := w.(type) {
+		case *responseRecorder:
+			return v
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return nil
+		}
 	}
 }

@@ -50,14 +50,15 @@ func labels(m *dto.Metric) map[string]string {
 
 func TestRunServesMetricsAndAdminEndpoints(t *testing.T) {
 	svc, _ := newService(t, nil)
-	svc.Engine().GET("/users/:id", func(c *gin.Context) {
+	router := kit.NewRouter()
+	router.GET("/users/:id", func(c *gin.Context) {
 		if c.Param("id") != "1" {
 			kit.WriteError(c, http.StatusNotFound, "no such user")
 			return
 		}
 		c.JSON(http.StatusOK, gin.H{"id": 1})
 	})
-	r := start(t, svc)
+	r := start(t, svc, kit.App{Handler: router})
 
 	for _, p := range []string{"/users/1", "/users/1", "/users/2", "/nope"} {
 		get(t, r.apiURL(p))
@@ -125,14 +126,15 @@ func TestRunServesMetricsAndAdminEndpoints(t *testing.T) {
 func TestReadyzReflectsChecksAndLivezDoesNot(t *testing.T) {
 	svc, _ := newService(t, nil, kit.WithReadiness(10*time.Millisecond, 100*time.Millisecond))
 	var failure atomic.Pointer[error]
-	svc.AddReadinessCheck("database", func(context.Context) error {
-		if err := failure.Load(); err != nil {
-			return *err
-		}
-		return nil
-	})
-	svc.AddReadinessCheck("cache", func(context.Context) error { return nil })
-	r := start(t, svc)
+	r := start(t, svc, kit.App{Checks: map[string]kit.CheckFunc{
+		"database": func(context.Context) error {
+			if err := failure.Load(); err != nil {
+				return *err
+			}
+			return nil
+		},
+		"cache": func(context.Context) error { return nil },
+	}})
 
 	readyz := func(wantCode int, wantBody string) func() bool {
 		return func() bool {
@@ -156,11 +158,10 @@ func TestReadyzReflectsChecksAndLivezDoesNot(t *testing.T) {
 func TestReadyzServesCachedResult(t *testing.T) {
 	svc, _ := newService(t, nil, kit.WithReadiness(time.Hour, time.Second))
 	var calls atomic.Int64
-	svc.AddReadinessCheck("database", func(context.Context) error {
+	r := start(t, svc, kit.App{Checks: map[string]kit.CheckFunc{"database": func(context.Context) error {
 		calls.Add(1)
 		return nil
-	})
-	r := start(t, svc)
+	}}})
 	poll.Until(t, "ready", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 200 })
 	before := calls.Load()
 	for range 50 {
@@ -175,11 +176,10 @@ func TestReadyzServesCachedResult(t *testing.T) {
 
 func TestReadyzCheckTimesOut(t *testing.T) {
 	svc, _ := newService(t, nil, kit.WithReadiness(time.Hour, 50*time.Millisecond))
-	svc.AddReadinessCheck("database", func(ctx context.Context) error {
+	r := start(t, svc, kit.App{Checks: map[string]kit.CheckFunc{"database": func(ctx context.Context) error {
 		<-ctx.Done() // a dependency that never answers
 		return ctx.Err()
-	})
-	r := start(t, svc)
+	}}})
 	poll.Until(t, "not ready on timeout", func() bool {
 		code, body := get(t, r.adminURL("/readyz"))
 		return code == 503 && strings.Contains(body, `"database":"context deadline exceeded"`)
@@ -188,8 +188,9 @@ func TestReadyzCheckTimesOut(t *testing.T) {
 
 func TestShutdownTurnsReadinessFalseBeforeListenerCloses(t *testing.T) {
 	svc, logs := newService(t, map[string]string{"SHUTDOWN_DELAY": "3s"})
-	svc.Engine().GET("/ping", func(c *gin.Context) { c.String(http.StatusOK, "pong") })
-	r := start(t, svc)
+	router := kit.NewRouter()
+	router.GET("/ping", func(c *gin.Context) { c.String(http.StatusOK, "pong") })
+	r := start(t, svc, kit.App{Handler: router})
 	poll.Until(t, "ready", func() bool { code, _ := get(t, r.adminURL("/readyz")); return code == 200 })
 
 	r.cancel()
@@ -218,13 +219,14 @@ func TestShutdownTurnsReadinessFalseBeforeListenerCloses(t *testing.T) {
 
 func TestShutdownFinishesInFlightRequest(t *testing.T) {
 	svc, _ := newService(t, nil)
+	router := kit.NewRouter()
 	entered, release := make(chan struct{}), make(chan struct{})
-	svc.Engine().GET("/slow", func(c *gin.Context) {
+	router.GET("/slow", func(c *gin.Context) {
 		close(entered)
 		<-release
 		c.String(http.StatusOK, "finished")
 	})
-	r := start(t, svc)
+	r := start(t, svc, kit.App{Handler: router})
 
 	type result struct {
 		code int
@@ -271,13 +273,14 @@ func TestShutdownFinishesInFlightRequest(t *testing.T) {
 
 func TestShutdownGiveUpAfterGrace(t *testing.T) {
 	svc, _ := newService(t, map[string]string{"SHUTDOWN_GRACE": "300ms"})
+	router := kit.NewRouter()
 	entered, release := make(chan struct{}), make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	svc.Engine().GET("/stuck", func(*gin.Context) {
+	router.GET("/stuck", func(*gin.Context) {
 		close(entered)
 		<-release
 	})
-	r := start(t, svc)
+	r := start(t, svc, kit.App{Handler: router})
 	go func() {
 		if resp, err := client.Get(r.apiURL("/stuck")); err == nil {
 			_ = resp.Body.Close()
@@ -294,72 +297,74 @@ func TestShutdownGiveUpAfterGrace(t *testing.T) {
 	}
 }
 
-func TestGoRecoversPanicsAndShutdownWaits(t *testing.T) {
+func TestWorkersRecoverPanicsAndShutdownWaits(t *testing.T) {
 	svc, logs := newService(t, nil)
-	svc.Go(func(context.Context) error { panic("worker exploded") })
-	svc.Go(func(context.Context) error { return errors.New("sync failed") })
-
 	var stoppedCleanly atomic.Bool
-	svc.Go(func(ctx context.Context) error {
-		<-ctx.Done()
-		stoppedCleanly.Store(true)
-		return ctx.Err()
-	})
-	// A goroutine started by a handler gets the service's lifetime, not the
-	// request's.
-	started := make(chan error, 1)
-	svc.Engine().POST("/jobs", func(c *gin.Context) {
-		svc.Go(func(ctx context.Context) error {
-			started <- ctx.Err()
-			return nil
-		})
-		c.Status(http.StatusAccepted)
-	})
-	r := start(t, svc)
+	r := start(t, svc, kit.App{Workers: []func(context.Context) error{
+		func(context.Context) error { panic("worker exploded") },
+		func(context.Context) error { return errors.New("sync failed") },
+		func(ctx context.Context) error {
+			<-ctx.Done()
+			stoppedCleanly.Store(true)
+			return ctx.Err()
+		},
+	}})
 
 	poll.Until(t, "panic logged", func() bool { return len(logs.find(t, "panic in goroutine")) == 1 })
 	p := logs.one(t, "panic in goroutine")
-	if p["panic"] != "worker exploded" || !strings.Contains(p["stack"].(string), "TestGoRecoversPanicsAndShutdownWaits") {
+	if p["panic"] != "worker exploded" || !strings.Contains(p["stack"].(string), "TestWorkersRecoverPanicsAndShutdownWaits") {
 		t.Errorf("panic line = %v", p)
 	}
 	poll.Until(t, "error logged", func() bool {
-		for _, l := range logs.find(t, "goroutine failed") {
+		for _, l := range logs.find(t, "worker failed") {
 			if l["error"] == "sync failed" {
 				return true
 			}
 		}
 		return false
 	})
-
-	resp, err := client.Post(r.apiURL("/jobs"), "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	if err := <-started; err != nil {
-		t.Errorf("goroutine from a handler started with a done context: %v", err)
-	}
 	if code, _ := get(t, r.adminURL("/livez")); code != http.StatusOK {
-		t.Errorf("/livez after a goroutine panic = %d", code)
+		t.Errorf("/livez after a worker panic = %d", code)
 	}
 
 	if err := r.stop(t); err != nil {
 		t.Errorf("Run = %v", err)
 	}
 	if !stoppedCleanly.Load() {
-		t.Error("Run returned before the goroutine saw its context end")
+		t.Error("Run returned before the worker saw its context end")
 	}
-	if n := len(logs.find(t, "goroutine failed")); n != 2 {
+	if n := len(logs.find(t, "worker failed")); n != 2 {
 		// The panic and the error; the cancelled one is not a failure.
-		t.Errorf("%d goroutine failures logged, want 2", n)
+		t.Errorf("%d worker failures logged, want 2", n)
 	}
 }
 
 func TestRunRefusesConsumersWithoutBroker(t *testing.T) {
 	svc, _ := newService(t, nil)
-	svc.Consume("emails", func(context.Context, messaging.Message) error { return nil }, messaging.ConsumeOptions{})
-	err := svc.Run(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "BROKER_KIND") {
-		t.Errorf("Run = %v, want an error naming BROKER_KIND", err)
+	err := svc.Run(context.Background(), kit.App{Consumers: []kit.Consumer{{
+		Queue: "emails", Handler: func(context.Context, messaging.Message) error { return nil },
+	}}})
+	if err == nil || !strings.Contains(err.Error(), "BROKER_KIND") || !strings.Contains(err.Error(), "App.Consumers") {
+		t.Errorf("Run = %v, want an error naming App.Consumers and BROKER_KIND", err)
+	}
+}
+
+// An App that cannot work is refused with the field at fault.
+func TestRunRefusesAnInvalidApp(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		app  kit.App
+		want string
+	}{
+		{"nameless check", kit.App{Checks: map[string]kit.CheckFunc{"": func(context.Context) error { return nil }}}, "App.Checks"},
+		{"nil check", kit.App{Checks: map[string]kit.CheckFunc{"database": nil}}, `App.Checks["database"]`},
+		{"nil worker", kit.App{Workers: []func(context.Context) error{nil}}, "App.Workers[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, _ := newService(t, nil)
+			if err := svc.Run(context.Background(), tc.app); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Run = %v, want an error naming %s", err, tc.want)
+			}
+		})
 	}
 }

@@ -14,9 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/courier-dev/courier/services/kit/contract"
 	"github.com/courier-dev/courier/services/kit/logging"
 	"github.com/courier-dev/courier/services/kit/messaging"
 	"github.com/courier-dev/courier/services/kit/tracing"
@@ -89,48 +90,72 @@ func WithReadiness(interval, timeout time.Duration) Option {
 // the broker is.
 func WithBrokerOptional() Option { return func(o *options) { o.brokerOptional = true } }
 
-type consumer struct {
-	queue   string
-	handler messaging.Handler
-	opts    messaging.ConsumeOptions
+// App is everything a service hands Run, at once: what it serves, what it
+// consumes, what its readiness depends on and what runs beside them. A
+// service builds it from the dependencies New gave it (Logger, Broker,
+// Registry); there is no registration to do in the right order.
+type App struct {
+	// Handler serves the API on the HTTP port, inside the kit's middleware
+	// (see APIHandler): the service's router, from a constructor taking
+	// every dependency (NewRouter for Gin). Nil answers 404 to everything,
+	// for a service that only consumes.
+	Handler http.Handler
+	// Consumers are the queues the service consumes. Run starts them and, on
+	// shutdown, cancels them and waits until their in-flight handlers have
+	// finished. The driver recovers a panic in a handler and treats it as a
+	// failed attempt, and runs the handler under a span continuing the
+	// publisher's trace.
+	Consumers []Consumer
+	// Checks are the service's readiness checks by name, for example
+	// {"database": db.PingContext}; the broker's is added by the kit. They
+	// run in the background every interval under a short timeout; /readyz
+	// serves the last result.
+	Checks map[string]CheckFunc
+	// Workers run beside the API for the service's lifetime (an outbox
+	// relay). Each one's context ends when Run shuts down, after the API and
+	// the consumers have drained, and Run waits for it within the grace
+	// period. A panic is recovered and logged with its stack; an error
+	// other than the context's cancellation is logged.
+	Workers []func(ctx context.Context) error
 }
 
-// Service is one running service: the Gin engine serving its API, the admin
-// listener, its broker connection, consumers and background goroutines.
-// Build it with New, register routes, checks and consumers, then call Run.
+// Consumer is one consumed queue.
+type Consumer struct {
+	// Queue is the logical queue name, as given to LoadConfig.
+	Queue string
+	// Handler handles one message; an error retries it.
+	Handler messaging.Handler
+	// Options tune the consumer; MaxDeliveries defaults to the operator's
+	// limit for the queue (contract.QueueMaxDeliveriesEnv), if it set one.
+	Options messaging.ConsumeOptions
+}
+
+// Service is one service's kit: its logger, metrics registry, tracer
+// provider, broker connection and listeners. Build it with New, build the
+// service's handler and consumers from what it provides, and hand them to
+// Run.
 type Service struct {
-	cfg      Config
-	log      *slog.Logger
-	engine   *gin.Engine
-	registry *prometheus.Registry
-	metrics  *httpMetrics
-	ready    *readiness
-	broker   messaging.Broker
+	cfg            Config
+	log            *slog.Logger
+	registry       *prometheus.Registry
+	metrics        *httpMetrics
+	tracerProvider *sdktrace.TracerProvider
+	ready          *readiness
+	broker         messaging.Broker
 	// pending is the broker while New's background connect runs; nil with
 	// WithBroker or without a broker.
 	pending *pendingBroker
 
 	apiLn, adminLn net.Listener
 
-	mu        sync.Mutex
-	consumers []consumer
-	started   bool
-	stopping  bool
-
-	// bgCtx is the context of goroutines started with Go; Run cancels it
-	// once the API and the consumers have drained.
-	bgCtx    context.Context
-	bgCancel context.CancelFunc
-	bg       sync.WaitGroup
-
 	running atomic.Bool
 }
 
-var ginModeOnce sync.Once
-
-// New builds a Service from cfg: logger, tracing, metrics registry, Gin
-// engine with the kit's middleware, admin endpoints, and, when cfg names a
-// broker, a connection made in the background: Broker() can be used at
+// New builds a Service from cfg and getenv's OpenTelemetry variables
+// (tracing.NewProvider: spans are exported over OTLP/HTTP when
+// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
+// set): logger, tracer provider, metrics registry, admin endpoints, and,
+// when cfg names a broker, a connection made in the background: Broker() can be used at
 // once, its Publish and Consume wait for the connection, and /readyz reports
 // "connecting to the broker" meanwhile. A broker that is down or slow is
 // waited for as long as the process lives; only a configuration error
@@ -138,7 +163,7 @@ var ginModeOnce sync.Once
 // keeps refusing) makes Run return, with a message naming the setting. New binds both listeners, so a port conflict fails
 // here. ctx's values (not its cancellation; Run's shutdown stops
 // connecting) are kept for the connection.
-func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err error) {
+func New(ctx context.Context, cfg Config, getenv func(string) string, opts ...Option) (svc *Service, err error) {
 	o := options{
 		logOutput:        os.Stdout,
 		readinessEvery:   defaultReadinessInterval,
@@ -152,9 +177,6 @@ func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err err
 	}
 
 	tracing.Install()
-	useJSONNames()
-	// Gin's mode is process-wide; release mode drops its debug route dump.
-	ginModeOnce.Do(func() { gin.SetMode(gin.ReleaseMode) })
 
 	log := o.logger
 	if log == nil {
@@ -183,11 +205,16 @@ func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err err
 			poke:     make(chan struct{}, 1),
 		},
 	}
-	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	s.tracerProvider, _, err = tracing.NewProvider(ctx, getenv, tracing.Resource{
+		Service: cfg.Service, App: cfg.App, PodName: cfg.PodName, PodNamespace: cfg.PodNamespace,
+	})
+	if err != nil {
+		return nil, err
+	}
 
 	defer func() {
 		if err != nil {
-			s.bgCancel()
+			_ = s.tracerProvider.Shutdown(context.WithoutCancel(ctx))
 			closeListener(s.apiLn)
 			closeListener(s.adminLn)
 			if s.broker != nil {
@@ -208,9 +235,9 @@ func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err err
 	s.broker = o.broker
 	if s.broker == nil && cfg.BrokerKind != "" {
 		// Registered now, so /metrics has the message series from the start.
-		metricsReg := reg
+		metricsReg, tp := reg, s.tracerProvider
 		s.pending = connectInBackground(context.WithoutCancel(ctx), func(ctx context.Context) (messaging.Broker, error) {
-			return connectBroker(ctx, cfg, log, metricsReg)
+			return connectBroker(ctx, cfg, log, metricsReg, tp)
 		})
 		s.broker = s.pending
 	}
@@ -218,20 +245,6 @@ func New(ctx context.Context, cfg Config, opts ...Option) (svc *Service, err err
 		s.ready.add("broker", s.broker.Ready, o.brokerOptional)
 	}
 
-	e := gin.New()
-	// Handlers may pass *gin.Context as a context.Context and get the
-	// request's deadline and trace.
-	e.ContextWithFallback = true
-	// Services sit behind the gateway or a Service; client IPs come from the
-	// connection, never from a header a client can forge.
-	if err := e.SetTrustedProxies(nil); err != nil {
-		return nil, fmt.Errorf("kit: configure trusted proxies: %w", err)
-	}
-	e.Use(s.observe(), s.recovery(), s.bodyLimit())
-	e.HandleMethodNotAllowed = true
-	e.NoRoute(func(c *gin.Context) { WriteError(c, http.StatusNotFound, "not found") })
-	e.NoMethod(func(c *gin.Context) { WriteError(c, http.StatusMethodNotAllowed, "method not allowed") })
-	s.engine = e
 	return s, nil
 }
 
@@ -248,10 +261,6 @@ func closeListener(l net.Listener) {
 	}
 }
 
-// Engine is the Gin engine serving the API; register the service's routes
-// on it before Run. It already carries the kit's middleware.
-func (s *Service) Engine() *gin.Engine { return s.engine }
-
 // Logger is the service's JSON logger. Log with a request's context
 // (InfoContext(c.Request.Context(), ...)) to get its trace id and request id in the line.
 func (s *Service) Logger() *slog.Logger { return s.log }
@@ -267,66 +276,14 @@ func (s *Service) Config() Config { return s.cfg }
 // (BROKER_KIND unset). Pass it to handlers as a messaging.Publisher.
 func (s *Service) Broker() messaging.Broker { return s.broker }
 
-// AdminHandler serves /livez, /readyz, /metrics and pprof, as the admin
-// listener does during Run; tests can drive it through httptest.
-func (s *Service) AdminHandler() http.Handler { return adminHandler(s.ready, s.registry) }
-
 // HTTPAddr is the address the API listener is bound to.
 func (s *Service) HTTPAddr() net.Addr { return s.apiLn.Addr() }
 
 // AdminAddr is the address the admin listener is bound to.
 func (s *Service) AdminAddr() net.Addr { return s.adminLn.Addr() }
 
-// AddReadinessCheck adds a dependency check to /readyz, for example the
-// database's PingContext. The broker's check is added by New. Checks run in
-// the background every interval under a short timeout; /readyz serves the
-// last result.
-func (s *Service) AddReadinessCheck(name string, check CheckFunc) {
-	s.ready.add(name, check, false)
-}
-
-// Consume registers a consumer of the logical queue; Run starts it and, on
-// shutdown, cancels it and waits until its in-flight handlers have finished.
-// The driver recovers a panic in handler and treats it as a failed attempt,
-// and runs handler under a span continuing the publisher's trace. Consume
-// must be called before Run.
-func (s *Service) Consume(queue string, handler messaging.Handler, opts messaging.ConsumeOptions) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		panic("kit: Consume called after Run")
-	}
-	if opts.MaxDeliveries == 0 {
-		opts.MaxDeliveries = s.cfg.MaxDeliveries[queue] // the operator's spec.queues[].maxDeliveries, if set
-	}
-	s.consumers = append(s.consumers, consumer{queue: queue, handler: handler, opts: opts})
-}
-
-// Go runs fn in a goroutine the service tracks. Its context ends when Run
-// shuts down (after the API has drained), and Run waits for fn to return
-// within the grace period. A panic in fn is recovered and logged with its
-// stack instead of crashing the process; an error other than the context's
-// cancellation is logged. Go may be called before or during Run, from
-// handlers included; after shutdown has begun it logs and does nothing.
-func (s *Service) Go(fn func(ctx context.Context) error) {
-	s.mu.Lock()
-	if s.stopping {
-		s.mu.Unlock()
-		s.log.Warn("goroutine not started: service is shutting down")
-		return
-	}
-	s.bg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.bg.Done()
-		err := s.safeGo(fn)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			s.log.Error("goroutine failed", slog.String("error", err.Error()))
-		}
-	}()
-}
-
-func (s *Service) safeGo(fn func(ctx context.Context) error) (err error) {
+// safeGo runs fn under ctx, turning a panic into a logged error.
+func (s *Service) safeGo(ctx context.Context, fn func(ctx context.Context) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("panic in goroutine",
@@ -336,40 +293,41 @@ func (s *Service) safeGo(fn func(ctx context.Context) error) (err error) {
 			err = fmt.Errorf("goroutine panicked: %v", r)
 		}
 	}()
-	return fn(s.bgCtx)
+	return fn(ctx)
 }
 
-// Run serves the API and the admin endpoints and runs the consumers until
-// ctx ends (signal.NotifyContext in the service's run) or a listener or
+// Run serves app's handler on the API port and the admin endpoints, and
+// runs app's consumers and workers, until ctx ends (signal.NotifyContext in the service's run) or a listener or
 // consumer fails. It then shuts down within Config.ShutdownGrace: /readyz
 // turns false first; after Config.ShutdownDelay the API stops accepting and
 // finishes in-flight requests while consumers stop taking messages and
-// finish their in-flight handlers; then goroutines from Go are cancelled and
-// awaited, the broker is closed, and last the admin listener goes. Run returns nil after a clean shutdown caused by ctx.
-func (s *Service) Run(ctx context.Context) error {
+// finish their in-flight handlers; then the workers are cancelled and
+// awaited, the broker is closed, the spans not yet exported are flushed, and
+// last the admin listener goes. An App that cannot work (a consumer without
+// a broker, a nameless check) is an error naming the field. Run returns nil after a clean shutdown caused by ctx.
+func (s *Service) Run(ctx context.Context, app App) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("kit: Run called twice")
 	}
-	s.mu.Lock()
-	s.started = true
-	consumers := s.consumers
-	s.mu.Unlock()
-
-	if len(consumers) > 0 && s.broker == nil {
+	consumers, err := s.consumers(app)
+	if err != nil {
 		s.closeAll()
-		return fmt.Errorf("kit: %d consumer(s) registered but no broker is configured (BROKER_KIND is empty)", len(consumers))
+		return err
+	}
+	for name, check := range app.Checks {
+		s.ready.add(name, check, false)
 	}
 
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	adminSrv := &http.Server{
-		Handler:           s.AdminHandler(),
+		Handler:           adminHandler(s.ready, s.registry),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		// No WriteTimeout: /debug/pprof/profile streams for as long as asked.
 		ErrorLog: errLog,
 	}
 	apiSrv := &http.Server{
-		Handler:           s.engine,
+		Handler:           s.APIHandler(app.Handler),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       s.cfg.RequestTimeout,
 		WriteTimeout:      s.cfg.RequestTimeout + writeSlack,
@@ -396,18 +354,29 @@ func (s *Service) Run(ctx context.Context) error {
 
 	go serve("API", apiSrv, s.apiLn)
 
+	workersCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorkers()
+	var workers sync.WaitGroup
+	for _, fn := range app.Workers {
+		workers.Go(func() {
+			if err := s.safeGo(workersCtx, fn); err != nil && !errors.Is(err, context.Canceled) {
+				s.log.Error("worker failed", slog.String("error", err.Error()))
+			}
+		})
+	}
+
 	consumeCtx, stopConsumers := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConsumers()
 	var consumersWG sync.WaitGroup
 	for _, c := range consumers {
 		consumersWG.Go(func() {
-			err := s.broker.Consume(consumeCtx, c.queue, c.handler, c.opts)
+			err := s.broker.Consume(consumeCtx, c.Queue, c.Handler, c.Options)
 			if consumeCtx.Err() == nil {
 				// A consumer that ends on its own leaves the queue unserved;
 				// fail the run so the pod restarts rather than idles.
-				failed <- fmt.Errorf("kit: consumer of queue %q stopped: %w", c.queue, errOrStopped(err))
+				failed <- fmt.Errorf("kit: consumer of queue %q stopped: %w", c.Queue, errOrStopped(err))
 			} else if err != nil && !errors.Is(err, context.Canceled) {
-				s.log.Error("consumer ended with an error", slog.String("queue", c.queue), slog.String("error", err.Error()))
+				s.log.Error("consumer ended with an error", slog.String("queue", c.Queue), slog.String("error", err.Error()))
 			}
 		})
 	}
@@ -438,7 +407,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if cause != nil {
 		s.log.Error("shutting down after a failure", slog.String("error", cause.Error()))
 	}
-	err := s.shutdown(ctx, apiSrv, adminSrv, stopConsumers, &consumersWG)
+	err = s.shutdown(ctx, apiSrv, adminSrv, stopConsumers, &consumersWG, stopWorkers, &workers)
 	stopReady()
 	<-readyDone
 	return errors.Join(cause, err)
@@ -452,7 +421,9 @@ func errOrStopped(err error) error {
 }
 
 // shutdown runs the shutdown sequence described on Run.
-func (s *Service) shutdown(ctx context.Context, apiSrv, adminSrv *http.Server, stopConsumers context.CancelFunc, consumers *sync.WaitGroup) error {
+func (s *Service) shutdown(ctx context.Context, apiSrv, adminSrv *http.Server,
+	stopConsumers context.CancelFunc, consumers *sync.WaitGroup, stopWorkers context.CancelFunc, workers *sync.WaitGroup,
+) error {
 	start := time.Now()
 	// First of all: probes see "not ready", so no new traffic is routed here.
 	s.ready.shuttingDown.Store(true)
@@ -481,19 +452,20 @@ func (s *Service) shutdown(ctx context.Context, apiSrv, adminSrv *http.Server, s
 	if err := waitGroup(graceCtx, consumers); err != nil {
 		errs = append(errs, fmt.Errorf("drain consumers: %w", err))
 	}
-	// Goroutines started by handlers and message handlers get their
-	// cancellation only now that neither can start new ones.
-	s.mu.Lock()
-	s.stopping = true
-	s.mu.Unlock()
-	s.bgCancel()
-	if err := waitGroup(graceCtx, &s.bg); err != nil {
-		errs = append(errs, fmt.Errorf("wait for goroutines: %w", err))
+	// Workers (an outbox relay) are cancelled only now that no request or
+	// message can hand them more work.
+	stopWorkers()
+	if err := waitGroup(graceCtx, workers); err != nil {
+		errs = append(errs, fmt.Errorf("wait for workers: %w", err))
 	}
 	if s.broker != nil {
 		if err := s.broker.Close(graceCtx); err != nil {
 			errs = append(errs, fmt.Errorf("close broker: %w", err))
 		}
+	}
+	// Spans end with their requests and messages; flush what is left.
+	if err := s.tracerProvider.Shutdown(graceCtx); err != nil {
+		errs = append(errs, fmt.Errorf("flush spans: %w", err))
 	}
 	// The admin listener goes last so probes and scrapes answer throughout.
 	_ = adminSrv.Close()
@@ -522,10 +494,42 @@ func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
 
 // closeAll releases what New acquired when Run cannot start.
 func (s *Service) closeAll() {
-	s.bgCancel()
+	_ = s.tracerProvider.Shutdown(context.Background())
 	closeListener(s.apiLn)
 	closeListener(s.adminLn)
 	if s.broker != nil {
 		_ = s.broker.Close(context.Background())
 	}
+}
+
+// consumers checks app's consumers and fills in the operator's delivery
+// limits; an App that cannot work is an error naming the field.
+func (s *Service) consumers(app App) ([]Consumer, error) {
+	for name, check := range app.Checks {
+		if name == "" {
+			return nil, errors.New("kit: invalid App.Checks: a check has an empty name")
+		}
+		if check == nil {
+			return nil, fmt.Errorf("kit: invalid App.Checks[%q]: nil CheckFunc", name)
+		}
+	}
+	for i, w := range app.Workers {
+		if w == nil {
+			return nil, fmt.Errorf("kit: invalid App.Workers[%d]: nil", i)
+		}
+	}
+	if len(app.Consumers) > 0 && s.broker == nil {
+		return nil, fmt.Errorf("kit: invalid App.Consumers: %d consumer(s) but no broker is configured (%s is empty)", len(app.Consumers), contract.EnvBrokerKind)
+	}
+	out := make([]Consumer, len(app.Consumers))
+	for i, c := range app.Consumers {
+		if c.Queue == "" || c.Handler == nil {
+			return nil, fmt.Errorf("kit: invalid App.Consumers[%d]: Queue and Handler are required", i)
+		}
+		if c.Options.MaxDeliveries == 0 {
+			c.Options.MaxDeliveries = s.cfg.MaxDeliveries[c.Queue] // the operator's spec.queues[].maxDeliveries, if set
+		}
+		out[i] = c
+	}
+	return out, nil
 }

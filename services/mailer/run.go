@@ -103,24 +103,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer func() { _ = store.Close() }()
 
-	svc, err := kit.New(ctx, kcfg, append([]kit.Option{kit.WithLogOutput(stdout)}, opts...)...)
+	svc, err := kit.New(ctx, kcfg, getenv, append([]kit.Option{kit.WithLogOutput(stdout)}, opts...)...)
 	if err != nil {
 		return err
 	}
 	mailer := NewMailer(templates, sender, store, from, svc.Logger())
-	register(svc, store, mailer, cfg)
 	// Run returns nil after a shutdown that ctx asked for.
-	return svc.Run(ctx)
+	return svc.Run(ctx, newApp(store, mailer, cfg))
 }
 
-// register is the mailer's router: it has no public routes, only the kit's
-// admin endpoints, a database readiness check and the one consumer.
-func register(svc *kit.Service, store *SentStore, mailer *Mailer, cfg config) {
-	svc.AddReadinessCheck("database", store.Ping)
-	svc.Consume(mailjob.Queue, mailer.Handle, messaging.ConsumeOptions{
-		Concurrency:     cfg.Concurrency,
-		MaxDeliveries:   cfg.MaxDeliveries,
-		RetryBackoff:    cfg.RetryBackoff,
-		MaxRetryBackoff: cfg.MaxRetryBackoff,
-	})
+// newApp is the mailer as the kit runs it: no public routes (the API port
+// answers 404; the admin endpoints are the kit's), a database readiness
+// check and the one consumer.
+func newApp(store *SentStore, mailer *Mailer, cfg config) kit.App {
+	return kit.App{
+		Checks: map[string]kit.CheckFunc{"database": store.Ping},
+		Consumers: []kit.Consumer{{
+			Queue:   mailjob.Queue,
+			Handler: mailer.Handle,
+			Options: messaging.ConsumeOptions{
+				Concurrency:     cfg.Concurrency,
+				MaxDeliveries:   cfg.MaxDeliveries,
+				RetryBackoff:    cfg.RetryBackoff,
+				MaxRetryBackoff: cfg.MaxRetryBackoff,
+			},
+		}},
+	}
 }

@@ -4,16 +4,15 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/courier-dev/courier/services/kit"
 )
 
-// newRouter registers every route of the posts API on e, the kit's engine
-// (which carries the request id, logging, metrics, recovery, body limit and
-// deadline middleware), and returns it as the API's handler. Every write
+// newRouter returns the posts API's handler, every route in one place, from
+// its dependencies; Run serves it inside the kit's middleware (request id,
+// trace, logging, metrics, recovery, body limit and deadline). Every write
 // route requires a sign-in token that posts verifies itself.
-func newRouter(e *gin.Engine, posts *store, users userDirectory, tokens tokenVerifier, outbox notifier, log *slog.Logger) http.Handler {
+func newRouter(posts *store, users userDirectory, tokens tokenVerifier, outbox notifier, log *slog.Logger) http.Handler {
+	e := kit.NewRouter()
 	p := &postsHandler{posts: posts, log: log}
 	cm := &commentsHandler{posts: posts, users: users, outbox: outbox, log: log,
 		perAccount: kit.NewLimiter(commentsPerAccountEvery, commentsPerAccountBurst)}

@@ -97,8 +97,7 @@ func newTestAPI(t *testing.T, usersURL string, usersTimeout time.Duration) *test
 	}
 	pub := &servicetest.Publisher{}
 	relay := servicetest.StartRelay(t, db, pub)
-	engine := servicetest.Engine(t, nil)
-	srv := httptest.NewServer(newRouter(engine, &store{db: db}, users, testTokens, relay, servicetest.Logger(t)))
+	srv := httptest.NewServer(servicetest.Handler(t, nil, newRouter(&store{db: db}, users, testTokens, relay, servicetest.Logger(t))))
 	t.Cleanup(srv.Close)
 	return &testAPI{srv: srv, pub: pub, relay: relay}
 }

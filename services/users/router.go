@@ -10,10 +10,11 @@ import (
 	"github.com/courier-dev/courier/services/kit"
 )
 
-// newRouter registers every route of the users API on e, the kit's engine
-// (which carries the request id, logging, metrics, recovery, body limit and
-// deadline middleware), and returns it as the API's handler.
-func newRouter(e *gin.Engine, users *store, passwords *bcryptHasher, tokens tokenService, outbox notifier, log *slog.Logger) http.Handler {
+// newRouter returns the users API's handler, every route in one place, from
+// its dependencies; Run serves it inside the kit's middleware (request id,
+// trace, logging, metrics, recovery, body limit and deadline).
+func newRouter(users *store, passwords *bcryptHasher, tokens tokenService, outbox notifier, log *slog.Logger) http.Handler {
+	e := kit.NewRouter()
 	u := &usersHandler{users: users, passwords: passwords, outbox: outbox, tokens: tokens, log: log}
 	s := &sessionsHandler{users: users, passwords: passwords, tokens: tokens, log: log,
 		perAccount: kit.NewLimiter(signInsPerAccountEvery, signInsPerAccountBurst)}

@@ -56,8 +56,7 @@ func newTestAPI(t *testing.T) *testAPI {
 	}
 	pub := &servicetest.Publisher{}
 	relay := servicetest.StartRelay(t, db, pub)
-	engine := servicetest.Engine(t, func(c *kit.Config) { c.BodyLimit = 4096 })
-	srv := httptest.NewServer(newRouter(engine, &store{db: db}, passwords, tokens, relay, servicetest.Logger(t)))
+	srv := httptest.NewServer(servicetest.Handler(t, func(c *kit.Config) { c.BodyLimit = 4096 }, newRouter(&store{db: db}, passwords, tokens, relay, servicetest.Logger(t))))
 	t.Cleanup(srv.Close)
 	return &testAPI{srv: srv, pub: pub, relay: relay, tokens: tokens}
 }

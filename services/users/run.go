@@ -81,15 +81,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer func() { _ = db.Close() }()
 
-	svc, err := kit.New(ctx, cfg, kit.WithLogOutput(stdout), kit.WithBrokerOptional())
+	svc, err := kit.New(ctx, cfg, getenv, kit.WithLogOutput(stdout), kit.WithBrokerOptional())
 	if err != nil {
 		return err
 	}
-	svc.AddReadinessCheck("database", db.PingContext)
 	relay := outbox.NewRelay(db, svc.Broker(), svc.Logger())
-	svc.Go(relay.Run)
-	newRouter(svc.Engine(), &store{db: db}, passwords, tokens, relay, svc.Logger())
 
 	// Run returns nil after a shutdown that ctx asked for.
-	return svc.Run(ctx)
+	return svc.Run(ctx, kit.App{
+		Handler: newRouter(&store{db: db}, passwords, tokens, relay, svc.Logger()),
+		Checks:  map[string]kit.CheckFunc{"database": db.PingContext},
+		Workers: []func(context.Context) error{relay.Run},
+	})
 }

@@ -1,5 +1,5 @@
-// Package servicetest holds the test helpers the blog services share: the
-// kit's engine without running the service, an in-memory publisher for the
+// Package servicetest holds the test helpers the blog services share: a
+// router inside the kit's middleware without running the service, an in-memory publisher for the
 // outbox relay, a running relay, JSON requests and polling with a deadline.
 package servicetest
 
@@ -20,8 +20,6 @@ import (
 
 	"github.com/courier-dev/courier/test/poll"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/courier-dev/courier/services/internal/mailjob"
 	"github.com/courier-dev/courier/services/internal/outbox"
 	"github.com/courier-dev/courier/services/kit"
@@ -29,12 +27,12 @@ import (
 	"github.com/courier-dev/courier/services/kit/messaging"
 )
 
-// Engine returns the kit's Gin engine, middleware and all, for a router
-// under test; configure adjusts the kit's defaults (for example a small
-// body limit). The kit binds its listeners in New; they stay unused because
-// the test serves the engine itself, and are closed at cleanup because Run
-// never runs.
-func Engine(t testing.TB, configure func(*kit.Config)) *gin.Engine {
+// Handler returns a service's router h inside the kit's middleware, as Run
+// would serve it, for a router under test; configure adjusts the kit's
+// defaults (for example a small body limit). The kit binds its listeners in
+// New; they stay unused because the test serves the handler itself, and are
+// closed at cleanup because Run never runs.
+func Handler(t testing.TB, configure func(*kit.Config), h http.Handler) http.Handler {
 	t.Helper()
 	cfg, err := kit.LoadConfig(func(string) string { return "" }, nil)
 	if err != nil {
@@ -43,12 +41,12 @@ func Engine(t testing.TB, configure func(*kit.Config)) *gin.Engine {
 	if configure != nil {
 		configure(&cfg)
 	}
-	svc, err := kit.New(t.Context(), cfg,
+	svc, err := kit.New(t.Context(), cfg, func(string) string { return "" },
 		kit.WithListeners(Listen(t), Listen(t)), kit.WithLogOutput(testWriter(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return svc.Engine()
+	return svc.APIHandler(h)
 }
 
 // Logger logs to the test's output.

@@ -53,7 +53,11 @@ func (b *base) init(cfg Config, system attribute.KeyValue) {
 	b.cfg = cfg
 	b.log = cfg.Logger.With("broker", cfg.Kind)
 	b.system = system
-	b.tracer = otel.Tracer(tracerName)
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	b.tracer = tp.Tracer(tracerName)
 	b.queues = newQueueInfos(cfg)
 	b.window = make(chan struct{}, cfg.ConfirmWindow)
 	b.life.init()

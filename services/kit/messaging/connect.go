@@ -8,6 +8,8 @@ import (
 	"sort"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
@@ -49,6 +51,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics records published and consumed messages (default: none).
 	Metrics *Metrics
+	// TracerProvider starts the publish and process spans (default: the
+	// global provider). The kit passes the service's own, which exports
+	// them when OTLP is configured.
+	TracerProvider trace.TracerProvider
 	// AuthRetryFor is how long Connect keeps retrying while the broker
 	// refuses the credentials before it returns an ErrConfig error
 	// (default DefaultAuthRetryFor): long enough for the operator to finish

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	httpbench "github.com/courier-dev/courier/bench/http"
+	"github.com/courier-dev/courier/services/kit"
 )
 
 func main() {
@@ -57,12 +58,12 @@ func run(ctx context.Context, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		svc, err := httpbench.Kit(io.Discard, k.level, apiLn, adminLn)
+		svc, router, err := httpbench.Kit(io.Discard, k.level, apiLn, adminLn)
 		if err != nil {
 			return err
 		}
 		k.addr, k.done = svc.HTTPAddr(), make(chan error, 1)
-		go func() { k.done <- svc.Run(ctx) }()
+		go func() { k.done <- svc.Run(ctx, kit.App{Handler: router}) }()
 	}
 	bare, ginSrv := httpbench.BareServer(), httpbench.BareServer()
 	ginSrv.Handler = httpbench.Gin()
