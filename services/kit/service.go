@@ -43,8 +43,6 @@ type Option func(*options)
 
 type options struct {
 	logOutput        io.Writer
-	logger           *slog.Logger
-	broker           messaging.Broker
 	apiLn, adminLn   net.Listener
 	buildInfo        *BuildInfo
 	readinessEvery   time.Duration
@@ -55,14 +53,6 @@ type options struct {
 // WithLogOutput sends the JSON logs to w (a service passes run's stdout);
 // the default is os.Stdout.
 func WithLogOutput(w io.Writer) Option { return func(o *options) { o.logOutput = w } }
-
-// WithLogger replaces the kit's logger altogether. Wrap its handler with
-// logging.NewHandler to keep trace and request ids in the lines.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
-
-// WithBroker uses b instead of connecting to the configured broker. The
-// service takes ownership: Run closes b during shutdown.
-func WithBroker(b messaging.Broker) Option { return func(o *options) { o.broker = b } }
 
 // WithListeners serves the API and the admin endpoints on listeners the
 // caller opened (tests pass 127.0.0.1:0) instead of the configured ports.
@@ -142,8 +132,8 @@ type Service struct {
 	tracerProvider *sdktrace.TracerProvider
 	ready          *readiness
 	broker         messaging.Broker
-	// pending is the broker while New's background connect runs; nil with
-	// WithBroker or without a broker.
+	// pending is the broker while New's background connect runs; nil
+	// without a broker.
 	pending *pendingBroker
 
 	apiLn, adminLn net.Listener
@@ -178,10 +168,7 @@ func New(ctx context.Context, cfg Config, getenv func(string) string, opts ...Op
 
 	tracing.Install()
 
-	log := o.logger
-	if log == nil {
-		log = logging.New(o.logOutput, cfg.LogLevel)
-	}
+	log := logging.New(o.logOutput, cfg.LogLevel)
 	if cfg.Service != "" {
 		log = log.With(slog.String("service", cfg.Service))
 	}
@@ -232,8 +219,7 @@ func New(ctx context.Context, cfg Config, getenv func(string) string, opts ...Op
 		return nil, fmt.Errorf("kit: listen for admin endpoints: %w", err)
 	}
 
-	s.broker = o.broker
-	if s.broker == nil && cfg.BrokerKind != "" {
+	if cfg.BrokerKind != "" {
 		// Registered now, so /metrics has the message series from the start.
 		metricsReg, tp := reg, s.tracerProvider
 		s.pending = connectInBackground(context.WithoutCancel(ctx), func(ctx context.Context) (messaging.Broker, error) {
@@ -268,9 +254,6 @@ func (s *Service) Logger() *slog.Logger { return s.log }
 // Registry is the service's private Prometheus registry, served on /metrics.
 // Register the service's own collectors on it.
 func (s *Service) Registry() *prometheus.Registry { return s.registry }
-
-// Config is the configuration the service was built with.
-func (s *Service) Config() Config { return s.cfg }
 
 // Broker is the connected broker, or nil when the service has none
 // (BROKER_KIND unset). Pass it to handlers as a messaging.Publisher.
