@@ -60,7 +60,7 @@ declare -A packages=(
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-rm -rf "$OUT/src" "$OUT/bin" "$OUT/images" "$OUT/charts"
+rm -rf "$OUT/src" "$OUT/tools" "$OUT/bin" "$OUT/images" "$OUT/charts"
 mkdir -p "$OUT/bin" "$OUT/images" "$OUT/charts"
 
 # A clean clone: the tree Go stamps must have no uncommitted change, or the
@@ -97,7 +97,8 @@ for arch in $ARCHES; do
   done
 done
 
-IMAGE_TOOL="$OUT/src/image"
+# Outside the clone, whose tree stays clean.
+IMAGE_TOOL="$OUT/tools/image"
 (cd "$src" && go build -o "$IMAGE_TOOL" ./hack/image) || die "building hack/image failed"
 platforms=$(tr ' ' ',' <<<"$ARCHES")
 for b in $BINARIES; do
