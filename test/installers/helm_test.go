@@ -21,6 +21,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 const crdName = "microserviceapps.apps.courier.dev"
@@ -209,6 +210,28 @@ func TestHelmReleases(t *testing.T) {
 		}
 	})
 
+	t.Run("helm upgrade puts back a CRD changed by hand (test-e2e.sh's upgrade from the previous CRD)", func(t *testing.T) {
+		data, err := os.ReadFile(filepath.Join(root, "test", "e2e", "kind", "testdata", "crd-previous.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		previous := &unstructured.Unstructured{}
+		if err := sigsyaml.Unmarshal(data, &previous.Object); err != nil {
+			t.Fatalf("decode crd-previous.yaml: %v", err)
+		}
+		// As `kubectl apply --server-side --force-conflicts` does.
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(previous), client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
+			t.Fatalf("apply the previous CRD: %v", err)
+		}
+		if _, ok := serviceSchema(t, c).Properties["storage"]; ok {
+			t.Fatal("applying the previous CRD left services[].storage; the test proves nothing")
+		}
+		h.must(t, "upgrade", "courier", "charts/courier", "--namespace", "courier-system")
+		if _, ok := serviceSchema(t, c).Properties["storage"]; !ok {
+			t.Fatal("helm upgrade with an unchanged chart left the hand-applied previous CRD in place")
+		}
+	})
+
 	t.Run("the metrics-reader binding lets Prometheus' service account GET /metrics", func(t *testing.T) {
 		allowed := func(sa string) bool {
 			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
@@ -305,6 +328,31 @@ func TestHelmReleases(t *testing.T) {
 		h.must(t, "install", "courier", "charts/courier", "--namespace", "courier-system")
 		if getCRD(t, c).UID != crd.UID {
 			t.Fatal("the reinstall replaced the kept CRD")
+		}
+	})
+
+	t.Run("a CRD no release owns (chart 0.1.0's crds/) is adopted as docs/operations.md says", func(t *testing.T) {
+		h.must(t, "uninstall", "courier", "--namespace", "courier-system")
+		crd := getCRD(t, c)
+		// What chart 0.1.0 left: the CRD without helm's label and annotations.
+		patch := []byte(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":null},` +
+			`"annotations":{"meta.helm.sh/release-name":null,"meta.helm.sh/release-namespace":null}}}`)
+		if err := c.Patch(ctx, crd, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := h.run("install", "courier", "charts/courier", "--namespace", "courier-system")
+		if err == nil || !strings.Contains(err.Error(), "invalid ownership metadata") {
+			t.Fatalf("want helm install to refuse the unowned CRD, got %v", err)
+		}
+		// The documented kubectl label and annotate.
+		adopt := []byte(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":"Helm"},` +
+			`"annotations":{"meta.helm.sh/release-name":"courier","meta.helm.sh/release-namespace":"courier-system"}}}`)
+		if err := c.Patch(ctx, crd, client.RawPatch(types.MergePatchType, adopt)); err != nil {
+			t.Fatal(err)
+		}
+		h.must(t, "install", "courier", "charts/courier", "--namespace", "courier-system")
+		if getCRD(t, c).UID != crd.UID {
+			t.Fatal("the install replaced the adopted CRD")
 		}
 	})
 }
