@@ -300,10 +300,11 @@ type Queue struct {
 	// +required
 	Name string `json:"name"`
 
-	// type is "classic" or "quorum". Unset, the operator picks quorum when
-	// the managed broker has three or more replicas and classic otherwise
-	// (always classic on an external broker), and keeps the type it picked
-	// for a queue that exists, as status.queues[].type shows. A queue's type
+	// type is "classic" or "quorum". Unset, a new queue is a quorum queue on
+	// every broker, one node included: quorum queues count deliveries, so
+	// maxDeliveries dead-letters a message that crashes its consumer. A
+	// queue that exists keeps the type it was declared with, as
+	// status.queues[].type shows. A queue's type
 	// cannot change once it exists on the broker: the app reports
 	// TopologyReady=False (DeclareFailed) until the queue is deleted by hand.
 	//

@@ -125,7 +125,7 @@ func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scop
 // queue for the first time (status.queues does not list it yet), or "".
 func newQuorumQueue(app *v1alpha1.MicroserviceApp) string {
 	for _, q := range app.Spec.Queues {
-		if queueType(app, q, app.Status.Queues) != v1alpha1.QueueQuorum {
+		if queueType(q, app.Status.Queues) != v1alpha1.QueueQuorum {
 			continue
 		}
 		if !slices.ContainsFunc(app.Status.Queues, func(o v1alpha1.QueueStatus) bool { return o.Name == q.Name }) {
@@ -428,7 +428,7 @@ func topologyOf(app *v1alpha1.MicroserviceApp, observed []v1alpha1.QueueStatus) 
 	t := broker.Topology{App: resource.VHost(app)}
 	types := make(map[string]v1alpha1.QueueType, len(app.Spec.Queues))
 	for _, q := range app.Spec.Queues {
-		typ := queueType(app, q, observed)
+		typ := queueType(q, observed)
 		types[q.Name] = typ
 		spec := broker.QueueSpec{
 			Name:           q.Name,
@@ -448,17 +448,15 @@ func topologyOf(app *v1alpha1.MicroserviceApp, observed []v1alpha1.QueueStatus) 
 	return t, types
 }
 
-// quorumReplicas is the smallest managed broker whose queues default to
-// quorum: three nodes keep a majority through the loss of one.
-const quorumReplicas = 3
-
 // queueType is the queue's spec type or, unset, the type it was declared
 // with before (status.queues), since a queue cannot change type; a queue
-// declared for the first time is quorum on a managed broker of three or
-// more nodes and classic otherwise. Remembering the type keeps a broker
-// scaled from one node to three from asking for a quorum queue where a
-// classic one exists.
-func queueType(app *v1alpha1.MicroserviceApp, q v1alpha1.Queue, observed []v1alpha1.QueueStatus) v1alpha1.QueueType {
+// declared for the first time is a quorum queue, on any broker: quorum
+// queues count deliveries on the broker, so a message that crashes its
+// consumer is dead-lettered after maxDeliveries attempts (classic queues in
+// RabbitMQ 3.x have no such limit), and they run on a single node too.
+// Remembering the type keeps queues an earlier version declared classic
+// from being asked to become quorum queues, which RabbitMQ refuses.
+func queueType(q v1alpha1.Queue, observed []v1alpha1.QueueStatus) v1alpha1.QueueType {
 	if q.Type != "" {
 		return q.Type
 	}
@@ -467,10 +465,7 @@ func queueType(app *v1alpha1.MicroserviceApp, q v1alpha1.Queue, observed []v1alp
 			return o.Type
 		}
 	}
-	if m := app.Spec.Broker.Managed; m != nil && ptr.Deref(m.Replicas, 1) >= quorumReplicas {
-		return v1alpha1.QueueQuorum
-	}
-	return v1alpha1.QueueClassic
+	return v1alpha1.QueueQuorum
 }
 
 // inputHash identifies everything Declare's result depends on, so a change

@@ -22,6 +22,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
@@ -85,8 +86,8 @@ func TestTopologyFromPublishesAndConsumes(t *testing.T) {
 	}
 	wantQueues := map[string]string{
 		// One replica: classic queues by default.
-		"topology.emails":     "durable=true type=classic dlx=topology.emails.dlx dlk=topology.emails.dlq",
-		"topology.emails.dlq": "durable=true type=classic dlx=<nil> dlk=<nil>",
+		"topology.emails":     "durable=true type=quorum dlx=topology.emails.dlx dlk=topology.emails.dlq",
+		"topology.emails.dlq": "durable=true type=quorum dlx=<nil> dlk=<nil>",
 	}
 	if diff := cmp.Diff(wantQueues, gotQueues); diff != "" {
 		t.Errorf("queues (-want +got):\n%s", diff)
@@ -193,7 +194,7 @@ func TestTopologyFromPublishesAndConsumes(t *testing.T) {
 	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
 		t.Fatal(err)
 	}
-	want := []v1alpha1.QueueStatus{{Name: "emails", Type: v1alpha1.QueueClassic}}
+	want := []v1alpha1.QueueStatus{{Name: "emails", Type: v1alpha1.QueueQuorum}}
 	if diff := cmp.Diff(want, live.Status.Queues); diff != "" || live.Status.QueuedMessages == nil || *live.Status.QueuedMessages != 0 {
 		t.Errorf("status.queues (-want +got):\n%s\nqueuedMessages %v", diff, live.Status.QueuedMessages)
 	}
@@ -802,4 +803,83 @@ func TestSteadyStateWithBroker(t *testing.T) {
 		t.Errorf("events at steady state (-before +after):\n%s", diff)
 	}
 	reconcileWritesNothing(t, app)
+}
+
+// TestPoisonMessageOnTheDefaultQueueIsDeadLettered declares a queue with
+// maxDeliveries and no type on a one-node broker, then plays a consumer
+// that crashes on a message: it is requeued every time and never settled
+// by the consumer itself. The broker counts the deliveries and dead-letters
+// the message after maxDeliveries of them, so it cannot loop for ever.
+func TestPoisonMessageOnTheDefaultQueueIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	const maxDeliveries = 3
+	app := blogOnBroker(t, "poison", func(a *v1alpha1.MicroserviceApp) {
+		a.Spec.Queues[0].Type = ""
+		a.Spec.Queues[0].MaxDeliveries = ptr.To(int32(maxDeliveries))
+	})
+	queue := contract.QueueName(app.Name, "emails")
+	eventually(t, "status.queues records a quorum queue", func(ctx context.Context) error {
+		live := &v1alpha1.MicroserviceApp{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(app), live); err != nil {
+			return err
+		}
+		if len(live.Status.Queues) != 1 || live.Status.Queues[0].Type != v1alpha1.QueueQuorum {
+			return fmt.Errorf("status.queues %+v", live.Status.Queues)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+
+	users, err := dialService(t, app, "users")
+	if err != nil {
+		t.Fatalf("dial as users: %v", err)
+	}
+	defer func() { _ = users.Close() }()
+	if err := publishAs(ctx, users, contract.ExchangeName(queue), contract.RoutingKey(queue)); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+
+	mailer, err := dialService(t, app, "mailer")
+	if err != nil {
+		t.Fatalf("dial as mailer: %v", err)
+	}
+	defer func() { _ = mailer.Close() }()
+	ch, err := mailer.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := ch.ConsumeWithContext(ctx, queue, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatalf("mailer consuming: %v", err)
+	}
+	crashes := 0
+	for crashes < maxDeliveries {
+		select {
+		case d := <-deliveries:
+			crashes++
+			if err := d.Nack(false, true); err != nil {
+				t.Fatal(err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("the message was delivered %d times, want %d", crashes, maxDeliveries)
+		}
+	}
+
+	api := adminAPI(t)
+	eventually(t, "the poison message is in the dead-letter queue", func(context.Context) error {
+		q, err := api.GetQueue(app.Name, contract.DeadLetterQueueName(queue))
+		if err != nil {
+			return err
+		}
+		if q.Messages != 1 {
+			return fmt.Errorf("%d messages in %s", q.Messages, q.Name)
+		}
+		return nil
+	})
+	select {
+	case d := <-deliveries:
+		t.Errorf("delivery %d of the poison message (redelivered %v), want none after %d", crashes+1, d.Redelivered, maxDeliveries)
+	default:
+	}
 }

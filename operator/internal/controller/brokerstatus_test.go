@@ -159,7 +159,7 @@ func TestBrokerConditionsKeptWhenAborted(t *testing.T) {
 }
 
 // TestQueueType checks the default queue type: the spec's, else the type
-// the queue was declared with, else quorum on three or more managed nodes.
+// the queue was declared with, else quorum on every broker.
 func TestQueueType(t *testing.T) {
 	declaredClassic := []v1alpha1.QueueStatus{{Name: "emails", Type: v1alpha1.QueueClassic}}
 	tests := []struct {
@@ -168,18 +168,20 @@ func TestQueueType(t *testing.T) {
 		observed []v1alpha1.QueueStatus
 		want     v1alpha1.QueueType
 	}{
-		{"one managed node", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1)), nil, v1alpha1.QueueClassic},
-		{"two managed nodes", fixture.BlogWithQueues("ns", fixture.ManagedBroker(2)), nil, v1alpha1.QueueClassic},
+		{"one managed node", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1)), nil, v1alpha1.QueueQuorum},
 		{"three managed nodes", fixture.BlogWithQueues("ns", fixture.ManagedBroker(3)), nil, v1alpha1.QueueQuorum},
-		{"external broker", fixture.BlogWithQueues("ns", fixture.ExternalBroker("s", "mq", 5672)), nil, v1alpha1.QueueClassic},
-		{"scaled to three after declaring", fixture.BlogWithQueues("ns", fixture.ManagedBroker(3)), declaredClassic, v1alpha1.QueueClassic},
+		{"external broker", fixture.BlogWithQueues("ns", fixture.ExternalBroker("s", "mq", 5672)), nil, v1alpha1.QueueQuorum},
+		{"declared classic before", fixture.BlogWithQueues("ns", fixture.ManagedBroker(3)), declaredClassic, v1alpha1.QueueClassic},
 		{"spec wins", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1), func(a *v1alpha1.MicroserviceApp) {
 			a.Spec.Queues[0].Type = v1alpha1.QueueQuorum
 		}), declaredClassic, v1alpha1.QueueQuorum},
+		{"spec asks for classic", fixture.BlogWithQueues("ns", fixture.ManagedBroker(3), func(a *v1alpha1.MicroserviceApp) {
+			a.Spec.Queues[0].Type = v1alpha1.QueueClassic
+		}), nil, v1alpha1.QueueClassic},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := queueType(tt.app, tt.app.Spec.Queues[0], tt.observed); got != tt.want {
+			if got := queueType(tt.app.Spec.Queues[0], tt.observed); got != tt.want {
 				t.Errorf("queueType = %s, want %s", got, tt.want)
 			}
 		})
@@ -202,7 +204,7 @@ func TestNewQuorumQueueWaitsForEveryNode(t *testing.T) {
 	}{
 		{"new quorum queue", three(), "emails"},
 		{"declared quorum queue", three(v1alpha1.QueueStatus{Name: "emails", Type: v1alpha1.QueueQuorum}), ""},
-		{"classic queue on one node", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1)), ""},
+		{"new quorum queue on one node", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1)), "emails"},
 		{"declared classic queue, scaled to three", three(v1alpha1.QueueStatus{Name: "emails", Type: v1alpha1.QueueClassic}), ""},
 	}
 	for _, tt := range tests {
