@@ -58,6 +58,7 @@ func run(args []string) error {
 		brokerResync, queueStatsInterval                 time.Duration
 		maxConcurrentReconciles, kubeAPIBurst            int
 		kubeAPIQPS                                       float64
+		brokerTimeout                                    time.Duration
 	)
 	fs := flag.NewFlagSet("courier-operator", flag.ContinueOnError)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "0",
@@ -82,6 +83,9 @@ func run(args []string) error {
 		"How often each app's broker is made to match its spec although nothing changed, which repairs users, permissions and queues changed on the broker by hand.")
 	fs.DurationVar(&queueStatsInterval, "queue-stats-interval", 30*time.Second,
 		"How often each app's queue depths and consumer counts are polled into its status.")
+	fs.DurationVar(&brokerTimeout, "broker-timeout", broker.DefaultTimeout,
+		"How long one declare, clean-up or queue-statistics call to a broker may take (each HTTP request half of it); "+
+			"a broker that accepts connections but never answers holds one reconcile worker this long.")
 	fs.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", controller.DefaultMaxConcurrentReconciles,
 		"How many apps are reconciled at once; a broker that hangs holds back only the worker reconciling its app.")
 	fs.Float64Var(&kubeAPIQPS, "kube-api-qps", 50,
@@ -152,7 +156,7 @@ func run(args []string) error {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("courier-operator"),
 		// In the cluster, brokers are dialled by their Service names.
-		Admin:                   broker.NewRabbitMQ(),
+		Admin:                   broker.NewRabbitMQ(broker.WithTimeout(brokerTimeout)),
 		ClusterDomain:           clusterDomain,
 		OperatorNamespace:       operatorNamespace,
 		ResyncInterval:          brokerResync,

@@ -111,9 +111,15 @@ func WithResolver(resolve Resolver) Option { return func(r *RabbitMQ) { r.resolv
 // unreachable broker is reported quickly.
 func WithDialTimeout(d time.Duration) Option { return func(r *RabbitMQ) { r.dialTimeout = d } }
 
-// WithTimeout bounds a whole Declare, Delete or QueueStats (default 1m);
-// the caller's context may end it sooner.
+// WithTimeout bounds a whole Declare, Delete or QueueStats (default 30s),
+// and each request of one to half of it at most; the caller's context may
+// end them sooner. A broker that accepts connections but never answers
+// then holds a reconcile for this long, not for ever.
 func WithTimeout(d time.Duration) Option { return func(r *RabbitMQ) { r.timeout = d } }
+
+// DefaultTimeout bounds one Declare, Delete or QueueStats unless
+// WithTimeout says otherwise.
+const DefaultTimeout = 30 * time.Second
 
 // RabbitMQ administers RabbitMQ brokers through the HTTP API with
 // rabbit-hole. It holds no per-broker state; one value serves every app.
@@ -126,7 +132,7 @@ type RabbitMQ struct {
 
 // NewRabbitMQ returns a RabbitMQ admin client.
 func NewRabbitMQ(opts ...Option) *RabbitMQ {
-	r := &RabbitMQ{dialTimeout: 5 * time.Second, timeout: time.Minute}
+	r := &RabbitMQ{dialTimeout: 5 * time.Second, timeout: DefaultTimeout}
 	for _, opt := range opts {
 		opt(r)
 	}
@@ -136,7 +142,7 @@ func NewRabbitMQ(opts ...Option) *RabbitMQ {
 		Proxy:                 nil,
 		DialContext:           r.dial,
 		TLSHandshakeTimeout:   r.dialTimeout,
-		ResponseHeaderTimeout: r.timeout,
+		ResponseHeaderTimeout: r.timeout / 2,
 	}
 	return r
 }
@@ -212,7 +218,7 @@ func (s *session) wrap(what string, err error) error {
 		return fmt.Errorf("%s: %w: %w", what, ErrConflict, err)
 	case errors.As(err, &urlErr):
 		// No HTTP answer at all: refused, unresolvable, timed out.
-		return fmt.Errorf("%s: %w: %w", what, ErrUnreachable, err)
+		return unreachable(what, err)
 	default:
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -625,7 +631,7 @@ func (s *session) wrapAMQP(what string, err error) error {
 	case errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused:
 		return fmt.Errorf("%s: %w: %w", what, ErrUnauthorized, err)
 	case errors.As(err, &netErr), errors.Is(err, amqp.ErrClosed):
-		return fmt.Errorf("%s: %w: %w", what, ErrUnreachable, err)
+		return unreachable(what, err)
 	default:
 		return fmt.Errorf("%s: %w", what, err)
 	}

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
@@ -57,9 +58,19 @@ func (r *MicroserviceAppReconciler) patchStatus(ctx context.Context, s *scope, r
 	if equality.Semantic.DeepEqual(s.original.Status, app.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, app, client.MergeFrom(s.original)); err != nil {
-		if apierrors.IsNotFound(err) {
+	// The patch carries the resourceVersion it was computed from. A
+	// reconcile that read the app from a cache not yet holding the status
+	// the previous one wrote would otherwise write its conditions anew
+	// (new transition times, for the same cause); the API server refuses it
+	// instead, and the event of the newer version, on its way to the cache,
+	// brings the app back.
+	if err := r.Status().Patch(ctx, app, client.MergeFromWithOptions(s.original, client.MergeFromWithOptimisticLock{})); err != nil {
+		switch {
+		case apierrors.IsNotFound(err):
 			return nil // deleted meanwhile; nothing left to report on
+		case apierrors.IsConflict(err):
+			logf.FromContext(ctx).V(1).Info("status not written: the app changed since it was read")
+			return nil
 		}
 		return fmt.Errorf("update status: %w", err)
 	}
