@@ -47,6 +47,13 @@ const (
 	// and its owner. Rename the app or the service, or delete the object,
 	// and the app converges.
 	ReasonNameConflict = "NameConflict"
+	// ReasonCleanupFailed (Ready, on an app being deleted): removing the
+	// app's users and topology from its broker failed with an answer the
+	// operator cannot take for "the broker is gone" (a refused password, a
+	// server error). The deletion waits and retries with backoff; the
+	// message says why. An administrator who accepts leaving the app's
+	// state on the broker sets the annotation AnnotationSkipBrokerCleanup.
+	ReasonCleanupFailed = "CleanupFailed"
 	// ReasonAvailable: every service is rolled out and available.
 	ReasonAvailable = "Available"
 	// ReasonRollingOut: at least one Deployment has not finished rolling out
@@ -108,3 +115,10 @@ const (
 	// not be written; ResourcesApplied has the error.
 	ReasonSecretsNotWritten = "SecretsNotWritten"
 )
+
+// AnnotationSkipBrokerCleanup, set to "true" on an app, makes its deletion
+// leave the app's users, queues and vhost on the broker instead of removing
+// them: the way out of a deletion stuck on a broker that refuses the
+// operator (Ready=False, reason CleanupFailed). A BrokerCleanupSkipped
+// warning records it.
+const AnnotationSkipBrokerCleanup = "apps.courier.dev/skip-broker-cleanup"

@@ -17,7 +17,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,6 +37,7 @@ const (
 	eventBrokerUpdated         = "BrokerUpdated"
 	eventBrokerCleanedUp       = "BrokerCleanedUp"
 	eventBrokerCleanupSkipped  = "BrokerCleanupSkipped"
+	eventBrokerCleanupFailed   = "BrokerCleanupFailed"
 	eventQueuesRetained        = "QueuesRetained"
 	maxChangesInEvent          = 10
 	defaultResyncInterval      = 5 * time.Minute
@@ -567,6 +571,11 @@ func (r *MicroserviceAppReconciler) brokerRequeue(s *scope) time.Duration {
 // reported in an event and the deletion proceeds. Any other failure is
 // retried.
 func (r *MicroserviceAppReconciler) cleanUpBroker(ctx context.Context, app *v1alpha1.MicroserviceApp) error {
+	if app.Annotations[v1alpha1.AnnotationSkipBrokerCleanup] == "true" {
+		r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, eventBrokerCleanupSkipped, "Delete",
+			"left the app's users, queues and vhost on the broker: the annotation %s asks so", v1alpha1.AnnotationSkipBrokerCleanup)
+		return nil
+	}
 	admin, skip, err := r.cleanupEndpoint(ctx, app)
 	if err != nil {
 		return fmt.Errorf("clean up the broker: %w", err)
@@ -641,3 +650,77 @@ func (r *MicroserviceAppReconciler) cleanupEndpoint(ctx context.Context, app *v1
 	}
 	return rabbitmq.Endpoint(b, creds), "", nil
 }
+
+// reportCleanupFailed says on a deleting app why its broker clean-up failed
+// and how to get past it: a Warning event and Ready=False (CleanupFailed).
+// The message is the error's, which the broker package keeps stable for
+// the same cause, so retries do not rewrite it.
+func (r *MicroserviceAppReconciler) reportCleanupFailed(ctx context.Context, app *v1alpha1.MicroserviceApp, cause error) {
+	msg := fmt.Sprintf("%v; the deletion retries. To delete the app and leave its users, queues and vhost on the broker, "+
+		"annotate it with %s=true", cause, v1alpha1.AnnotationSkipBrokerCleanup)
+	r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, eventBrokerCleanupFailed, "Delete", "%s", msg)
+	original := app.DeepCopy()
+	meta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
+		Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonCleanupFailed,
+		Message: msg, ObservedGeneration: app.Generation,
+	})
+	if equality.Semantic.DeepEqual(original.Status, app.Status) {
+		return
+	}
+	if err := r.Status().Patch(ctx, app, client.MergeFrom(original)); err != nil && !apierrors.IsNotFound(err) {
+		logf.FromContext(ctx).Error(err, "report the failed broker clean-up")
+	}
+}
+
+// stopManagedBroker stops a deleted app's managed broker without the
+// preStop checks: when every node goes, no quorum queue can keep a majority
+// and no node can take over another's leaderships, so each pod would wait
+// out the quorum wait and the drain for nothing (up to 420 s each). It
+// marks the running pods (their preStop hook reads the annotation through
+// the downward API, which the kubelet refreshes on the pod's update but no
+// longer once it terminates, so the mark comes first), then deletes the
+// StatefulSet (its pods follow). Pods already terminating, as when the
+// whole namespace is deleted, are deleted again with a short grace period,
+// which the kubelet honours by ending the hook: the broker's data goes with
+// the app anyway.
+func (r *MicroserviceAppReconciler) stopManagedBroker(ctx context.Context, app *v1alpha1.MicroserviceApp) error {
+	if app.Spec.Broker.Managed == nil {
+		return nil
+	}
+	pods := &metav1.PartialObjectMetadataList{}
+	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	if err := r.apiReader().List(ctx, pods, client.InNamespace(app.Namespace),
+		client.MatchingLabels(rabbitmq.SelectorLabels(app.Name))); err != nil {
+		return fmt.Errorf("list the broker's pods: %w", err)
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if !pod.DeletionTimestamp.IsZero() {
+			continue
+		}
+		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil,
+			`{"metadata":{"annotations":{%q:"true"}}}`, rabbitmq.AnnotationSkipPreStopChecks))
+		if err := r.Patch(ctx, pod, patch); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("mark broker pod %s to skip its preStop checks: %w", pod.Name, err)
+		}
+	}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: rabbitmq.NamesFor(app.Name).StatefulSet}}
+	if err := r.Delete(ctx, sts, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete the broker's StatefulSet: %w", err)
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if pod.DeletionTimestamp.IsZero() || ptr.Deref(pod.DeletionGracePeriodSeconds, 0) <= brokerStopGraceSeconds {
+			continue
+		}
+		if err := r.Delete(ctx, pod, client.GracePeriodSeconds(brokerStopGraceSeconds)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("shorten the termination of broker pod %s: %w", pod.Name, err)
+		}
+	}
+	return nil
+}
+
+// brokerStopGraceSeconds is how long a terminating broker pod of a deleted
+// app is given to stop once its preStop checks are moot: enough for
+// RabbitMQ to stop its applications.
+const brokerStopGraceSeconds = 30

@@ -117,6 +117,11 @@ func (r *MicroserviceAppReconciler) retryInterval() time.Duration {
 // A managed broker's Role lets its nodes read their peers' endpoints and
 // record events; the API server lets the operator grant only what it holds.
 // +kubebuilder:rbac:groups="",resources=endpoints,verbs=get;list
+//
+// A deleted app's broker pods are marked to skip their preStop checks, and
+// those already terminating are given a short grace period
+// (stopManagedBroker).
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create
 
 // Reconcile brings one app's objects and broker to the state its spec
@@ -241,6 +246,10 @@ func (r *MicroserviceAppReconciler) reconcileDelete(ctx context.Context, app *v1
 	logf.FromContext(ctx).Info("cleaning up before deletion")
 	if app.Spec.Broker != nil {
 		if err := r.cleanUpBroker(ctx, app); err != nil {
+			r.reportCleanupFailed(ctx, app, err)
+			return err
+		}
+		if err := r.stopManagedBroker(ctx, app); err != nil {
 			return err
 		}
 	}

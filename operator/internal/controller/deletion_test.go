@@ -1,0 +1,117 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
+)
+
+// TestDeletionStuckOnARefusingBroker deletes an app whose external broker
+// refuses the operator's credentials: the deletion waits, says why on the
+// app (Ready=False, CleanupFailed, naming the way out) and in an event; the
+// skip annotation then lets the app go and leaves its state on the broker.
+func TestDeletionStuckOnARefusingBroker(t *testing.T) {
+	t.Parallel()
+	node := testBroker(t)
+	app := externalApp(t, "refusing-broker", "refusing", "http://"+node.Host+":"+fmt.Sprint(node.ManagementPort))
+	waitCondition(t, app, v1alpha1.ConditionTopologyReady, metav1.ConditionTrue, v1alpha1.ReasonDeclared)
+
+	secret := &corev1.Secret{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: app.Namespace, Name: "broker-admin"}, secret); err != nil {
+		t.Fatal(err)
+	}
+	secret.Data[v1alpha1.ExternalPasswordKey] = []byte("wrong")
+	if err := k8s.Update(context.Background(), secret); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, app, v1alpha1.ConditionBrokerReady, metav1.ConditionFalse, v1alpha1.ReasonBrokerUnauthorized)
+	live := &v1alpha1.MicroserviceApp{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	c := waitCondition(t, app, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonCleanupFailed)
+	if !strings.Contains(c.Message, v1alpha1.AnnotationSkipBrokerCleanup) {
+		t.Errorf("Ready message %q does not name the annotation that skips the clean-up", c.Message)
+	}
+	waitEvent(t, live, corev1.EventTypeWarning, eventBrokerCleanupFailed)
+
+	patch := client.RawPatch("application/merge-patch+json", fmt.Appendf(nil,
+		`{"metadata":{"annotations":{%q:"true"}}}`, v1alpha1.AnnotationSkipBrokerCleanup))
+	if err := k8s.Patch(context.Background(), live, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, app)
+	waitEvent(t, live, corev1.EventTypeWarning, eventBrokerCleanupSkipped)
+	if _, err := adminAPI(t).GetVhost(app.Name); err != nil {
+		t.Errorf("vhost %s: %v, want it left on the broker", app.Name, err)
+	}
+}
+
+// TestDeletionStopsTheBrokerWithoutPreStopChecks deletes an app with a
+// managed broker: its running broker pods are marked to skip the preStop
+// checks before the StatefulSet goes, and a pod already terminating with
+// the broker's long grace period gets a short one. (envtest runs no kubelet:
+// the pods are made by hand, bound to a node so that their deletion is
+// graceful and stays pending.)
+func TestDeletionStopsTheBrokerWithoutPreStopChecks(t *testing.T) {
+	t.Parallel()
+	app := blogOnBroker(t, "stopping")
+	ctx := context.Background()
+	brokerPod := func(name string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: name, Labels: rabbitmq.SelectorLabels(app.Name)},
+			Spec: corev1.PodSpec{
+				NodeName:                      "node-1",
+				TerminationGracePeriodSeconds: ptr.To(int64(600)),
+				Containers:                    []corev1.Container{{Name: "rabbitmq", Image: "rabbitmq"}},
+			},
+		}
+	}
+	running, terminating := brokerPod("stopping-broker-0"), brokerPod("stopping-broker-1")
+	create(t, running)
+	create(t, terminating)
+	if err := k8s.Delete(ctx, terminating); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(terminating), terminating); err != nil {
+		t.Fatal(err)
+	}
+	if got := ptr.Deref(terminating.DeletionGracePeriodSeconds, 0); got != 600 {
+		t.Fatalf("the terminating pod's grace period is %ds, want the 600s it asked for", got)
+	}
+
+	if err := k8s.Delete(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, app)
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(running), running); err != nil {
+		t.Fatal(err)
+	}
+	if got := running.Annotations[rabbitmq.AnnotationSkipPreStopChecks]; got != "true" {
+		t.Errorf("running broker pod annotation %s=%q, want \"true\"", rabbitmq.AnnotationSkipPreStopChecks, got)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(terminating), terminating); err != nil {
+		t.Fatal(err)
+	}
+	if got := ptr.Deref(terminating.DeletionGracePeriodSeconds, 0); got > brokerStopGraceSeconds {
+		t.Errorf("the terminating pod's grace period is %ds, want at most %ds", got, brokerStopGraceSeconds)
+	}
+	err := k8s.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: rabbitmq.NamesFor(app.Name).StatefulSet}, &appsv1.StatefulSet{})
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("the broker's StatefulSet after the app's deletion: %v, want it deleted", err)
+	}
+}
