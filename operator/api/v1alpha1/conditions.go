@@ -103,6 +103,12 @@ const (
 	// change, such as a queue that exists with another type; the message
 	// has the error.
 	ReasonDeclareFailed = "DeclareFailed"
+	// ReasonBrokerNameConflict (TopologyReady): the app's vhost on the
+	// broker belongs to another app of the same name, in another
+	// namespace (its description names the owner). The operator touches
+	// neither its vhost nor its users; rename one app, or give them
+	// different brokers.
+	ReasonBrokerNameConflict = "BrokerNameConflict"
 
 	// ReasonCredentialsIssued (CredentialsReady): every service that uses a
 	// queue has its Secret and broker user.

@@ -64,12 +64,14 @@ func (c Change) String() string {
 
 // observed is the broker state Declare compares the settings with.
 type observed struct {
-	vhost     bool
-	exchanges map[string]rh.ExchangeInfo
-	queues    map[string]rh.QueueInfo
-	bindings  map[Binding]bool
-	policies  map[string]rh.Policy
-	users     map[string]rh.UserInfo
+	vhost bool
+	// vhostDescription records the vhost's owner (vhostDescription).
+	vhostDescription string
+	exchanges        map[string]rh.ExchangeInfo
+	queues           map[string]rh.QueueInfo
+	bindings         map[Binding]bool
+	policies         map[string]rh.Policy
+	users            map[string]rh.UserInfo
 	// permissions holds the permissions in the app's vhost, by user.
 	permissions map[string]rh.PermissionInfo
 }
@@ -102,9 +104,9 @@ func plan(want Settings, passwords map[string]string, admin string, have observe
 	}
 	vhost := want.VHost
 
-	if !have.vhost {
-		add(Change{Action: ActionCreate, Kind: KindVHost, Name: vhost}, func(api *rh.Client) (*http.Response, error) {
-			return api.PutVhost(vhost, rh.VhostSettings{Description: "Managed by Courier"})
+	if desc := vhostDescription(want.Owner); !have.vhost || have.vhostDescription != desc {
+		add(Change{Action: actionFor(have.vhost), Kind: KindVHost, Name: vhost}, func(api *rh.Client) (*http.Response, error) {
+			return api.PutVhost(vhost, rh.VhostSettings{Description: desc})
 		})
 	}
 	if p, ok := have.permissions[admin]; !ok || permissionsOf(p) != fullAccess {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"slices"
 	"testing"
 
@@ -12,13 +13,14 @@ import (
 func observedFrom(t *testing.T, want Settings, passwords map[string]string, admin string) observed {
 	t.Helper()
 	o := observed{
-		vhost:       true,
-		exchanges:   map[string]rh.ExchangeInfo{},
-		queues:      map[string]rh.QueueInfo{},
-		bindings:    map[Binding]bool{},
-		policies:    map[string]rh.Policy{},
-		users:       map[string]rh.UserInfo{},
-		permissions: map[string]rh.PermissionInfo{admin: {User: admin, Configure: ".*", Write: ".*", Read: ".*"}},
+		vhost:            true,
+		vhostDescription: vhostDescription(want.Owner),
+		exchanges:        map[string]rh.ExchangeInfo{},
+		queues:           map[string]rh.QueueInfo{},
+		bindings:         map[Binding]bool{},
+		policies:         map[string]rh.Policy{},
+		users:            map[string]rh.UserInfo{},
+		permissions:      map[string]rh.PermissionInfo{admin: {User: admin, Configure: ".*", Write: ".*", Read: ".*"}},
 	}
 	for _, e := range want.Exchanges {
 		o.exchanges[e.Name] = rh.ExchangeInfo{Name: e.Name, Type: e.Type, Durable: e.Durable, Arguments: map[string]any{}}
@@ -57,7 +59,9 @@ func observedFrom(t *testing.T, want Settings, passwords map[string]string, admi
 }
 
 func TestPlan(t *testing.T) {
-	want, err := Generate(blogTopology())
+	topo := blogTopology()
+	topo.Owner = "apps/blog"
+	want, err := Generate(topo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +134,11 @@ func TestPlan(t *testing.T) {
 			want: []Change{{ActionDelete, KindUser, "blog.old", ""}},
 		},
 		{
+			name:   "vhost made by an earlier version, without its owner",
+			mutate: func(o *observed) { o.vhostDescription = "Managed by Courier" },
+			want:   []Change{{ActionUpdate, KindVHost, "blog", ""}},
+		},
+		{
 			name: "policy on a queue that should have none",
 			mutate: func(o *observed) {
 				o.policies["blog.emails.dlq"] = rh.Policy{Name: "blog.emails.dlq", Pattern: "^blog\\.emails\\.dlq$"}
@@ -170,6 +179,31 @@ func TestPasswordMatches(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := passwordMatches(tt.user, password); got != tt.want {
 				t.Errorf("passwordMatches = %t, want %t", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestCheckOwner: a vhost naming another owner is refused; one naming the
+// same owner, none, or not existing yet is fine.
+func TestCheckOwner(t *testing.T) {
+	tests := []struct {
+		name, owner string
+		have        observed
+		wantErr     bool
+	}{
+		{"no vhost yet", "a/blog", observed{}, false},
+		{"same owner", "a/blog", observed{vhost: true, vhostDescription: "Managed by Courier for a/blog"}, false},
+		{"another namespace's app", "b/blog", observed{vhost: true, vhostDescription: "Managed by Courier for a/blog"}, true},
+		{"no owner recorded", "b/blog", observed{vhost: true, vhostDescription: "Managed by Courier"}, false},
+		{"made by hand", "b/blog", observed{vhost: true, vhostDescription: "team vhost"}, false},
+		{"no check asked", "", observed{vhost: true, vhostDescription: "Managed by Courier for a/blog"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkOwner("blog", tt.owner, tt.have)
+			if got := errors.Is(err, ErrOwnedElsewhere); got != tt.wantErr {
+				t.Errorf("checkOwner = %v, want ErrOwnedElsewhere %t", err, tt.wantErr)
 			}
 		})
 	}

@@ -93,6 +93,10 @@ var (
 	// cannot be changed in place, such as a classic queue where the
 	// topology now wants a quorum queue. Deleting it by hand resolves it.
 	ErrConflict = errors.New("broker holds an incompatible entity")
+	// ErrOwnedElsewhere means the app's vhost on the broker belongs to
+	// another app of the same name (in another namespace): neither Declare
+	// nor Delete touches it.
+	ErrOwnedElsewhere = errors.New("the broker's vhost belongs to another app")
 )
 
 // Resolver maps the "host:port" of a broker address to the address to dial.
@@ -263,6 +267,9 @@ func (r *RabbitMQ) Declare(ctx context.Context, ep Endpoint, t Topology, creds C
 	if err != nil {
 		return nil, err
 	}
+	if err := checkOwner(want.VHost, t.Owner, have); err != nil {
+		return nil, err
+	}
 	var done []Change
 	for _, st := range plan(want, passwords, ep.Username, have) {
 		if err := s.write(st.String(), func() (*http.Response, error) { return st.apply(s.api) }); err != nil {
@@ -303,13 +310,14 @@ func (s *session) observe(vhost string) (observed, error) {
 		users:       map[string]rh.UserInfo{},
 		permissions: map[string]rh.PermissionInfo{},
 	}
-	_, err := s.api.GetVhost(vhost)
+	info, err := s.api.GetVhost(vhost)
 	switch {
 	case isNotFound(err):
 	case err != nil:
 		return have, s.wrap("read vhost "+vhost, err)
 	default:
 		have.vhost = true
+		have.vhostDescription = info.Description
 		defs, err := s.api.ListVhostDefinitions(vhost)
 		if err != nil {
 			return have, s.wrap("read definitions of vhost "+vhost, err)
@@ -400,15 +408,20 @@ func (r *RabbitMQ) Delete(ctx context.Context, ep Endpoint, t Topology) (DeleteR
 	defer cancel()
 	vhost := t.App
 
+	info, err := s.api.GetVhost(vhost)
+	if err != nil && !isNotFound(err) {
+		return result, s.wrap("read vhost "+vhost, err)
+	}
+	if err == nil {
+		if err := checkOwner(vhost, t.Owner, observed{vhost: true, vhostDescription: info.Description}); err != nil {
+			return result, err
+		}
+	}
 	if err := s.deleteUsers(t); err != nil {
 		return result, err
 	}
-	_, err = s.api.GetVhost(vhost)
 	if isNotFound(err) {
 		return result, nil
-	}
-	if err != nil {
-		return result, s.wrap("read vhost "+vhost, err)
 	}
 	if err := s.closeConnections(vhost); err != nil {
 		return result, err
@@ -670,4 +683,31 @@ func (r *RabbitMQ) QueueStats(ctx context.Context, ep Endpoint, t Topology) ([]Q
 		})
 	}
 	return stats, nil
+}
+
+// vhostDescriptionPrefix starts the description of every vhost Courier
+// creates; the owner follows it.
+const vhostDescriptionPrefix = "Managed by Courier"
+
+// vhostDescription is the description Declare gives the vhost of owner.
+func vhostDescription(owner string) string {
+	if owner == "" {
+		return vhostDescriptionPrefix
+	}
+	return vhostDescriptionPrefix + " for " + owner
+}
+
+// checkOwner refuses a vhost whose description names an owner other than
+// owner. A vhost that names none (made by hand, or by a Courier version that
+// did not record owners) is taken over: Declare then records owner on it.
+func checkOwner(vhost, owner string, have observed) error {
+	if owner == "" || !have.vhost {
+		return nil
+	}
+	recorded, ok := strings.CutPrefix(have.vhostDescription, vhostDescriptionPrefix+" for ")
+	if !ok || recorded == owner {
+		return nil
+	}
+	return fmt.Errorf("vhost %s: %w: it is %s's; rename one of the apps, or give them different brokers",
+		vhost, ErrOwnedElsewhere, recorded)
 }

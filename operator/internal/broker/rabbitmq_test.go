@@ -173,7 +173,20 @@ func publish(t *testing.T, ch *amqp.Channel, exchange, key, body string) (bool, 
 	}
 	select {
 	case <-dc.Done():
-		return dc.Acked(), nil
+		if dc.Acked() {
+			return true, nil
+		}
+		// A channel the broker closes (a 403) fails its outstanding
+		// confirms after telling its close listeners why; both may be
+		// ready here, and the reason is what the caller asks about.
+		select {
+		case e := <-closed:
+			if e != nil {
+				return false, e
+			}
+		default:
+		}
+		return false, nil
 	case e := <-closed:
 		if e == nil {
 			return false, amqp.ErrClosed

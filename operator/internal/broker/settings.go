@@ -13,6 +13,8 @@ import (
 type Settings struct {
 	// VHost is the app's virtual host.
 	VHost string `json:"vhost"`
+	// Owner is recorded in the vhost's description (Topology.Owner).
+	Owner string `json:"owner,omitempty"`
 	// Exchanges are the direct exchanges in front of every queue and its
 	// dead-letter queue.
 	Exchanges []Exchange `json:"exchanges"`
@@ -150,6 +152,7 @@ func Generate(t Topology) (Settings, error) {
 	}
 	s := Settings{
 		VHost:       t.App,
+		Owner:       t.Owner,
 		Exchanges:   []Exchange{},
 		Queues:      []Queue{},
 		Bindings:    []Binding{},

@@ -49,6 +49,12 @@ type Topology struct {
 	// App is the app's broker namespace: the vhost name and the prefix of
 	// every physical name (contract.QueueName) and user name (UserName).
 	App string
+	// Owner identifies the app across the cluster ("<namespace>/<name>").
+	// Declare records it on the vhost it creates and refuses a vhost that
+	// records another owner (ErrOwnedElsewhere), so two apps of the same
+	// name in different namespaces cannot share one broker's vhost and
+	// users. Empty means no check.
+	Owner string
 	// Queues are the app's logical queues.
 	Queues []QueueSpec
 	// Services are the app's services and the queues each one uses. A

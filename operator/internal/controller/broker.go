@@ -429,7 +429,7 @@ func summarise(changes []broker.Change) string {
 // topologyOf maps the app's spec to the broker's input. Queue types follow
 // queueType; the chosen types are returned for status.queues.
 func topologyOf(app *v1alpha1.MicroserviceApp, observed []v1alpha1.QueueStatus) (broker.Topology, map[string]v1alpha1.QueueType) {
-	t := broker.Topology{App: resource.VHost(app)}
+	t := broker.Topology{App: resource.VHost(app), Owner: app.Namespace + "/" + app.Name}
 	types := make(map[string]v1alpha1.QueueType, len(app.Spec.Queues))
 	for _, q := range app.Spec.Queues {
 		typ := queueType(q, observed)
@@ -586,6 +586,8 @@ func (r *MicroserviceAppReconciler) cleanUpBroker(ctx context.Context, app *v1al
 		switch {
 		case errors.Is(err, broker.ErrUnreachable):
 			skip = "the broker is unreachable: " + err.Error()
+		case errors.Is(err, broker.ErrOwnedElsewhere):
+			skip = err.Error()
 		case err != nil:
 			return fmt.Errorf("clean up the broker: %w", err)
 		case len(res.Retained) > 0:

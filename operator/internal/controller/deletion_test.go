@@ -115,3 +115,53 @@ func TestDeletionStopsTheBrokerWithoutPreStopChecks(t *testing.T) {
 		t.Errorf("the broker's StatefulSet after the app's deletion: %v, want it deleted", err)
 	}
 }
+
+// TestSameNameInTwoNamespacesOnOneBroker runs two apps named alike in two
+// namespaces on one external broker. The first owns the vhost (its
+// description names it); the second is refused with a condition naming the
+// owner, and neither declaring nor deleting it touches the first's vhost,
+// users or passwords.
+func TestSameNameInTwoNamespacesOnOneBroker(t *testing.T) {
+	t.Parallel()
+	node := testBroker(t)
+	url := "http://" + node.Host + ":" + fmt.Sprint(node.ManagementPort)
+	first := externalApp(t, "twin-first", "twin", url)
+	waitCondition(t, first, v1alpha1.ConditionTopologyReady, metav1.ConditionTrue, v1alpha1.ReasonDeclared)
+	vhost, err := adminAPI(t).GetVhost("twin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Managed by Courier for twin-first/twin"; vhost.Description != want {
+		t.Errorf("vhost description %q, want %q", vhost.Description, want)
+	}
+
+	second := externalApp(t, "twin-second", "twin", url)
+	c := waitCondition(t, second, v1alpha1.ConditionTopologyReady, metav1.ConditionFalse, v1alpha1.ReasonBrokerNameConflict)
+	if !strings.Contains(c.Message, "twin-first/twin") {
+		t.Errorf("TopologyReady message %q does not name the vhost's owner", c.Message)
+	}
+	dial := func() {
+		t.Helper()
+		conn, err := dialService(t, first, "users")
+		if err != nil {
+			t.Fatalf("the first app's users after the second app came: %v", err)
+		}
+		_ = conn.Close()
+	}
+	dial()
+
+	live := &v1alpha1.MicroserviceApp{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(second), live); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(context.Background(), second); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, second)
+	waitEvent(t, live, corev1.EventTypeWarning, eventBrokerCleanupSkipped)
+	if _, err := adminAPI(t).GetVhost("twin"); err != nil {
+		t.Errorf("the first app's vhost after deleting the second: %v", err)
+	}
+	dial()
+	waitCondition(t, first, v1alpha1.ConditionTopologyReady, metav1.ConditionTrue, v1alpha1.ReasonDeclared)
+}

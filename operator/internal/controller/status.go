@@ -236,6 +236,8 @@ func setBrokerConditions(app *v1alpha1.MicroserviceApp, b *brokerOutcome) {
 	case !reached:
 		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionFalse, v1alpha1.ReasonWaitingForBroker,
 			"waiting for the broker ("+brokerReason+")")
+	case errors.Is(b.declareErr, broker.ErrOwnedElsewhere):
+		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionFalse, v1alpha1.ReasonBrokerNameConflict, b.declareErr.Error())
 	case b.declareErr != nil:
 		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionFalse, v1alpha1.ReasonDeclareFailed, b.declareErr.Error())
 	}
