@@ -28,6 +28,11 @@ type Admin interface {
 	Delete(ctx context.Context, ep Endpoint, t Topology) (DeleteResult, error)
 	// QueueStats reads the depth and consumers of every queue.
 	QueueStats(ctx context.Context, ep Endpoint, t Topology) ([]QueueStat, error)
+	// Verify checks cheaply, in one read, that the users and permissions
+	// of the topology are still on the broker, so that conditions claiming
+	// them are not trusted until the next full Declare: ErrDrift when one
+	// is missing or changed.
+	Verify(ctx context.Context, ep Endpoint, t Topology) error
 }
 
 var _ Admin = (*RabbitMQ)(nil)
@@ -97,6 +102,9 @@ var (
 	// another app of the same name (in another namespace): neither Declare
 	// nor Delete touches it.
 	ErrOwnedElsewhere = errors.New("the broker's vhost belongs to another app")
+	// ErrDrift means Verify found a user or permission of the topology
+	// missing or changed on the broker.
+	ErrDrift = errors.New("the broker no longer holds the app's users and permissions")
 )
 
 // Resolver maps the "host:port" of a broker address to the address to dial.
@@ -710,4 +718,64 @@ func checkOwner(vhost, owner string, have observed) error {
 	}
 	return fmt.Errorf("vhost %s: %w: it is %s's; rename one of the apps, or give them different brokers",
 		vhost, ErrOwnedElsewhere, recorded)
+}
+
+// Verify reads the vhost's permissions (one request) and checks that every
+// user of the topology has exactly the permissions Declare gives it; a user
+// deleted by hand loses its permissions with it. Passwords are not checked:
+// that takes a read per user, which the next Declare does.
+func (r *RabbitMQ) Verify(ctx context.Context, ep Endpoint, t Topology) error {
+	want, err := Generate(t)
+	if err != nil {
+		return err
+	}
+	s, cancel, err := r.open(ctx, ep)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	var perms []rh.PermissionInfo
+	err = s.getJSON("/api/vhosts/"+url.PathEscape(want.VHost)+"/permissions", &perms)
+	if isNotFound(err) {
+		return fmt.Errorf("vhost %s: %w: the vhost is gone", want.VHost, ErrDrift)
+	}
+	if err != nil {
+		return s.wrap("list permissions in vhost "+want.VHost, err)
+	}
+	have := make(map[string]rh.Permissions, len(perms))
+	for _, p := range perms {
+		have[p.User] = permissionsOf(p)
+	}
+	var drifted []string
+	for _, p := range want.Permissions {
+		if got, ok := have[p.User]; !ok || got != (rh.Permissions{Configure: p.Configure, Write: p.Write, Read: p.Read}) {
+			drifted = append(drifted, p.User)
+		}
+	}
+	if len(drifted) > 0 {
+		return fmt.Errorf("vhost %s: %w: user(s) %s missing or changed", want.VHost, ErrDrift, strings.Join(drifted, ", "))
+	}
+	return nil
+}
+
+// getJSON reads one management API resource into out, for the resources
+// rabbit-hole has no call for (the permissions of one vhost: rabbit-hole
+// lists every permission on the broker, which on a shared broker is every
+// app's). Errors take rabbit-hole's shapes, so wrap and isNotFound apply.
+func (s *session) getJSON(path string, out any) error {
+	req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, strings.TrimSuffix(s.ep.ManagementURL, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(s.ep.Username, s.ep.Password)
+	httpClient := &http.Client{Transport: &boundTransport{ctx: s.ctx, next: s.r.transport, user: s.ep.Username}}
+	res, err := httpClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = res.Body.Close() }()
+	if res.StatusCode != http.StatusOK {
+		return rh.ErrorResponse{StatusCode: res.StatusCode, Message: res.Status}
+	}
+	return json.NewDecoder(res.Body).Decode(out)
 }

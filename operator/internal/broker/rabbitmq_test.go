@@ -890,3 +890,43 @@ func TestQueueStatsWithTheMonitoringUser(t *testing.T) {
 		t.Errorf("stats of another app's vhost: %v, want ErrUnauthorized", err)
 	}
 }
+
+// TestVerifyNoticesUsersAndPermissionsChangedByHand: Verify passes on a
+// declared topology and reports ErrDrift for a user deleted or a
+// permission widened by hand, and for a vhost deleted by hand.
+func TestVerifyNoticesUsersAndPermissionsChangedByHand(t *testing.T) {
+	f := newFixture(t, "verify")
+	f.declare()
+	verify := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return f.rabbit.Verify(ctx, f.ep, f.topology)
+	}
+	if err := verify(); err != nil {
+		t.Fatalf("Verify right after Declare: %v", err)
+	}
+	mailer := UserName(f.topology.App, "mailer")
+	if _, err := f.admin.DeleteUser(mailer); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(); !errors.Is(err, ErrDrift) || !strings.Contains(err.Error(), mailer) {
+		t.Errorf("Verify with %s deleted: %v, want ErrDrift naming the user", mailer, err)
+	}
+	f.declare()
+	if _, err := f.admin.UpdatePermissionsIn(f.topology.App, UserName(f.topology.App, "users"), rh.Permissions{Configure: ".*", Write: ".*", Read: ".*"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(); !errors.Is(err, ErrDrift) {
+		t.Errorf("Verify with widened permissions: %v, want ErrDrift", err)
+	}
+	f.declare()
+	if err := verify(); err != nil {
+		t.Errorf("Verify after the repair: %v", err)
+	}
+	if _, err := f.admin.DeleteVhost(f.topology.App); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(); !errors.Is(err, ErrDrift) {
+		t.Errorf("Verify with the vhost deleted: %v, want ErrDrift", err)
+	}
+}

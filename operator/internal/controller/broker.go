@@ -375,7 +375,19 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, admin
 	input := inputHash(admin, topology, creds)
 	now := time.Now()
 
-	if r.memo.fresh(key, s.app.UID, input, now, r.resyncInterval()) {
+	fresh := r.memo.fresh(key, s.app.UID, input, now, r.resyncInterval())
+	if fresh {
+		// What the conditions claim is checked on every reconcile, not
+		// only at the resync: a user deleted on the broker is repaired and
+		// reported as soon as anything brings the app back (a service's
+		// pods failing to log in change its Deployment's status).
+		if err := r.Admin.Verify(ctx, admin, topology); err != nil {
+			log.Info("the broker drifted since the last declare; declaring again", "error", err.Error())
+			r.memo.forget(key)
+			fresh = false
+		}
+	}
+	if fresh {
 		s.broker.declared = true
 	} else {
 		changes, err := r.Admin.Declare(ctx, admin, topology, creds)

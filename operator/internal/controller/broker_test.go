@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"k8s.io/client-go/tools/events"
 	"net/http"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	rh "github.com/michaelklishin/rabbit-hole/v2"
@@ -882,4 +885,37 @@ func TestPoisonMessageOnTheDefaultQueueIsDeadLettered(t *testing.T) {
 		t.Errorf("delivery %d of the poison message (redelivered %v), want none after %d", crashes+1, d.Redelivered, maxDeliveries)
 	default:
 	}
+}
+
+// TestDeletedBrokerUserIsRepairedBeforeTheResync deletes a service's broker
+// user by hand and runs one reconcile on a reconciler whose resync is an
+// hour away and whose memo says the topology was declared a moment ago:
+// the reconcile checks what the conditions claim, finds the user missing
+// and declares again, so the user is back at once.
+func TestDeletedBrokerUserIsRepairedBeforeTheResync(t *testing.T) {
+	t.Parallel()
+	app := blogOnBroker(t, "verified")
+	r := &MicroserviceAppReconciler{Client: mgrClient, APIReader: k8s, Recorder: events.NewFakeRecorder(100), Admin: testAdmin,
+		OperatorNamespace: reconciler.OperatorNamespace, ResyncInterval: time.Hour, QueueStatsInterval: time.Hour}
+	reconcileWith := func() {
+		t.Helper()
+		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}); err != nil {
+			t.Fatalf("reconcile: %v", err)
+		}
+	}
+	reconcileWith() // declares and remembers it for an hour
+	mailer := broker.UserName(app.Name, "mailer")
+	api := adminAPI(t)
+	if _, err := api.DeleteUser(mailer); err != nil {
+		t.Fatal(err)
+	}
+	reconcileWith()
+	if _, err := api.GetUser(mailer); err != nil {
+		t.Fatalf("user %s after a reconcile: %v, want it declared again", mailer, err)
+	}
+	conn, err := dialService(t, app, "mailer")
+	if err != nil {
+		t.Fatalf("dial as mailer after the repair: %v", err)
+	}
+	_ = conn.Close()
 }
