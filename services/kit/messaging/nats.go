@@ -58,6 +58,15 @@ const (
 	natsAckRetryFor = 10 * time.Second
 	// natsAckWait is the AckWait of consumers the kit declares itself.
 	natsAckWait = 30 * time.Second
+	// natsPullExpiry and natsPullHeartbeat bound how long a consumer can
+	// sit on a pull request the server no longer knows, as after a server
+	// restart that raced the client's reconnect (seen: 30 s without a
+	// message, nats.go's default expiry): the request is renewed every
+	// natsPullExpiry, and two missed heartbeats make the iterator fail and
+	// the consumer bind again. An idle consumer costs one request per
+	// expiry and a heartbeat per interval.
+	natsPullExpiry    = 5 * time.Second
+	natsPullHeartbeat = 2 * time.Second
 	// natsDeclareTimeout bounds declaring the development topology on one
 	// connection.
 	natsDeclareTimeout = 10 * time.Second
@@ -478,7 +487,8 @@ func (n *natsBroker) declareConsumer(ctx context.Context, physical string, opts 
 // consumeFrom runs the workers on one message iterator until ctx is
 // cancelled (nil, once in-flight handlers are done) or the iterator fails.
 func (n *natsBroker) consumeFrom(ctx context.Context, cons jetstream.Consumer, queue, physical string, handler Handler, opts ConsumeOptions) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(opts.Concurrency))
+	it, err := cons.Messages(jetstream.PullMaxMessages(opts.Concurrency),
+		jetstream.PullExpiry(natsPullExpiry), jetstream.PullHeartbeat(natsPullHeartbeat))
 	if err != nil {
 		return fmt.Errorf("pull from consumer: %w", err)
 	}
