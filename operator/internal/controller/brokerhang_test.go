@@ -3,6 +3,10 @@ package controller
 import (
 	"context"
 	"errors"
+	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/resource"
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"net"
 	"strconv"
 	"strings"
@@ -123,5 +127,46 @@ func TestFailingBrokerIsRetriedAtTheRetryInterval(t *testing.T) {
 	}
 	if was, is := findCondition(live, v1alpha1.ConditionBrokerReady), findCondition(now, v1alpha1.ConditionBrokerReady); *was != *is {
 		t.Errorf("BrokerReady rewritten for the same cause: %+v, then %+v", was, is)
+	}
+}
+
+// TestDeploymentsWaitForTheirBrokerUsers: while an app's broker cannot be
+// reached (its Secret is missing), the services that use a queue get no
+// Deployment, and the gateway, which uses none, gets its own. Once the
+// broker is declared, each held-back Deployment appears, and by then the
+// broker holds its service's user and the connection Secret exists.
+func TestDeploymentsWaitForTheirBrokerUsers(t *testing.T) {
+	t.Parallel()
+	node := testBroker(t)
+	ns := "deployments-wait"
+	create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	app := fixture.BlogWithQueues(ns, fixture.ExternalBroker("broker-admin", "rabbitmq.messaging.svc", 5672))
+	app.Name = "waiting"
+	app.UID = ""
+	create(t, app)
+	waitCondition(t, app, v1alpha1.ConditionBrokerReady, metav1.ConditionFalse, v1alpha1.ReasonExternalSecretMissing)
+	get(t, ns, resource.Name(app.Name, "gateway"), &appsv1.Deployment{})
+	for _, svc := range []string{"users", "posts", "mailer"} {
+		err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: resource.Name(app.Name, svc)}, &appsv1.Deployment{})
+		if !apierrors.IsNotFound(err) {
+			t.Errorf("Deployment of %s while its broker user cannot exist: %v, want none", svc, err)
+		}
+	}
+
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broker-admin"},
+		Data: map[string][]byte{
+			v1alpha1.ExternalManagementURLKey: []byte("http://" + net.JoinHostPort(node.Host, strconv.Itoa(node.ManagementPort))),
+			v1alpha1.ExternalUsernameKey:      []byte(node.AdminUser),
+			v1alpha1.ExternalPasswordKey:      []byte(node.AdminPassword),
+		},
+	})
+	api := adminAPI(t)
+	for _, svc := range []string{"users", "posts", "mailer"} {
+		get(t, ns, resource.Name(app.Name, svc), &appsv1.Deployment{})
+		if _, err := api.GetUser(broker.UserName(app.Name, svc)); err != nil {
+			t.Errorf("broker user of %s when its Deployment appeared: %v", svc, err)
+		}
+		connectionSecret(t, app, svc)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
+	rh "github.com/michaelklishin/rabbit-hole/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -415,6 +417,30 @@ func TestSample(t *testing.T) {
 	app.Namespace = ns
 	create(t, app)
 
+	// Reconciled; the broker's pods never start by themselves, since
+	// envtest runs no StatefulSet controller. Until the broker holds their
+	// users, the services that use the queue get no Deployment.
+	c := waitReady(t, app, metav1.ConditionFalse)
+	if c.Reason != v1alpha1.ReasonWaitingForBrokerPods {
+		t.Errorf("Ready reason %s, want %s", c.Reason, v1alpha1.ReasonWaitingForBrokerPods)
+	}
+	get(t, ns, "blog-gateway", &appsv1.Deployment{})
+	for _, name := range []string{"users", "posts", "mailer"} {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "blog-" + name}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+			t.Errorf("Deployment blog-%s before the broker holds its user: %v, want none", name, err)
+		}
+	}
+
+	// Play the broker: the shared test node takes the administrator the
+	// operator generated, and the StatefulSet reports its node ready.
+	admin := get(t, ns, rabbitmq.NamesFor(app.Name).AdminSecret, &corev1.Secret{})
+	user := string(admin.Data[rabbitmq.AdminUsernameKey])
+	if _, err := adminAPI(t).PutUser(user, rh.UserSettings{Password: string(admin.Data[rabbitmq.AdminPasswordKey]), Tags: rh.UserTags{"administrator"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = adminAPI(t).DeleteUser(user) })
+	setBrokerReady(t, app, 1)
+
 	for _, name := range []string{"gateway", "users", "posts", "mailer"} {
 		get(t, ns, "blog-"+name, &appsv1.Deployment{})
 		get(t, ns, "blog-"+name, &corev1.Service{})
@@ -440,12 +466,7 @@ func TestSample(t *testing.T) {
 			t.Errorf("%s has %s=%q, want %q", svc, contract.QueueMaxDeliveriesEnv("emails"), got, wantLimit)
 		}
 	}
-	// Reconciled; the broker's pods never start, since envtest runs no
-	// StatefulSet controller.
-	c := waitReady(t, app, metav1.ConditionFalse)
-	if c.Reason != v1alpha1.ReasonWaitingForBrokerPods {
-		t.Errorf("Ready reason %s, want %s", c.Reason, v1alpha1.ReasonWaitingForBrokerPods)
-	}
+	waitCondition(t, app, v1alpha1.ConditionTopologyReady, metav1.ConditionTrue, v1alpha1.ReasonDeclared)
 }
 
 // TestSampleSecrets checks the demo Secrets the sample app reads: the users
