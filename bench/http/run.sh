@@ -190,7 +190,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 	echo
 	echo "## Where the time goes"
 	echo
-	echo "With otelhttp on every request (commit 4b1b5b4, same script, 2026-12-07) the kit measured"
+	echo "With otelhttp on every request (commit 2ad59af, same script, 2026-12-07) the kit measured"
 	echo "0.68x the peer in process (met) but 0.53x bare over loopback (missed), and a CPU profile"
 	echo "(\`go test -bench 'BenchmarkInProcess/kit\$' -cpuprofile\`) put most of a request in"
 	echo "otelhttp, which the peer pays alike: about a quarter in \`semconv.HTTPServer.RecordMetrics\`,"

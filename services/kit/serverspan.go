@@ -19,7 +19,7 @@ const serverSpanInstrumentation = "github.com/courier-dev/courier/services/kit"
 // otelhttp starts the span.
 //
 // Why not otelhttp always: measured with bench/http on 2026-12-07
-// (commit 4b1b5b4's RESULTS.md, otelhttp on every request), the kit served
+// (commit 2ad59af's RESULTS.md, otelhttp on every request), the kit served
 // 0.53x the throughput of bare net/http over loopback, against a goal of
 // 0.95x, and a CPU profile put most of a request in otelhttp: the semantic
 // convention attributes it builds for the span and the attribute set it
