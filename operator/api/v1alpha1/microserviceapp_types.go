@@ -709,7 +709,8 @@ type Metrics struct {
 // the app.
 type MicroserviceAppStatus struct {
 	// observedGeneration is the metadata.generation of the spec the operator
-	// last reconciled successfully.
+	// last reconciled to the end: successfully, or held back only by a name
+	// conflict that needs a person (Stalled=True, NameConflict).
 	//
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
@@ -721,7 +722,10 @@ type MicroserviceAppStatus struct {
 	// CredentialsReady (every service that uses a queue has its connection
 	// Secret and the broker accepts it) and ServicesAvailable (every
 	// Deployment has rolled out). Each false condition's reason says what it
-	// waits for.
+	// waits for. Reconciling (the app is making progress on its own) and
+	// Stalled (it waits for a change by a person) follow kstatus, which
+	// Flux, Argo CD and kpt read: at most one is true, both are false when
+	// the app is Ready.
 	//
 	// +listType=map
 	// +listMapKey=type

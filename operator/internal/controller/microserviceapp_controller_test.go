@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -346,13 +347,22 @@ func TestReadyFollowsDeployments(t *testing.T) {
 	if c.Reason != v1alpha1.ReasonRollingOut {
 		t.Errorf("Ready reason %s before any rollout, want %s", c.Reason, v1alpha1.ReasonRollingOut)
 	}
+	live := &v1alpha1.MicroserviceApp{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
+		t.Fatal(err)
+	}
+	if got := kstatusOf(t, live); got.Status != status.InProgressStatus {
+		t.Errorf("kstatus while rolling out = %s (%s), want InProgress", got.Status, got.Message)
+	}
 
 	markAvailable(t, ns, "shop-api")
 	markAvailable(t, ns, "shop-worker")
 	c = waitReady(t, app, metav1.ConditionTrue)
-	live := &v1alpha1.MicroserviceApp{}
 	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
 		t.Fatal(err)
+	}
+	if got := kstatusOf(t, live); got.Status != status.CurrentStatus {
+		t.Errorf("kstatus when Ready = %s (%s), want Current", got.Status, got.Message)
 	}
 	if live.Status.ObservedGeneration != live.Generation || c.ObservedGeneration != live.Generation {
 		t.Errorf("observedGeneration %d (condition %d), want %d", live.Status.ObservedGeneration, c.ObservedGeneration, live.Generation)
