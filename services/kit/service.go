@@ -136,8 +136,8 @@ type Service struct {
 	exporting    bool
 	serverTracer trace.Tracer
 	traceHeaders []string
-	ready          *readiness
-	broker         messaging.Broker
+	ready        *readiness
+	broker       messaging.Broker
 	// pending is the broker while New's background connect runs; nil
 	// without a broker.
 	pending *pendingBroker
