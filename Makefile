@@ -66,6 +66,7 @@ test-e2e: ## Run the end-to-end suite: on the kind cluster of hack/kind/up.sh, o
 bench: ## Run the benchmarks against their peers and rewrite bench/*/RESULTS.md.
 	./bench/http/run.sh
 	./bench/publish/run.sh
+	./bench/operator/run.sh
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint (.golangci.yml), the kind suite included.

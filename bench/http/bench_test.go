@@ -53,6 +53,7 @@ func BenchmarkInProcess(b *testing.B) {
 	}{
 		{"bare", func(*testing.B) http.Handler { return Bare() }},
 		{"gin", func(*testing.B) http.Handler { return Gin() }},
+		{"peer", func(*testing.B) http.Handler { return Peer(io.Discard) }},
 		{"kit", func(b *testing.B) http.Handler { return kitHandler(b, "info") }},
 		{"kit-no-access-log", func(b *testing.B) http.Handler { return kitHandler(b, "warn") }},
 	} {

@@ -8,11 +8,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/courier-dev/courier/services/kit"
 )
@@ -91,3 +98,79 @@ func Kit(logs io.Writer, logLevel string, api, admin net.Listener) (*kit.Service
 	})
 	return svc, router, nil
 }
+
+// peerBodyLimit and peerTimeout match the kit's defaults
+// (BODY_LIMIT_BYTES, REQUEST_TIMEOUT).
+const (
+	peerBodyLimit = 1 << 20
+	peerTimeout   = 10 * time.Second
+)
+
+// Peer is what a Gin user would assemble to do the kit's work, each part
+// from the library they would reach for: otelhttp around the engine (the
+// server span, continuing an incoming traceparent; a tracer provider
+// without exporter that mints ids, as the kit's; otelgin is not served by
+// the module proxy here), gin.Recovery, request ids (an incoming
+// X-Request-ID or uuid.NewString, echoed, in the context), a per-request
+// deadline (context.WithTimeout), a body limit (http.MaxBytesReader), and
+// one middleware observing a Prometheus counter and histogram labelled
+// method, route template and code (the kit's buckets) and writing a JSON
+// access line with slog's JSONHandler, with the trace and request ids.
+func Peer(logs io.Writer) http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	labels := []string{"method", "route", "code"}
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "http_requests_total", Help: "Requests."}, labels)
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "http_request_duration_seconds", Help: "Latency.", Buckets: prometheus.DefBuckets,
+	}, labels)
+	prometheus.NewRegistry().MustRegister(requests, duration)
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+
+	e := gin.New()
+	e.Use(gin.Recovery(), func(c *gin.Context) {
+		start := time.Now()
+		id := c.GetHeader("X-Request-ID")
+		if id == "" {
+			id = uuid.NewString()
+		}
+		c.Header("X-Request-ID", id)
+		ctx, cancel := context.WithTimeout(context.WithValue(c.Request.Context(), requestIDKey{}, id), peerTimeout)
+		defer cancel()
+		c.Request = c.Request.WithContext(ctx)
+		if c.Request.Body != nil {
+			c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, peerBodyLimit)
+		}
+
+		c.Next()
+
+		route, status := c.FullPath(), c.Writer.Status()
+		if route == "" {
+			route = "unmatched"
+		}
+		latency := time.Since(start)
+		code := strconv.Itoa(status)
+		requests.WithLabelValues(c.Request.Method, route, code).Inc()
+		duration.WithLabelValues(c.Request.Method, route, code).Observe(latency.Seconds())
+		sc := trace.SpanContextFromContext(ctx)
+		log.LogAttrs(ctx, slog.LevelInfo, "request",
+			slog.String("method", c.Request.Method),
+			slog.String("route", route),
+			slog.String("path", c.Request.URL.Path),
+			slog.Int("status", status),
+			slog.Float64("latency_ms", float64(latency.Microseconds())/1000),
+			slog.Int("bytes", c.Writer.Size()),
+			slog.String("client_ip", c.ClientIP()),
+			slog.String("trace_id", sc.TraceID().String()),
+			slog.String("span_id", sc.SpanID().String()),
+			slog.String("request_id", id),
+		)
+	})
+	e.GET(Route, func(c *gin.Context) {
+		c.JSON(http.StatusOK, User{ID: c.Param("id"), Email: "ada@example.com"})
+	})
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	return otelhttp.NewHandler(e, "", otelhttp.WithTracerProvider(tp),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }))
+}
+
+type requestIDKey struct{}

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/courier-dev/courier/services/kit/logging"
 )
@@ -49,7 +50,8 @@ func validRequestID(id string) bool {
 
 // APIHandler returns h as Run serves it on the API port: inside
 // OpenTelemetry's HTTP instrumentation (otelhttp: the server span,
-// continuing an incoming traceparent, exported when OTLP is configured)
+// continuing an incoming traceparent) when spans are exported over OTLP, or
+// else under a server span from the SDK's tracer (startServerSpan says why),
 // and the kit's middleware: request id, per-request deadline, body limit,
 // panic recovery, the contract's metrics and the JSON access line. Tests
 // and benchmarks use it to drive a service's router in process. A nil h
@@ -64,6 +66,9 @@ func (s *Service) APIHandler(h http.Handler) http.Handler {
 			writeJSONError(w, http.StatusNotFound, "not found")
 		})
 	}
+	if !s.exporting {
+		return s.observe(h)
+	}
 	return otelhttp.NewHandler(s.observe(h), "",
 		otelhttp.WithTracerProvider(s.tracerProvider),
 		otelhttp.WithPropagators(otel.GetTextMapPropagator()),
@@ -73,8 +78,8 @@ func (s *Service) APIHandler(h http.Handler) http.Handler {
 	)
 }
 
-// observe is the kit's middleware inside otelhttp's, whose server span is
-// already in r's context.
+// observe is the kit's middleware. Inside otelhttp, the server span is
+// already in r's context; otherwise observe starts it.
 func (s *Service) observe(next http.Handler) http.Handler {
 	timeout, limit := s.cfg.RequestTimeout, s.cfg.BodyLimit
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -87,7 +92,13 @@ func (s *Service) observe(next http.Handler) http.Handler {
 		}
 		w.Header()[requestIDKey] = []string{id}
 
-		ctx, cancel := context.WithTimeout(logging.WithRequestID(r.Context(), id), timeout)
+		ctx := r.Context()
+		var span trace.Span
+		if !s.exporting {
+			ctx, span = s.startServerSpan(ctx, r)
+			defer span.End()
+		}
+		ctx, cancel := context.WithTimeout(logging.WithRequestID(ctx, id), timeout)
 		defer cancel()
 		rec := &responseRecorder{ResponseWriter: w}
 		req := r.WithContext(ctx)
@@ -110,6 +121,9 @@ func (s *Service) observe(next http.Handler) http.Handler {
 		// passed on, which is r.
 		r.Pattern = req.Pattern
 		route := routeTemplate(req.Pattern)
+		if span != nil && span.IsRecording() {
+			span.SetName(r.Method + " " + route) // otelhttp's name for it
+		}
 		status := rec.status
 		if status == 0 {
 			status = http.StatusOK // net/http's answer to a handler that wrote nothing

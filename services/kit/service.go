@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/courier-dev/courier/services/kit/contract"
 	"github.com/courier-dev/courier/services/kit/logging"
@@ -130,8 +131,13 @@ type Service struct {
 	registry       *prometheus.Registry
 	metrics        *httpMetrics
 	tracerProvider *sdktrace.TracerProvider
-	ready          *readiness
-	broker         messaging.Broker
+	// exporting: spans go to an OTLP endpoint, so otelhttp starts the
+	// server spans; otherwise startServerSpan does, with serverTracer.
+	exporting    bool
+	serverTracer trace.Tracer
+	traceHeaders []string
+	ready        *readiness
+	broker       messaging.Broker
 	// pending is the broker while New's background connect runs; nil
 	// without a broker.
 	pending *pendingBroker
@@ -192,12 +198,14 @@ func New(ctx context.Context, cfg Config, getenv func(string) string, opts ...Op
 			poke:     make(chan struct{}, 1),
 		},
 	}
-	s.tracerProvider, _, err = tracing.NewProvider(ctx, getenv, tracing.Resource{
+	s.tracerProvider, s.exporting, err = tracing.NewProvider(ctx, getenv, tracing.Resource{
 		Service: cfg.Service, App: cfg.App, PodName: cfg.PodName, PodNamespace: cfg.PodNamespace,
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.serverTracer = s.tracerProvider.Tracer(serverSpanInstrumentation)
+	s.traceHeaders = traceHeaderKeys()
 
 	defer func() {
 		if err != nil {

@@ -26,6 +26,22 @@ const (
 	// or consumes has its connection Secret and the broker has its user with
 	// that Secret's password. True (NoBroker) when the app has no broker.
 	ConditionCredentialsReady = "CredentialsReady"
+
+	// ConditionReconciling is true while the app is making progress toward
+	// its spec without anyone acting: the operator has not finished a
+	// reconcile of the current generation, a rollout is in progress, the
+	// broker is forming or the topology waits for it. It follows the kstatus
+	// convention (sigs.k8s.io/cli-utils/pkg/kstatus) that Flux, Argo CD and
+	// kpt read; it carries the reason and message of the condition that is
+	// not yet true. False when the app is Ready or Stalled.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is true when the app cannot become Ready until
+	// someone changes something: a name conflict, a broker Secret that is
+	// missing or invalid, credentials the broker refuses, a topology change
+	// the broker refuses, a rollout past its progress deadline or a managed
+	// broker scaled to zero. kstatus reads it as Failed. It carries the
+	// reason and message of the condition that is stuck. False otherwise.
+	ConditionStalled = "Stalled"
 )
 
 // Reasons of the conditions above. A false Ready carries the reason of the
@@ -36,6 +52,13 @@ const (
 	// ReasonReconciling: the operator has not yet finished a reconcile of the
 	// current spec.
 	ReasonReconciling = "Reconciling"
+	// ReasonStalled (Reconciling): the app waits for a change; Stalled says
+	// which.
+	ReasonStalled = "Stalled"
+	// ReasonBrokerStopped (Stalled): the managed broker is scaled to zero
+	// (spec.broker.managed.replicas), so nothing that needs it can become
+	// ready until it is scaled up again.
+	ReasonBrokerStopped = "BrokerStopped"
 	// ReasonApplied: every object is written.
 	ReasonApplied = "Applied"
 	// ReasonApplyFailed: reading, writing or deleting an object failed; the

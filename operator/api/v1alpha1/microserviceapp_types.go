@@ -151,6 +151,8 @@ type Broker struct {
 // ManagedBroker is a broker the operator runs for one app.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",fieldPath=".storageClassName",message="spec.broker.managed.storageClassName is immutable"
+// +kubebuilder:validation:XValidation:rule="!has(self.podLabels) || !self.podLabels.exists(k, k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by'])",fieldPath=".podLabels",message="spec.broker.managed.podLabels cannot set app.kubernetes.io/name, app.kubernetes.io/instance or app.kubernetes.io/managed-by: the operator's selector labels"
+// +kubebuilder:validation:XValidation:rule="!has(self.podAnnotations) || !self.podAnnotations.exists(k, k.startsWith('prometheus.io/') || k.startsWith('courier.dev/'))",fieldPath=".podAnnotations",message="spec.broker.managed.podAnnotations cannot set prometheus.io/ or courier.dev/ keys: the operator sets them"
 type ManagedBroker struct {
 	// image is the RabbitMQ 3.x image: the official image with the
 	// management plugin, or one built on it (the pods rely on its user,
@@ -205,6 +207,13 @@ type ManagedBroker struct {
 	//
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// PodOptions are the broker pods' scheduling settings, pull Secrets,
+	// extra labels and annotations. The nodes keep their own
+	// ServiceAccount, which peer discovery is granted to. An affinity
+	// without podAntiAffinity keeps the default one, which prefers one
+	// RabbitMQ node per Kubernetes node.
+	PodOptions `json:",inline"`
 }
 
 // Keys of the Secret an external broker's secretRef names.
@@ -354,6 +363,8 @@ type Queue struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.calls) || !(self.name in self.calls)",fieldPath=".calls",message="calls must not name the service itself"
 // +kubebuilder:validation:XValidation:rule="!has(self.storage) || !has(self.replicas) || self.replicas <= 1",fieldPath=".replicas",message="spec.services[].replicas must be 0 or 1 with spec.services[].storage: a ReadWriteOnce volume holds one pod's data"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.storage) || has(self.storage)",fieldPath=".storage",message="spec.services[].storage cannot be removed once set: remove the service to delete its volume"
+// +kubebuilder:validation:XValidation:rule="!has(self.podLabels) || !self.podLabels.exists(k, k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by'])",fieldPath=".podLabels",message="spec.services[].podLabels cannot set app.kubernetes.io/name, app.kubernetes.io/instance or app.kubernetes.io/managed-by: the operator's selector labels"
+// +kubebuilder:validation:XValidation:rule="!has(self.podAnnotations) || !self.podAnnotations.exists(k, k.startsWith('prometheus.io/') || k.startsWith('courier.dev/'))",fieldPath=".podAnnotations",message="spec.services[].podAnnotations cannot set prometheus.io/ or courier.dev/ keys: the operator sets them (spec.services[].metrics changes the scrape path and port)"
 type Service struct {
 	// name identifies the service within the app. It is a DNS-1035 label
 	// (lower-case letters, digits and '-', starting with a letter) and, joined
@@ -516,6 +527,100 @@ type Service struct {
 	//
 	// +optional
 	Storage *Storage `json:"storage,omitempty"`
+
+	// serviceAccountName runs the service's pods as this ServiceAccount of
+	// the app's namespace, for cloud workload identity or a policy that
+	// requires one. Unset, the namespace's default account runs them and
+	// its token is not mounted (services never call the Kubernetes API);
+	// set, the ServiceAccount's own automountServiceAccountToken decides.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// PodOptions are the service's pods' scheduling settings, pull Secrets,
+	// extra labels and annotations.
+	PodOptions `json:",inline"`
+}
+
+// PodOptions are what a cluster's policies and its nodes ask of a pod: where
+// it may run, how it is spread, its priority, the Secrets its images are
+// pulled with, and labels and annotations of the cluster's own. Each field
+// is copied as it is into the pod template, beside what the operator sets.
+type PodOptions struct {
+	// imagePullSecrets name Secrets of the app's namespace holding
+	// credentials for the registries of the pod's images.
+	//
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	ImagePullSecrets []PullSecretReference `json:"imagePullSecrets,omitempty"`
+
+	// nodeSelector restricts the pods to nodes with these labels.
+	//
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations let the pods run on nodes with matching taints.
+	//
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// affinity holds the pods' node affinity and pod (anti-)affinity
+	// scheduling rules, as in a Pod.
+	//
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// topologySpreadConstraints spread the pods over zones or nodes, as in
+	// a Pod. A constraint without labelSelector selects the pods of this
+	// workload (its app.kubernetes.io/name and app.kubernetes.io/instance
+	// labels), which is almost always what is meant.
+	//
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// priorityClassName is the pods' PriorityClass.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// podLabels are added to the pods' labels. They cannot replace the
+	// operator's labels app.kubernetes.io/name, app.kubernetes.io/instance
+	// and app.kubernetes.io/managed-by, which select the pods.
+	//
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// podAnnotations are added to the pods' annotations. They cannot set
+	// keys under prometheus.io/ or courier.dev/, which the operator writes
+	// (scrape settings, configuration and credential hashes).
+	//
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+}
+
+// PullSecretReference names a Secret of the app's namespace holding registry
+// credentials, as an entry of a Pod's imagePullSecrets.
+type PullSecretReference struct {
+	// name is the Secret's name.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
 }
 
 // EnvVarNamePattern is the name a container's environment variable may
@@ -710,7 +815,8 @@ type Metrics struct {
 // the app.
 type MicroserviceAppStatus struct {
 	// observedGeneration is the metadata.generation of the spec the operator
-	// last reconciled successfully.
+	// last reconciled to the end: successfully, or held back only by a name
+	// conflict that needs a person (Stalled=True, NameConflict).
 	//
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
@@ -722,7 +828,10 @@ type MicroserviceAppStatus struct {
 	// CredentialsReady (every service that uses a queue has its connection
 	// Secret and the broker accepts it) and ServicesAvailable (every
 	// Deployment has rolled out). Each false condition's reason says what it
-	// waits for.
+	// waits for. Reconciling (the app is making progress on its own) and
+	// Stalled (it waits for a change by a person) follow kstatus, which
+	// Flux, Argo CD and kpt read: at most one is true, both are false when
+	// the app is Ready.
 	//
 	// +listType=map
 	// +listMapKey=type

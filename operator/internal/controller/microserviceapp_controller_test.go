@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -314,12 +315,36 @@ func TestSteadyState(t *testing.T) {
 	}}
 	mailer.Probes = &v1alpha1.Probes{Startup: &v1alpha1.Probe{InitialDelaySeconds: ptr.To[int32](0), Port: v1alpha1.PortHTTP}}
 	mailer.Metrics = &v1alpha1.Metrics{Path: "/m"}
+	// Every pod option, so that what the API server defaults in them
+	// cannot make a reconcile write.
+	gateway := &app.Spec.Services[0]
+	gateway.ServiceAccountName = "gateway"
+	gateway.PodOptions = v1alpha1.PodOptions{
+		ImagePullSecrets: []v1alpha1.PullSecretReference{{Name: "registry"}},
+		NodeSelector:     map[string]string{"kubernetes.io/os": "linux"},
+		Tolerations:      []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists, TolerationSeconds: ptr.To[int64](30), Effect: corev1.TaintEffectNoExecute}},
+		Affinity: &corev1.Affinity{PodAffinity: &corev1.PodAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+			Weight: 10, PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: corev1.LabelTopologyZone,
+				LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{resource.LabelName: "users"}}},
+		}}}},
+		TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.ScheduleAnyway}},
+		PriorityClassName:         "business-critical",
+		PodLabels:                 map[string]string{"team": "edge"},
+		PodAnnotations:            map[string]string{"example.org/owner": "edge"},
+	}
 	create(t, app)
 	for _, svc := range app.Spec.Services {
 		get(t, ns, resource.Name(app.Name, svc.Name), &appsv1.Deployment{})
 		markAvailable(t, ns, resource.Name(app.Name, svc.Name))
 	}
 	waitReady(t, app, metav1.ConditionTrue)
+	pod := get(t, ns, resource.Name(app.Name, "gateway"), &appsv1.Deployment{}).Spec.Template
+	if pod.Spec.ServiceAccountName != "gateway" || pod.Spec.PriorityClassName != "business-critical" ||
+		len(pod.Spec.ImagePullSecrets) != 1 || len(pod.Spec.Tolerations) != 1 || pod.Spec.Affinity == nil ||
+		len(pod.Spec.TopologySpreadConstraints) != 1 || pod.Spec.NodeSelector["kubernetes.io/os"] != "linux" ||
+		pod.Labels["team"] != "edge" || pod.Annotations["example.org/owner"] != "edge" {
+		t.Errorf("gateway's pod template lacks a pod option:\n%s", diffYAML(gateway.PodOptions, pod))
+	}
 
 	var kinds []kind.Object
 	for _, b := range resource.PerService {
@@ -348,13 +373,22 @@ func TestReadyFollowsDeployments(t *testing.T) {
 	if c.Reason != v1alpha1.ReasonRollingOut {
 		t.Errorf("Ready reason %s before any rollout, want %s", c.Reason, v1alpha1.ReasonRollingOut)
 	}
+	live := &v1alpha1.MicroserviceApp{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
+		t.Fatal(err)
+	}
+	if got := kstatusOf(t, live); got.Status != status.InProgressStatus {
+		t.Errorf("kstatus while rolling out = %s (%s), want InProgress", got.Status, got.Message)
+	}
 
 	markAvailable(t, ns, "shop-api")
 	markAvailable(t, ns, "shop-worker")
 	c = waitReady(t, app, metav1.ConditionTrue)
-	live := &v1alpha1.MicroserviceApp{}
 	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
 		t.Fatal(err)
+	}
+	if got := kstatusOf(t, live); got.Status != status.CurrentStatus {
+		t.Errorf("kstatus when Ready = %s (%s), want Current", got.Status, got.Message)
 	}
 	if live.Status.ObservedGeneration != live.Generation || c.ObservedGeneration != live.Generation {
 		t.Errorf("observedGeneration %d (condition %d), want %d", live.Status.ObservedGeneration, c.ObservedGeneration, live.Generation)

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
@@ -84,8 +85,16 @@ func TestNameCollisionBetweenApps(t *testing.T) {
 	if c := findCondition(live, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonNameConflict {
 		t.Errorf("second app's Ready = %+v, want False NameConflict", c)
 	}
-	if live.Status.ObservedGeneration != 0 {
-		t.Errorf("observedGeneration %d with a conflict, want 0", live.Status.ObservedGeneration)
+	// The conflict waits for a person: Stalled, which kstatus reads as
+	// Failed once observedGeneration has caught up.
+	if c := findCondition(live, v1alpha1.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue || c.Reason != v1alpha1.ReasonNameConflict {
+		t.Errorf("second app's Stalled = %+v, want True NameConflict", c)
+	}
+	if live.Status.ObservedGeneration != live.Generation {
+		t.Errorf("observedGeneration %d with a conflict, want %d", live.Status.ObservedGeneration, live.Generation)
+	}
+	if got := kstatusOf(t, live); got.Status != status.FailedStatus {
+		t.Errorf("kstatus of the second app = %s (%s), want Failed", got.Status, got.Message)
 	}
 	waitEvent(t, live, corev1.EventTypeWarning, v1alpha1.ReasonNameConflict)
 

@@ -38,9 +38,9 @@ const progressDeadlineExceeded = "ProgressDeadlineExceeded"
 
 // patchStatus computes the app's status from what the reconcile observed and
 // writes it when, and only when, it differs from the status read at the
-// start. observedGeneration moves only when the reconcile succeeded, so
-// "observedGeneration == generation and Ready" means the current spec is
-// running.
+// start. observedGeneration moves only when the reconcile succeeded or was
+// held back by name conflicts alone, so "observedGeneration == generation
+// and Ready" means the current spec is running.
 func (r *MicroserviceAppReconciler) patchStatus(ctx context.Context, s *scope, reconcileErr error) error {
 	app := s.app
 	rollouts := observeRollouts(app, s.deployments)
@@ -51,7 +51,11 @@ func (r *MicroserviceAppReconciler) patchStatus(ctx context.Context, s *scope, r
 	setQueueStatus(app, s.broker)
 	setServicesAvailable(app, rollouts)
 	setReady(app)
-	if reconcileErr == nil {
+	setKstatus(app)
+	// A reconcile held back only by name conflicts did all it can for this
+	// generation and reports Stalled; kstatus reads Stalled only once
+	// observedGeneration has caught up.
+	if _, others := nameConflicts(reconcileErr); len(others) == 0 {
 		app.Status.ObservedGeneration = app.Generation
 	}
 

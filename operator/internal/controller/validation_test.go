@@ -237,6 +237,37 @@ func TestValidation(t *testing.T) {
 			map[string]any{"prefix": "DB=", "secretRef": map[string]any{"name": "s"}},
 		}})),
 			[]string{"spec.services[0].envFrom[0].prefix", "should match"}},
+
+		// Pod options.
+		{"pod label replacing the name selector", appObject(ns, "a", with("users", svc{"podLabels": map[string]any{"app.kubernetes.io/name": "posts"}})),
+			[]string{"spec.services[0].podLabels", "spec.services[].podLabels cannot set app.kubernetes.io/name"}},
+		{"pod label replacing the instance selector", appObject(ns, "a", with("users", svc{"podLabels": map[string]any{"team": "a", "app.kubernetes.io/instance": "b"}})),
+			[]string{"spec.services[0].podLabels", "the operator's selector labels"}},
+		{"pod label replacing managed-by", appObject(ns, "a", with("users", svc{"podLabels": map[string]any{"app.kubernetes.io/managed-by": "helm"}})),
+			[]string{"spec.services[0].podLabels", "the operator's selector labels"}},
+		{"pod annotation replacing the scrape port", appObject(ns, "a", with("users", svc{"podAnnotations": map[string]any{"prometheus.io/port": "1"}})),
+			[]string{"spec.services[0].podAnnotations", "spec.services[].podAnnotations cannot set prometheus.io/ or courier.dev/ keys"}},
+		{"pod annotation replacing the connection hash", appObject(ns, "a", with("users", svc{"podAnnotations": map[string]any{contract.AnnotationConnectionHash: "x"}})),
+			[]string{"spec.services[0].podAnnotations", "cannot set prometheus.io/ or courier.dev/ keys"}},
+		{"empty pull Secret name", appObject(ns, "a", with("users", svc{"imagePullSecrets": []any{map[string]any{"name": ""}}})),
+			[]string{"spec.services[0].imagePullSecrets[0].name", "at least 1 chars"}},
+		{"pull Secret named twice", appObject(ns, "a", with("users", svc{"imagePullSecrets": []any{map[string]any{"name": "r"}, map[string]any{"name": "r"}}})),
+			[]string{"spec.services[0].imagePullSecrets[1]", "Duplicate value"}},
+		{"service account not a DNS name", appObject(ns, "a", with("users", svc{"serviceAccountName": "Users_SA"})),
+			[]string{"spec.services[0].serviceAccountName", "should match"}},
+		{"empty priority class", appObject(ns, "a", with("users", svc{"priorityClassName": ""})),
+			[]string{"spec.services[0].priorityClassName", "at least 1 chars"}},
+		{"unknown toleration field type", appObject(ns, "a", with("users", svc{"tolerations": []any{map[string]any{"key": "k", "tolerationSeconds": "soon"}}})),
+			[]string{"spec.services[0].tolerations[0].tolerationSeconds"}},
+		{"broker pod label replacing a selector", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["managed"] = map[string]any{"podLabels": map[string]any{"app.kubernetes.io/instance": "other"}}
+		}), []string{"spec.broker.managed.podLabels", "spec.broker.managed.podLabels cannot set app.kubernetes.io/name"}},
+		{"broker pod annotation replacing the config hash", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["managed"] = map[string]any{"podAnnotations": map[string]any{rabbitmq.AnnotationConfigHash: "x"}}
+		}), []string{"spec.broker.managed.podAnnotations", "spec.broker.managed.podAnnotations cannot set prometheus.io/ or courier.dev/ keys"}},
+		{"broker topology spread without a key", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["managed"] = map[string]any{"topologySpreadConstraints": []any{map[string]any{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}}}
+		}), []string{"spec.broker.managed.topologySpreadConstraints[0].topologyKey", "Required value"}},
 	}
 	for _, tt := range invalid {
 		t.Run("rejects "+tt.name, func(t *testing.T) {
@@ -323,6 +354,27 @@ func TestValidation(t *testing.T) {
 			},
 			"envFrom": []any{map[string]any{"prefix": "DB_", "secretRef": map[string]any{"name": "s"}}},
 		}))},
+		{"every pod option, on a service and on the broker", queueApp(ns, "a", func(spec map[string]any) {
+			opts := map[string]any{
+				"imagePullSecrets": []any{map[string]any{"name": "registry"}, map[string]any{"name": "mirror"}},
+				"nodeSelector":     map[string]any{"kubernetes.io/arch": "arm64"},
+				"tolerations":      []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "apps", "effect": "NoSchedule"}},
+				"affinity": map[string]any{"nodeAffinity": map[string]any{"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{
+					"nodeSelectorTerms": []any{map[string]any{"matchExpressions": []any{
+						map[string]any{"key": "topology.kubernetes.io/zone", "operator": "In", "values": []any{"a", "b"}},
+					}}},
+				}}},
+				"topologySpreadConstraints": []any{map[string]any{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}},
+				"priorityClassName":         "business-critical",
+				"podLabels":                 map[string]any{"team": "mail", "app.kubernetes.io/part-of": "blog"},
+				"podAnnotations":            map[string]any{"example.org/owner": "mail", "prometheus.io.example/other": "x"},
+			}
+			for k, v := range opts {
+				service(spec, 0)[k] = v
+			}
+			service(spec, 0)["serviceAccountName"] = "users-identity"
+			spec["broker"].(map[string]any)["managed"] = opts
+		})},
 		{"a broker without queues", appSpec(ns, "a", map[string]any{
 			"broker":   map[string]any{"kind": "rabbitmq", "managed": map[string]any{}},
 			"services": []any{with("users", nil)},

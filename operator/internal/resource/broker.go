@@ -81,6 +81,7 @@ func ManagedBroker(app *v1alpha1.MicroserviceApp, clusterDomain, operatorNamespa
 	if m.Resources != nil {
 		b.Resources = *m.Resources
 	}
+	b.Pod = PodOptions(m.PodOptions)
 	return b
 }
 

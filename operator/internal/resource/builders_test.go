@@ -112,6 +112,15 @@ func TestBuilders(t *testing.T) {
 			service: "api",
 		},
 		{
+			// Every pod option and a ServiceAccount: the token is no longer
+			// refused, the spread selects the service's pods, and the
+			// extra label and annotation cannot replace the operator's.
+			name: "pod-options",
+			app: fixture.App("shop", "cart",
+				fixture.WithService("api", fixture.Mutate(withPodOptions))),
+			service: "api",
+		},
+		{
 			name: "overrides",
 			app: fixture.App("shop", "cart",
 				fixture.WithService("stock", fixture.Ports(7000, 7001)),
@@ -220,11 +229,40 @@ func TestManagedBroker(t *testing.T) {
 	}
 }
 
+// withPodOptions sets every pod option of a service and its
+// ServiceAccount, with a label and an annotation that try to replace the
+// operator's.
+func withPodOptions(s *v1alpha1.Service) {
+	s.ServiceAccountName = "api-identity"
+	s.PodOptions = v1alpha1.PodOptions{
+		ImagePullSecrets: []v1alpha1.PullSecretReference{{Name: "registry-creds"}},
+		NodeSelector:     map[string]string{"kubernetes.io/arch": "arm64"},
+		Tolerations: []corev1.Toleration{{
+			Key: "arch", Operator: corev1.TolerationOpEqual, Value: "arm64", Effect: corev1.TaintEffectNoSchedule,
+		}},
+		Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+			PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
+				Weight: 50,
+				PodAffinityTerm: corev1.PodAffinityTerm{
+					TopologyKey:   corev1.LabelHostname,
+					LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "api"}},
+				},
+			}},
+		}},
+		TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
+			MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.DoNotSchedule,
+		}},
+		PriorityClassName: "business-critical",
+		PodLabels:         map[string]string{"team": "checkout", resource.LabelInstance: "someone-else"},
+		PodAnnotations:    map[string]string{"example.org/owner": "checkout", resource.AnnotationPath: "/spoofed"},
+	}
+}
+
 // TestBuildersArePure checks builders leave the app untouched and give the
 // same answer twice, which the controller's compare-before-apply relies on.
 func TestBuildersArePure(t *testing.T) {
 	app := fixture.Blog("ns",
-		fixture.WithService("extra", fixture.Replicas(2), fixture.Env("A", "b")),
+		fixture.WithService("extra", fixture.Replicas(2), fixture.Env("A", "b"), fixture.Mutate(withPodOptions)),
 		fixture.WithService("stateful", fixture.Storage("1Gi")))
 	before := app.DeepCopy()
 	for i := range app.Spec.Services {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
@@ -89,18 +90,48 @@ func Deployment(in Input) *appsv1ac.DeploymentApplyConfiguration {
 			WithSelector(selector(app.Name, svc.Name)).
 			WithStrategy(strategy(svc)).
 			WithTemplate(corev1ac.PodTemplateSpec().
-				WithLabels(Labels(app.Name, svc.Name)).
-				WithAnnotations(podAnnotations(in, metricsPort)).
-				WithSpec(corev1ac.PodSpec().
-					// Services never talk to the Kubernetes API.
-					WithAutomountServiceAccountToken(false).
-					// Callers get explicit SERVICE_<NAME>_URL variables; the
-					// legacy per-Service variables would only add noise.
-					WithEnableServiceLinks(false).
-					WithTerminationGracePeriodSeconds(terminationGracePeriodSeconds(svc)).
-					WithSecurityContext(podSecurityContext(svc)).
-					WithContainers(container(in)).
-					WithVolumes(volumes(in)...))))
+				WithLabels(podspec.Merge(Labels(app.Name, svc.Name), svc.PodLabels)).
+				WithAnnotations(podspec.Merge(podAnnotations(in, metricsPort), svc.PodAnnotations)).
+				WithSpec(podSpec(in))))
+}
+
+func podSpec(in Input) *corev1ac.PodSpecApplyConfiguration {
+	svc := in.Service
+	spec := corev1ac.PodSpec().
+		// Callers get explicit SERVICE_<NAME>_URL variables; the legacy
+		// per-Service variables would only add noise.
+		WithEnableServiceLinks(false).
+		WithTerminationGracePeriodSeconds(terminationGracePeriodSeconds(svc)).
+		WithSecurityContext(podSecurityContext(svc)).
+		WithContainers(container(in)).
+		WithVolumes(volumes(in)...)
+	if svc.ServiceAccountName != "" {
+		// The user's account, for workload identity or a policy: its own
+		// automountServiceAccountToken decides about the token.
+		spec.WithServiceAccountName(svc.ServiceAccountName)
+	} else {
+		// Services never talk to the Kubernetes API.
+		spec.WithAutomountServiceAccountToken(false)
+	}
+	return podspec.Apply(spec, PodOptions(svc.PodOptions), SelectorLabels(in.App.Name, svc.Name))
+}
+
+// PodOptions maps the API's pod options, of a service or of the managed
+// broker, to the builders' input.
+func PodOptions(o v1alpha1.PodOptions) podspec.Options {
+	out := podspec.Options{
+		NodeSelector:              o.NodeSelector,
+		Tolerations:               o.Tolerations,
+		Affinity:                  o.Affinity,
+		TopologySpreadConstraints: o.TopologySpreadConstraints,
+		PriorityClassName:         o.PriorityClassName,
+		Labels:                    o.PodLabels,
+		Annotations:               o.PodAnnotations,
+	}
+	for _, s := range o.ImagePullSecrets {
+		out.ImagePullSecrets = append(out.ImagePullSecrets, s.Name)
+	}
+	return out
 }
 
 // terminationGracePeriodSeconds is the pod's budget for the preStop pause,

@@ -34,6 +34,18 @@ type Config struct {
 	// name that is not here is an error: it means the service and its
 	// MicroserviceApp disagree.
 	Queues map[string]string
+	// CredentialsFile is the path of a NATS credentials file: a user JWT and
+	// its nkey seed, as the operator writes them into the service's
+	// connection Secret (decentralised JWT auth). nats.go reads it at every
+	// connect and reconnect, so a rotated file is picked up. NATS only;
+	// empty means BROKER_URL alone authenticates.
+	CredentialsFile string
+	// InboxPrefix replaces "_INBOX" as the prefix of the subjects replies
+	// come back on (publish acks, pulled messages, API responses). NATS
+	// only. The operator lets each service subscribe to its own prefix
+	// only, so no service can read the replies meant for another; empty
+	// keeps nats.go's default.
+	InboxPrefix string
 	// DeclareTopology makes Connect declare the topology the operator would
 	// (exchanges, queues and dead-letter queues on RabbitMQ; the stream on
 	// NATS, and each durable consumer when Consume starts). It needs

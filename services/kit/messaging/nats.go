@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,6 +130,20 @@ func connectNATS(ctx context.Context, cfg Config) (*natsBroker, error) {
 	// A malformed URL never heals; fail now rather than retry until ctx ends.
 	if err := checkNATSURL(cfg.URL); err != nil {
 		return nil, fmt.Errorf("connect to nats: %s: %w", contract.EnvBrokerURL, err)
+	}
+	if cfg.CredentialsFile != "" {
+		// nats.go would report a missing file at every attempt, as if the
+		// server were down.
+		if _, err := os.Stat(cfg.CredentialsFile); err != nil {
+			return nil, fmt.Errorf("connect to nats: %w: credentials file: %w", ErrConfig, err)
+		}
+		opts = append(opts, nats.UserCredentials(cfg.CredentialsFile))
+	}
+	if cfg.InboxPrefix != "" {
+		if strings.ContainsAny(cfg.InboxPrefix, "*> \t") || strings.HasSuffix(cfg.InboxPrefix, ".") {
+			return nil, fmt.Errorf("connect to nats: %w: inbox prefix %q: no wildcards, spaces or trailing dot", ErrConfig, cfg.InboxPrefix)
+		}
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	// Dialing and declaring are one attempt: a declare that times out while
 	// the server restarts (nats.go buffers the request, the reply never

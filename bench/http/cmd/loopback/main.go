@@ -1,8 +1,9 @@
-// Command loopback serves the bare handler, Gin alone and the kit's stack on
-// loopback ports for a load generator (run.sh uses wrk). It prints
-// "bare=ADDR gin=ADDR kit=ADDR kit-no-access-log=ADDR" once all listen and
-// serves until SIGINT or SIGTERM. bare and gin run in an http.Server with the
-// kit's timeouts (BareServer). The kits write their JSON logs to io.Discard, as
+// Command loopback serves the bare handler, Gin alone, the peer stack (what a
+// Gin user would assemble) and the kit's stack on loopback ports for a load
+// generator (run.sh uses wrk). It prints "bare=ADDR gin=ADDR peer=ADDR
+// kit=ADDR kit-no-access-log=ADDR" once all listen and serves until SIGINT
+// or SIGTERM. bare, gin and peer run in an http.Server with the kit's
+// timeouts (BareServer); peer logs to io.Discard. The kits write their JSON logs to io.Discard, as
 // in the in-process benchmark; kit-no-access-log runs at LOG_LEVEL=warn to
 // show what the access log costs.
 package main
@@ -42,6 +43,10 @@ func run(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	peerLn, err := listen()
+	if err != nil {
+		return err
+	}
 	type kitServer struct {
 		name  string
 		level string
@@ -65,8 +70,9 @@ func run(ctx context.Context, stdout io.Writer) error {
 		k.addr, k.done = svc.HTTPAddr(), make(chan error, 1)
 		go func() { k.done <- svc.Run(ctx, kit.App{Handler: router}) }()
 	}
-	bare, ginSrv := httpbench.BareServer(), httpbench.BareServer()
+	bare, ginSrv, peerSrv := httpbench.BareServer(), httpbench.BareServer(), httpbench.BareServer()
 	ginSrv.Handler = httpbench.Gin()
+	peerSrv.Handler = httpbench.Peer(io.Discard)
 	serve := func(name string, srv *http.Server, ln net.Listener) {
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -76,7 +82,8 @@ func run(ctx context.Context, stdout io.Writer) error {
 	}
 	serve("bare", bare, bareLn)
 	serve("gin", ginSrv, ginLn)
-	fmt.Fprintf(stdout, "bare=%s gin=%s", bareLn.Addr(), ginLn.Addr())
+	serve("peer", peerSrv, peerLn)
+	fmt.Fprintf(stdout, "bare=%s gin=%s peer=%s", bareLn.Addr(), ginLn.Addr(), peerLn.Addr())
 	for _, k := range kits {
 		fmt.Fprintf(stdout, " %s=%s", k.name, k.addr)
 	}
@@ -84,6 +91,7 @@ func run(ctx context.Context, stdout io.Writer) error {
 	<-ctx.Done()
 	_ = bare.Close()
 	_ = ginSrv.Close()
+	_ = peerSrv.Close()
 	var errs []error
 	for _, k := range kits {
 		errs = append(errs, <-k.done)

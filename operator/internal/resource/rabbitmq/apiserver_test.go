@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -49,7 +50,8 @@ func startAPIServer(t *testing.T) client.Client {
 }
 
 // TestObjectsPassServerSideDryRun sends every object of a one-node and a
-// three-node broker, and a connection Secret, through a dry-run server-side
+// three-node broker, a three-node one with every pod option, and a
+// connection Secret, through a dry-run server-side
 // apply (a create, since none exists) against a real API server, exactly as
 // the controller will write them with its field owner. The server validates
 // and defaults each object and answers with what it would store; the fields
@@ -64,16 +66,32 @@ func TestObjectsPassServerSideDryRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	for _, n := range []int32{1, 3} {
-		t.Run(fmt.Sprintf("replicas=%d", n), func(t *testing.T) {
-			ns := fmt.Sprintf("broker-%d", n)
+	// podOptions names this PriorityClass; admission refuses a pod of an
+	// unknown one.
+	if err := c.Create(ctx, &schedulingv1.PriorityClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "infrastructure"}, Value: 1000,
+	}); err != nil {
+		t.Fatalf("create PriorityClass: %v", err)
+	}
+	cases := []struct {
+		name string
+		opts []BrokerOption
+	}{
+		{"replicas=1", []BrokerOption{replicas(1)}},
+		{"replicas=3", []BrokerOption{replicas(3)}},
+		{"pod-options", []BrokerOption{replicas(3), podOptions}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := fmt.Sprintf("broker-%d", i)
 			if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 				Name:   ns,
 				Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
 			}}); err != nil {
 				t.Fatalf("create namespace: %v", err)
 			}
-			b := testBroker(replicas(n), func(b *rabbitmq.Broker) { b.Namespace = ns })
+			b := testBroker(append(tc.opts, func(b *rabbitmq.Broker) { b.Namespace = ns })...)
+			n := b.Replicas
 			in := rabbitmq.Input{Broker: b, Credentials: rabbitmq.GenerateCredentials()}
 
 			built := 0

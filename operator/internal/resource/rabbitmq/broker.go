@@ -18,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+
+	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 )
 
 // DefaultImage is the broker image when Broker.Image is empty: the official
@@ -92,6 +94,9 @@ type Broker struct {
 	Owner *metav1ac.OwnerReferenceApplyConfiguration
 	// Network says who may reach the nodes; see NetworkPolicy.
 	Network Network
+	// Pod adds the user's scheduling settings, pull Secrets, labels and
+	// annotations to the nodes' pods (see podspec.Apply).
+	Pod podspec.Options
 }
 
 // Validate reports what would make the built objects invalid: a missing

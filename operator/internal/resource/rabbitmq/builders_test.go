@@ -17,6 +17,7 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/fixture"
 	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
@@ -52,6 +53,31 @@ func testBroker(opts ...BrokerOption) rabbitmq.Broker {
 }
 
 func replicas(n int32) BrokerOption { return func(b *rabbitmq.Broker) { b.Replicas = n } }
+
+// podOptions sets every pod option a cluster policy may ask for, with a
+// label and an annotation that try to replace the builder's own.
+func podOptions(b *rabbitmq.Broker) {
+	b.Pod = podspec.Options{
+		ImagePullSecrets: []string{"registry-creds"},
+		NodeSelector:     map[string]string{"node-role.example.org/broker": "true"},
+		Tolerations: []corev1.Toleration{{
+			Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "broker", Effect: corev1.TaintEffectNoSchedule,
+		}},
+		Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{
+					Key: corev1.LabelTopologyZone, Operator: corev1.NodeSelectorOpIn, Values: []string{"a", "b", "c"},
+				}},
+			}}},
+		}},
+		TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
+			MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.ScheduleAnyway,
+		}},
+		PriorityClassName: "infrastructure",
+		Labels:            map[string]string{"team": "platform", rabbitmq.LabelInstance: "someone-else"},
+		Annotations:       map[string]string{"example.org/owner": "platform", rabbitmq.AnnotationConfigHash: "spoofed"},
+	}
+}
 
 // testCredentials are fixed so that golden files are stable.
 var testCredentials = rabbitmq.Credentials{
@@ -97,6 +123,14 @@ var builderCases = []struct {
 				Requests: corev1.ResourceList{corev1.ResourceMemory: mustQuantity("1Gi")},
 			}
 		}),
+	},
+	{
+		// Every pod option: pull Secret, node selector, toleration, node
+		// affinity beside the default anti-affinity, a zone spread whose
+		// selector defaults to the broker's pods, priority class, and
+		// extra labels and annotations that cannot replace the builder's.
+		name:   "pod-options",
+		broker: testBroker(replicas(3), podOptions),
 	},
 	{
 		// Scaled to zero: every object but the budget stays.
@@ -165,7 +199,7 @@ func TestPodDisruptionBudgetOnlyForClusters(t *testing.T) {
 // the same answer twice, and return objects that share no map with the
 // input, so the controller may change what it gets back.
 func TestBuildersArePure(t *testing.T) {
-	broker := testBroker(replicas(3), func(b *rabbitmq.Broker) {
+	broker := testBroker(replicas(3), podOptions, func(b *rabbitmq.Broker) {
 		b.Resources = corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceMemory: mustQuantity("1Gi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: mustQuantity("1Gi")},
@@ -174,6 +208,7 @@ func TestBuildersArePure(t *testing.T) {
 	in := rabbitmq.Input{Broker: broker, Credentials: testCredentials}
 	labelsBefore := copyMap(broker.Labels)
 	resourcesBefore := broker.Resources.DeepCopy()
+	podBefore := copyPodOptions(broker.Pod)
 
 	for _, b := range rabbitmq.Builders {
 		first, err1 := yaml.Marshal(b.Build(in))
@@ -191,12 +226,57 @@ func TestBuildersArePure(t *testing.T) {
 	sts.Labels["scribbled"] = "yes"
 	sts.Spec.Template.Labels["scribbled"] = "yes"
 	(*sts.Spec.Template.Spec.Containers[0].Resources.Limits)[corev1.ResourceMemory] = mustQuantity("1Ti")
+	sts.Spec.Template.Annotations["scribbled"] = "yes"
+	sts.Spec.Template.Spec.NodeSelector["scribbled"] = "yes"
+	sts.Spec.Template.Spec.TopologySpreadConstraints[0].LabelSelector.MatchLabels["scribbled"] = "yes"
+	sts.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0].Values[0] = "scribbled"
 
 	if diff := cmp.Diff(labelsBefore, broker.Labels); diff != "" {
 		t.Errorf("builders changed the input labels (-before +after):\n%s", diff)
 	}
 	if diff := cmp.Diff(resourcesBefore, &broker.Resources); diff != "" {
 		t.Errorf("builders changed the input resources (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(podBefore, broker.Pod); diff != "" {
+		t.Errorf("builders changed the input pod options (-before +after):\n%s", diff)
+	}
+}
+
+// copyPodOptions is a deep copy of o, through the API types' own DeepCopy.
+func copyPodOptions(o podspec.Options) podspec.Options {
+	out := o
+	out.ImagePullSecrets = append([]string(nil), o.ImagePullSecrets...)
+	out.NodeSelector, out.Labels, out.Annotations = copyMap(o.NodeSelector), copyMap(o.Labels), copyMap(o.Annotations)
+	out.Tolerations = nil
+	for _, t := range o.Tolerations {
+		out.Tolerations = append(out.Tolerations, *t.DeepCopy())
+	}
+	out.Affinity = o.Affinity.DeepCopy()
+	out.TopologySpreadConstraints = nil
+	for _, c := range o.TopologySpreadConstraints {
+		out.TopologySpreadConstraints = append(out.TopologySpreadConstraints, *c.DeepCopy())
+	}
+	return out
+}
+
+// TestPodOptionsCannotReplaceTheBuilders checks that the caller's pod labels
+// and annotations never replace the builder's own, and that an affinity
+// without podAntiAffinity keeps the default spread over nodes.
+func TestPodOptionsCannotReplaceTheBuilders(t *testing.T) {
+	b := testBroker(replicas(3), podOptions)
+	tmpl := rabbitmq.StatefulSet(b).Spec.Template
+	if got := tmpl.Labels[rabbitmq.LabelInstance]; got != "blog" {
+		t.Errorf("pod label %s = %q, want the builder's %q", rabbitmq.LabelInstance, got, "blog")
+	}
+	if got := tmpl.Annotations[rabbitmq.AnnotationConfigHash]; got == "spoofed" {
+		t.Errorf("pod annotation %s = %q, want the builder's hash", rabbitmq.AnnotationConfigHash, got)
+	}
+	if tmpl.Labels["team"] != "platform" || tmpl.Annotations["example.org/owner"] != "platform" {
+		t.Errorf("pod labels %v, annotations %v: want the caller's team and example.org/owner beside the builder's", tmpl.Labels, tmpl.Annotations)
+	}
+	a := tmpl.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.PodAntiAffinity == nil {
+		t.Errorf("affinity = %+v, want the caller's node affinity and the default pod anti-affinity", a)
 	}
 }
 

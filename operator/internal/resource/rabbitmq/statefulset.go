@@ -12,6 +12,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
+	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
@@ -158,14 +159,14 @@ func volumeClaimTemplate(b Broker) *corev1ac.PersistentVolumeClaimApplyConfigura
 func podTemplate(b Broker) *corev1ac.PodTemplateSpecApplyConfiguration {
 	n := NamesFor(b.App)
 	return corev1ac.PodTemplateSpec().
-		WithLabels(b.labels()).
-		WithAnnotations(map[string]string{
+		WithLabels(podspec.Merge(b.labels(), b.Pod.Labels)).
+		WithAnnotations(podspec.Merge(map[string]string{
 			annotationScrape:     "true",
 			annotationPort:       strconv.Itoa(int(PrometheusPort)),
 			annotationPath:       "/metrics",
 			AnnotationConfigHash: configHash(b),
-		}).
-		WithSpec(corev1ac.PodSpec().
+		}, b.Pod.Annotations)).
+		WithSpec(podspec.Apply(corev1ac.PodSpec().
 			WithServiceAccountName(n.ServiceAccount).
 			// Peer discovery calls the Kubernetes API with the pod's token.
 			WithAutomountServiceAccountToken(true).
@@ -221,7 +222,8 @@ func podTemplate(b Broker) *corev1ac.PodTemplateSpecApplyConfiguration {
 					WithDownwardAPI(corev1ac.DownwardAPIVolumeSource().
 						WithItems(corev1ac.DownwardAPIVolumeFile().
 							WithPath("skip-prestop-checks").
-							WithFieldRef(fieldRef(fmt.Sprintf("metadata.annotations['%s']", AnnotationSkipPreStopChecks)))))))
+							WithFieldRef(fieldRef(fmt.Sprintf("metadata.annotations['%s']", AnnotationSkipPreStopChecks)))))),
+			b.Pod, SelectorLabels(b.App)))
 }
 
 // cookieContainer installs the Erlang cookie in the rabbitmq user's HOME

@@ -1,0 +1,548 @@
+// Command operator is the driver of the operator benchmarks (issue 12):
+// convergence of N apps against the client's rate limit, apply-to-objects
+// latency, memory per app against a peer operator written the kubebuilder
+// scaffold's way (./peer), and API requests at rest. It runs the operators
+// as real processes against real API servers (envtest's etcd and
+// kube-apiserver, one per scenario) and one real RabbitMQ node, prints the
+// raw measurements as it goes and writes a Markdown report. run.sh builds
+// the binaries and runs it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/test/brokertest"
+)
+
+type options struct {
+	operatorBin, peerBin, crdDir, work, report string
+	sizes, queueSizes, peerSizes               []int
+	qps                                        float64
+	burst, workers, latencyRuns                int
+	steadyWindow                               time.Duration
+}
+
+func main() {
+	var o options
+	var sizes, queueSizes, peerSizes string
+	flag.StringVar(&o.operatorBin, "operator", "bin/courier-operator", "the operator binary")
+	flag.StringVar(&o.peerBin, "peer", "", "the peer operator binary (bench/operator/peer)")
+	flag.StringVar(&o.crdDir, "crds", "config/crd/bases", "the CRD directory")
+	flag.StringVar(&o.work, "work", "", "a directory for logs, audit logs and kubeconfigs")
+	flag.StringVar(&o.report, "report", "", "write the Markdown report here")
+	flag.StringVar(&sizes, "sizes", "100,500,1000", "app counts without queues (convergence and memory)")
+	flag.StringVar(&queueSizes, "queue-sizes", "100,500,1000", "app counts with queues on one external RabbitMQ")
+	flag.StringVar(&peerSizes, "peer-sizes", "100,500,1000", "app counts for the peer's memory")
+	flag.Float64Var(&o.qps, "qps", 100, "the operator's --kube-api-qps")
+	flag.IntVar(&o.burst, "burst", 100, "the operator's --kube-api-burst")
+	flag.IntVar(&o.workers, "workers", 8, "the operator's --max-concurrent-reconciles")
+	flag.IntVar(&o.latencyRuns, "latency-runs", 50, "apps applied one at a time to an idle operator")
+	flag.DurationVar(&o.steadyWindow, "steady-window", 330*time.Second, "how long to count requests at rest (100 apps with queues)")
+	flag.Parse()
+	var err error
+	for _, p := range []struct {
+		s   string
+		out *[]int
+	}{{sizes, &o.sizes}, {queueSizes, &o.queueSizes}, {peerSizes, &o.peerSizes}} {
+		if *p.out, err = parseSizes(p.s); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+	}
+	log.SetLogger(logr.Discard())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/operator:", err)
+		os.Exit(1)
+	}
+}
+
+// parseSizes parses "100,500" into app counts; empty means none.
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("app count %q: want a positive integer", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// say prints one raw measurement line.
+func say(format string, args ...any) {
+	fmt.Printf(time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+const namespace = "bench"
+
+// rabbit is the external broker every app with queues shares.
+type rabbit struct {
+	r *brokertest.RabbitMQ
+}
+
+// benchApp is the app of every scenario: the blog's four services; with
+// queues, users and posts publish to emails and mailer consumes it, on the
+// shared external RabbitMQ.
+func benchApp(name string, rb *rabbit) *v1alpha1.MicroserviceApp {
+	svc := func(n string, calls ...string) v1alpha1.Service {
+		return v1alpha1.Service{Name: n, Image: "ghcr.io/courier-dev/" + n + ":latest", Calls: calls}
+	}
+	app := &v1alpha1.MicroserviceApp{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: v1alpha1.MicroserviceAppSpec{Services: []v1alpha1.Service{
+			svc("gateway", "users", "posts"), svc("users"), svc("posts", "users"), svc("mailer"),
+		}},
+	}
+	app.Spec.Services[0].Replicas = ptr.To[int32](2)
+	app.Spec.Services[0].EntryPoint = true
+	if rb != nil {
+		app.Spec.Broker = &v1alpha1.Broker{Kind: v1alpha1.BrokerRabbitMQ, External: &v1alpha1.ExternalBroker{
+			SecretRef: v1alpha1.SecretReference{Name: "rabbitmq-admin"},
+			Host:      rb.r.Host, Port: int32(rb.r.AMQPPort),
+		}}
+		app.Spec.Queues = []v1alpha1.Queue{{Name: "emails"}}
+		app.Spec.Services[1].Publishes = []string{"emails"}
+		app.Spec.Services[2].Publishes = []string{"emails"}
+		app.Spec.Services[3].Consumes = []string{"emails"}
+	}
+	return app
+}
+
+// scenario is one fresh API server with one operator process and the
+// observer.
+type scenario struct {
+	name string
+	api  *apiServer
+	obs  *observer
+	proc *process
+	stop context.CancelFunc
+}
+
+func (o options) start(ctx context.Context, name, bin string, rb *rabbit, args ...string) (*scenario, error) {
+	dir := filepath.Join(o.work, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	api, err := startAPIServer(dir, o.crdDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &scenario{name: name, api: api}
+	var octx context.Context
+	octx, s.stop = context.WithCancel(ctx)
+	fail := func(err error) (*scenario, error) { s.close(); return nil, err }
+	if err := api.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
+		return fail(fmt.Errorf("create namespace: %w", err))
+	}
+	if rb != nil {
+		err := api.c.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "rabbitmq-admin", Namespace: namespace},
+			StringData: map[string]string{
+				v1alpha1.ExternalManagementURLKey: rb.r.ManagementURL,
+				v1alpha1.ExternalUsernameKey:      rb.r.AdminUser,
+				v1alpha1.ExternalPasswordKey:      rb.r.AdminPassword,
+			},
+		})
+		if err != nil {
+			return fail(fmt.Errorf("create broker Secret: %w", err))
+		}
+	}
+	if s.obs, err = startObserver(octx, api); err != nil {
+		return fail(err)
+	}
+	if s.proc, err = startProcess(ctx, bin, filepath.Join(dir, filepath.Base(bin)+".log"), api, args...); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+func (s *scenario) close() {
+	if s.proc != nil {
+		s.proc.stop()
+	}
+	if s.stop != nil {
+		s.stop()
+	}
+	if err := s.api.stop(); err != nil {
+		say("%s: stop API server: %v", s.name, err)
+	}
+}
+
+// createApps creates apps prefix-0000 ... from 16 goroutines, as fast as
+// the API server takes them.
+func (s *scenario) createApps(ctx context.Context, prefix string, n int, rb *rabbit) error {
+	names := make(chan string)
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for name := range names {
+				if err := s.api.c.Create(ctx, benchApp(name, rb)); err != nil {
+					errs <- fmt.Errorf("create app %s: %w", name, err)
+					return
+				}
+			}
+		})
+	}
+	var err error
+	for i := range n {
+		select {
+		case names <- fmt.Sprintf("%s-%04d", prefix, i):
+			continue
+		case err = <-errs:
+		}
+		break
+	}
+	close(names)
+	wg.Wait()
+	close(errs)
+	return errors.Join(err, <-errs)
+}
+
+// memory is the operator's memory after its apps converged.
+type memory struct {
+	rss       int64
+	heapInuse float64
+}
+
+func (s *scenario) memory(ctx context.Context) (memory, error) {
+	err := waitFor(ctx, 5*time.Minute, s.name+": the operator's workqueue empty", func() bool {
+		m, err := s.proc.scrape()
+		return err == nil && m["workqueue_depth"] == 0
+	})
+	if err != nil {
+		return memory{}, err
+	}
+	rss, err := s.proc.rss()
+	if err != nil {
+		return memory{}, err
+	}
+	m, err := s.proc.scrape()
+	return memory{rss: rss, heapInuse: m["go_memstats_heap_inuse_bytes"]}, err
+}
+
+// convergence is one run of N apps to Ready.
+type convergence struct {
+	n         int
+	queues    bool
+	took      time.Duration // first create to last Ready
+	creating  time.Duration // the driver's creates
+	requests  requestCounts
+	idle, end memory
+	metrics   map[string]float64
+	steady    *requestCounts
+	steadyFor time.Duration
+}
+
+// converge runs n apps named prefix-0000...; with queues the prefix must be
+// new to the shared broker, whose vhosts outlive the scenario.
+func (o options) converge(ctx context.Context, prefix string, n int, rb *rabbit) (convergence, error) {
+	c := convergence{n: n, queues: rb != nil}
+	name := fmt.Sprintf("converge-%d", n)
+	if rb != nil {
+		name += "-queues"
+	}
+	s, err := o.start(ctx, name, o.operatorBin, rb, "--metrics-secure=false",
+		"--kube-api-qps", fmt.Sprint(o.qps), "--kube-api-burst", fmt.Sprint(o.burst),
+		"--max-concurrent-reconciles", fmt.Sprint(o.workers))
+	if err != nil {
+		return c, err
+	}
+	defer s.close()
+	if c.idle, err = s.memory(ctx); err != nil {
+		return c, err
+	}
+	start := time.Now()
+	// Every app's name is as long as the reference app's, so ours and the
+	// peer's objects are of the same size.
+	if err := s.createApps(ctx, prefix, n, rb); err != nil {
+		return c, err
+	}
+	c.creating = time.Since(start)
+	if err := waitFor(ctx, 30*time.Minute, fmt.Sprintf("%d apps Ready", n), func() bool { return s.obs.readyCount() == n }); err != nil {
+		return c, err
+	}
+	end := s.obs.lastReady()
+	c.took = end.Sub(start)
+	if c.requests, err = s.api.requests(start, end.Add(time.Millisecond)); err != nil {
+		return c, err
+	}
+	if c.metrics, err = s.proc.scrape(); err != nil {
+		return c, err
+	}
+	if c.end, err = s.memory(ctx); err != nil {
+		return c, err
+	}
+	say("%s: %d apps Ready in %.2fs (creates took %.2fs); operator requests %d writes, %d reads, %d watches: %s",
+		name, n, c.took.Seconds(), c.creating.Seconds(), c.requests.Writes, c.requests.Reads, c.requests.Watches, c.requests.format(n))
+	say("%s: RSS idle %.1f MiB, after %.1f MiB; heap in use %.1f MiB; reconciles %.0f taking %.1fs in all; workqueue wait %.1fs in all",
+		name, mib(c.idle.rss), mib(c.end.rss), c.end.heapInuse/(1<<20), c.metrics["controller_runtime_reconcile_total"],
+		c.metrics["controller_runtime_reconcile_time_seconds_sum"], c.metrics["workqueue_queue_duration_seconds_sum"])
+	window := o.steadyWindow
+	if rb == nil {
+		// Apps without queues have no timers: a minute shows it.
+		window = min(window, time.Minute)
+	}
+	if n == 100 && window > 0 {
+		// At rest: counted from a moment after the last Ready, so the
+		// window holds only timers (resyncs, queue statistics).
+		from := time.Now()
+		select {
+		case <-time.After(window): // the window measured, not a wait for a condition
+		case <-ctx.Done():
+			return c, ctx.Err()
+		}
+		st, err := s.api.requests(from, from.Add(window))
+		if err != nil {
+			return c, err
+		}
+		c.steady, c.steadyFor = &st, window
+		say("%s: at rest for %s: %d writes, %d reads: %s", name, window, st.Writes, st.Reads, st.format(n))
+	}
+	return c, nil
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// latency applies one app at a time to an idle operator and times until
+// every object the operator makes for it exists. It also writes the
+// objects of its first app, the reference for the peer.
+func (o options) latency(ctx context.Context, templates string) ([]time.Duration, map[string]int, error) {
+	s, err := o.start(ctx, "latency", o.operatorBin, nil, "--metrics-secure=false")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer s.close()
+	// The reference app: Ready, so every object it needs exists.
+	if err := s.createApps(ctx, "ref", 1, nil); err != nil {
+		return nil, nil, err
+	}
+	if err := waitFor(ctx, time.Minute, "the reference app Ready", func() bool { return s.obs.readyCount() == 1 }); err != nil {
+		return nil, nil, err
+	}
+	want := s.obs.objects("ref-0000")
+	if err := writeTemplates(ctx, s.api.c, "ref-0000", templates); err != nil {
+		return nil, nil, err
+	}
+	say("latency: an app owns %v", want)
+	var out []time.Duration
+	for i := range o.latencyRuns {
+		name := fmt.Sprintf("lat-%04d", i)
+		start := time.Now()
+		if err := s.api.c.Create(ctx, benchApp(name, nil)); err != nil {
+			return nil, nil, fmt.Errorf("create app %s: %w", name, err)
+		}
+		err := waitFor(ctx, time.Minute, "every object of "+name, func() bool {
+			got := s.obs.objects(name)
+			for k, n := range want {
+				if got[k] < n {
+					return false
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		d := s.obs.lastSeen(name).Sub(start)
+		out = append(out, d)
+		say("latency: %s: every object in %.1f ms", name, float64(d.Microseconds())/1000)
+	}
+	return out, want, nil
+}
+
+// writeTemplates writes the objects the operator made for app, without
+// what the API server set, as the peer's templates.
+func writeTemplates(ctx context.Context, c client.Client, app, path string) error {
+	var out []map[string]any
+	for _, k := range []struct {
+		list             client.ObjectList
+		apiVersion, kind string
+	}{
+		{&appsv1.DeploymentList{}, "apps/v1", "Deployment"},
+		{&corev1.ServiceList{}, "v1", "Service"},
+		{&networkingv1.NetworkPolicyList{}, "networking.k8s.io/v1", "NetworkPolicy"},
+		{&policyv1.PodDisruptionBudgetList{}, "policy/v1", "PodDisruptionBudget"},
+	} {
+		if err := c.List(ctx, k.list, client.InNamespace(namespace), client.MatchingLabels{"app.kubernetes.io/instance": app}); err != nil {
+			return fmt.Errorf("list %ss: %w", k.kind, err)
+		}
+		items, err := meta.ExtractList(k.list)
+		if err != nil {
+			return err
+		}
+		for _, item := range items {
+			obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(item)
+			if err != nil {
+				return err
+			}
+			m := obj["metadata"].(map[string]any)
+			obj["metadata"] = map[string]any{"name": m["name"], "labels": m["labels"], "annotations": m["annotations"]}
+			delete(obj, "status")
+			if spec, ok := obj["spec"].(map[string]any); ok && k.kind == "Service" {
+				// Allocated by the API server for each Service.
+				for _, f := range []string{"clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy", "sessionAffinity"} {
+					delete(spec, f)
+				}
+			}
+			obj["apiVersion"], obj["kind"] = k.apiVersion, k.kind
+			out = append(out, obj)
+		}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
+
+// peerMemory runs the peer with n apps and measures it once every object
+// exists and every Deployment was marked available.
+func (o options) peerMemory(ctx context.Context, n int, templates string, perApp map[string]int) (memory, memory, time.Duration, error) {
+	s, err := o.start(ctx, fmt.Sprintf("peer-%d", n), o.peerBin, nil, "--templates", templates, "--reference-app", "ref-0000")
+	if err != nil {
+		return memory{}, memory{}, 0, err
+	}
+	defer s.close()
+	idle, err := s.memory(ctx)
+	if err != nil {
+		return idle, memory{}, 0, err
+	}
+	start := time.Now()
+	if err := s.createApps(ctx, "per", n, nil); err != nil {
+		return idle, memory{}, 0, err
+	}
+	err = waitFor(ctx, 30*time.Minute, fmt.Sprintf("the peer's objects for %d apps", n), func() bool {
+		for k, want := range perApp {
+			if s.obs.totalObjects(k) < want*n {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return idle, memory{}, 0, err
+	}
+	took := time.Since(start)
+	// Every Deployment marked available, so the peer's cache holds the
+	// same status our operator's does.
+	err = waitFor(ctx, 10*time.Minute, "every Deployment available", func() bool {
+		l := &appsv1.DeploymentList{}
+		if err := s.api.c.List(ctx, l, client.InNamespace(namespace)); err != nil {
+			return false
+		}
+		for _, d := range l.Items {
+			if d.Status.ObservedGeneration != d.Generation {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return idle, memory{}, 0, err
+	}
+	end, err := s.memory(ctx)
+	say("peer-%d: objects for %d apps in %.2fs; RSS idle %.1f MiB, after %.1f MiB; heap in use %.1f MiB",
+		n, n, took.Seconds(), mib(idle.rss), mib(end.rss), end.heapInuse/(1<<20))
+	return idle, end, took, err
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+func run(ctx context.Context, o options) error {
+	if o.work == "" {
+		dir, err := os.MkdirTemp("", "bench-operator-*")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = os.RemoveAll(dir) }()
+		o.work = dir
+	}
+	loadBefore, started := loadavg(), time.Now()
+	templates := filepath.Join(o.work, "peer-templates.json")
+	lat, perApp, err := o.latency(ctx, templates)
+	if err != nil {
+		return fmt.Errorf("latency: %w", err)
+	}
+	var convs []convergence
+	for _, n := range o.sizes {
+		c, err := o.converge(ctx, "app", n, nil)
+		if err != nil {
+			return fmt.Errorf("converge %d apps: %w", n, err)
+		}
+		convs = append(convs, c)
+	}
+	if len(o.queueSizes) > 0 {
+		r, err := brokertest.NewRabbitMQ()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		for i, n := range o.queueSizes {
+			c, err := o.converge(ctx, fmt.Sprintf("q%02d", i), n, &rabbit{r})
+			if err != nil {
+				return fmt.Errorf("converge %d apps with queues: %w", n, err)
+			}
+			convs = append(convs, c)
+		}
+	}
+	var peers []peerRun
+	if o.peerBin != "" {
+		for _, n := range o.peerSizes {
+			idle, end, took, err := o.peerMemory(ctx, n, templates, perApp)
+			if err != nil {
+				return fmt.Errorf("peer with %d apps: %w", n, err)
+			}
+			peers = append(peers, peerRun{n: n, idle: idle, end: end, took: took})
+		}
+	}
+	if o.report == "" {
+		return nil
+	}
+	r := o.writeReport(lat, perApp, convs, peers, loadBefore, loadavg(), time.Since(started))
+	return os.WriteFile(o.report, []byte(r), 0o644)
+}
+
+type peerRun struct {
+	n         int
+	idle, end memory
+	took      time.Duration
+}
