@@ -80,6 +80,28 @@ type MicroserviceAppSpec struct {
 	//
 	// +optional
 	Monitoring *Monitoring `json:"monitoring,omitempty"`
+
+	// tracing sends every service's spans to an OpenTelemetry collector.
+	// Unset, the services export no spans (unless their own env sets the
+	// standard OTEL_* variables).
+	//
+	// +optional
+	Tracing *Tracing `json:"tracing,omitempty"`
+}
+
+// Tracing says where the services export their spans.
+type Tracing struct {
+	// otlpEndpoint is the base URL of an OTLP/HTTP collector, such as
+	// "http://otel-collector.observability.svc:4318". Every service's
+	// container gets it as OTEL_EXPORTER_OTLP_ENDPOINT, and the service kit
+	// sends its spans to <otlpEndpoint>/v1/traces, named after the service
+	// (service.name) and the app (service.namespace). A service's own env
+	// entry of that name wins.
+	//
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#]+(/\S*)?$`
+	// +required
+	OTLPEndpoint string `json:"otlpEndpoint"`
 }
 
 // Monitoring selects the pods that may scrape an app's metrics: those

@@ -265,6 +265,14 @@ func TestValidation(t *testing.T) {
 		{"broker pod annotation replacing the config hash", queueApp(ns, "a", func(spec map[string]any) {
 			spec["broker"].(map[string]any)["managed"] = map[string]any{"podAnnotations": map[string]any{rabbitmq.AnnotationConfigHash: "x"}}
 		}), []string{"spec.broker.managed.podAnnotations", "spec.broker.managed.podAnnotations cannot set prometheus.io/ or courier.dev/ keys"}},
+		{"tracing endpoint without a scheme", appSpec(ns, "a", map[string]any{
+			"services": []any{with("users", nil)},
+			"tracing":  map[string]any{"otlpEndpoint": "otel-collector:4318"},
+		}), []string{"spec.tracing.otlpEndpoint", "should match"}},
+		{"tracing without an endpoint", appSpec(ns, "a", map[string]any{
+			"services": []any{with("users", nil)},
+			"tracing":  map[string]any{},
+		}), []string{"spec.tracing.otlpEndpoint", "Required value"}},
 		{"broker topology spread without a key", queueApp(ns, "a", func(spec map[string]any) {
 			spec["broker"].(map[string]any)["managed"] = map[string]any{"topologySpreadConstraints": []any{map[string]any{"maxSkew": 1, "whenUnsatisfiable": "ScheduleAnyway"}}}
 		}), []string{"spec.broker.managed.topologySpreadConstraints[0].topologyKey", "Required value"}},
@@ -374,6 +382,10 @@ func TestValidation(t *testing.T) {
 			}
 			service(spec, 0)["serviceAccountName"] = "users-identity"
 			spec["broker"].(map[string]any)["managed"] = opts
+		})},
+		{"tracing to a collector", appSpec(ns, "a", map[string]any{
+			"services": []any{with("users", nil)},
+			"tracing":  map[string]any{"otlpEndpoint": "https://otel.example.org:4318/prefix"},
 		})},
 		{"a broker without queues", appSpec(ns, "a", map[string]any{
 			"broker":   map[string]any{"kind": "rabbitmq", "managed": map[string]any{}},

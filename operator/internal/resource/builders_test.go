@@ -2,6 +2,7 @@ package resource_test
 
 import (
 	"bytes"
+	"context"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -19,6 +20,7 @@ import (
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit"
 	"github.com/courier-dev/courier/services/kit/contract"
+	"github.com/courier-dev/courier/services/kit/tracing"
 )
 
 // TestBuilders renders every object the builders produce for one service of
@@ -118,6 +120,15 @@ func TestBuilders(t *testing.T) {
 			name: "pod-options",
 			app: fixture.App("shop", "cart",
 				fixture.WithService("api", fixture.Mutate(withPodOptions))),
+			service: "api",
+		},
+		{
+			// The app's collector reaches every container as
+			// OTEL_EXPORTER_OTLP_ENDPOINT.
+			name: "tracing",
+			app: fixture.App("shop", "cart", fixture.WithService("api"), func(a *v1alpha1.MicroserviceApp) {
+				a.Spec.Tracing = &v1alpha1.Tracing{OTLPEndpoint: "http://otel-collector.observability.svc:4318"}
+			}),
 			service: "api",
 		},
 		{
@@ -340,5 +351,54 @@ func TestShutdownGraceFollowsKit(t *testing.T) {
 	want := int64(5 + cfg.ShutdownGrace.Seconds() + 10)
 	if got := d.Spec.Template.Spec.TerminationGracePeriodSeconds; got == nil || *got != want {
 		t.Errorf("terminationGracePeriodSeconds %v with the kit's default SHUTDOWN_GRACE %s, want %d", ptr.Deref(got, -1), cfg.ShutdownGrace, want)
+	}
+}
+
+// TestTracingFollowsKit gives the kit the environment the operator builds
+// and checks that it exports spans exactly when spec.tracing is set, and
+// that a service's own OTEL_EXPORTER_OTLP_ENDPOINT replaces the app's.
+func TestTracingFollowsKit(t *testing.T) {
+	const collector = "http://otel-collector.observability.svc:4318"
+	withTracing := func(a *v1alpha1.MicroserviceApp) {
+		a.Spec.Tracing = &v1alpha1.Tracing{OTLPEndpoint: collector}
+	}
+	tests := []struct {
+		name       string
+		app        *v1alpha1.MicroserviceApp
+		wantExport bool
+		wantValue  string
+	}{
+		{"no tracing", fixture.App("shop", "cart", fixture.WithService("api")), false, ""},
+		{"tracing", fixture.App("shop", "cart", fixture.WithService("api"), withTracing), true, collector},
+		{"the service's own endpoint", fixture.App("shop", "cart",
+			fixture.WithService("api", fixture.Env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://sidecar:4318")), withTracing),
+			true, "http://sidecar:4318"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := resource.Deployment(resource.Input{App: tt.app, Service: &tt.app.Spec.Services[0]})
+			env := map[string]string{}
+			count := 0
+			for _, v := range d.Spec.Template.Spec.Containers[0].Env {
+				if v.Value != nil {
+					env[*v.Name] = *v.Value
+				}
+				if *v.Name == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+					count++
+				}
+			}
+			if got := env["OTEL_EXPORTER_OTLP_ENDPOINT"]; got != tt.wantValue || count > 1 {
+				t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT = %q (%d entries), want %q once", got, count, tt.wantValue)
+			}
+			provider, exports, err := tracing.NewProvider(context.Background(), func(k string) string { return env[k] },
+				tracing.Resource{Service: env[contract.EnvServiceName], App: env[contract.EnvAppName]})
+			if err != nil {
+				t.Fatalf("the kit refuses the operator's environment: %v", err)
+			}
+			defer func() { _ = provider.Shutdown(context.Background()) }()
+			if exports != tt.wantExport {
+				t.Errorf("the kit exports spans: %v, want %v", exports, tt.wantExport)
+			}
+		})
 	}
 }

@@ -58,6 +58,10 @@ const (
 	terminationMarginSeconds = 10
 )
 
+// envOTLPEndpoint is OpenTelemetry's standard variable for the collector's
+// base URL, which the kit's exporter reads (services/kit/tracing).
+const envOTLPEndpoint = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
 // tmpVolume is the writable scratch directory of a container whose root
 // filesystem is read-only.
 const tmpVolume = "tmp"
@@ -304,6 +308,11 @@ func env(in Input) []*corev1ac.EnvVarApplyConfiguration {
 	}
 	if svc.Storage != nil {
 		vars = append(vars, envValue(contract.EnvDataDir, dataMountPath(svc)))
+	}
+	if t := app.Spec.Tracing; t != nil {
+		// The kit names the spans after COURIER_SERVICE and COURIER_APP, so
+		// the endpoint is all it needs.
+		vars = append(vars, envValue(envOTLPEndpoint, t.OTLPEndpoint))
 	}
 	for _, callee := range svc.Calls {
 		vars = append(vars, envValue(contract.ServiceURLEnv(callee), serviceURL(app, callee)))
