@@ -630,7 +630,31 @@ func (s *suite) deleteApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	// The operator stops a deleted app's broker without the preStop
+	// checks (quorum wait 300 s, drain 120 s per node), which cannot
+	// succeed when every node goes: the pods are gone well before the
+	// first check alone would have timed out.
+	err = waitFor(ctx, podsGoneTimeout, "the app's pods gone, the broker's without its preStop checks", func(ctx context.Context) (bool, string, error) {
+		pods := &corev1.PodList{}
+		if err := s.c.client.List(ctx, pods, client.InNamespace(s.cfg.namespace), sel); err != nil {
+			return false, "", err
+		}
+		var left []string
+		for _, p := range pods.Items {
+			left = append(left, p.Name)
+		}
+		return len(left) == 0, "  left: " + strings.Join(left, ", "), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
+
+// podsGoneTimeout bounds the termination of a deleted app's pods: a service
+// pod's grace period (40 s) with room to spare, and far less than a broker
+// node's preStop quorum wait (300 s).
+const podsGoneTimeout = 150 * time.Second
 
 // deleteNamespace deletes the app's namespace after the app and waits until
 // it is gone: nothing the operator left (a finalizer, a volume claim of the
