@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/courier-dev/courier/services/kit/contract"
 	"github.com/courier-dev/courier/services/kit/messaging"
@@ -37,10 +38,19 @@ var (
 	body     = make([]byte, bodySize)
 )
 
+// kitTracer is the tracer provider a kit service without an OTLP endpoint
+// has: it mints (unsampled) producer spans.
+var kitTracer *sdktrace.TracerProvider
+
 func TestMain(m *testing.M) {
-	// The kit's publish path as services run it: W3C propagation and an
-	// SDK tracer provider minting (unsampled) producer spans.
+	// The kit's publish path as services run it: W3C propagation and the
+	// service's SDK tracer provider.
 	tracing.Install()
+	tp, _, err := tracing.NewProvider(context.Background(), func(string) string { return "" }, tracing.Resource{Service: "bench"})
+	if err != nil {
+		panic(err)
+	}
+	kitTracer = tp
 	brokertest.Main(m)
 }
 
@@ -57,6 +67,7 @@ func connectKit(b *testing.B, kind, url string) messaging.Broker {
 		Queues:          map[string]string{queue: physical},
 		DeclareTopology: true,
 		ConfirmWindow:   window,
+		TracerProvider:  kitTracer,
 	})
 	if err != nil {
 		b.Fatalf("connect: %v", err)
@@ -315,10 +326,14 @@ func BenchmarkNATS(b *testing.B) {
 			measure(b, func() {
 				for range b.N {
 					msg := &nats.Msg{Subject: contract.Subject(physical), Data: body}
-					var opts []jetstream.PublishOpt
+					// A full window waits for a slot as long as the kit's
+					// does (its context), not PublishAsync's default 200 ms,
+					// which a loaded machine exceeds ("stalled with too many
+					// outstanding async published messages").
+					opts := []jetstream.PublishOpt{jetstream.WithStallWait(time.Minute)}
 					if same {
 						msg.Header = nats.Header{contract.HeaderTraceParent: []string{traceParent}}
-						opts = []jetstream.PublishOpt{jetstream.WithMsgID(uuid.NewString()), jetstream.WithExpectStream(contract.StreamName(app))}
+						opts = append(opts, jetstream.WithMsgID(uuid.NewString()), jetstream.WithExpectStream(contract.StreamName(app)))
 					}
 					if _, err := js.PublishMsgAsync(msg, opts...); err != nil {
 						b.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/courier-dev/courier/services/kit/contract"
 	"github.com/courier-dev/courier/services/kit/messaging"
 )
 
@@ -24,9 +25,16 @@ func connectBroker(ctx context.Context, cfg Config, log *slog.Logger, reg promet
 			name = append(name, n)
 		}
 	}
+	var inbox string
+	if cfg.BrokerKind == contract.BrokerNATS && cfg.Service != "" {
+		// The operator lets a service subscribe to its own inbox only.
+		inbox = contract.InboxPrefix(cfg.Service)
+	}
 	b, err := messaging.Connect(ctx, messaging.Config{
 		Kind:            cfg.BrokerKind,
 		URL:             cfg.BrokerURL,
+		CredentialsFile: cfg.BrokerCredentialsFile,
+		InboxPrefix:     inbox,
 		App:             cfg.App,
 		Queues:          cfg.Queues,
 		DeclareTopology: cfg.DevDeclareTopology,

@@ -38,6 +38,9 @@ type Config struct {
 	BrokerKind string `env:"BROKER_KIND"`
 	// BrokerURL is the service's own broker URL, credentials included.
 	BrokerURL string `env:"BROKER_URL"`
+	// BrokerCredentialsFile is the path of the service's NATS credentials
+	// file (contract.EnvBrokerCredentialsFile); empty for RabbitMQ.
+	BrokerCredentialsFile string `env:"BROKER_CREDENTIALS_FILE"`
 	// DevDeclareTopology lets the messaging driver declare its own queues.
 	// Development and tests only; off by default.
 	DevDeclareTopology bool `env:"COURIER_DEV_DECLARE_TOPOLOGY" envDefault:"false"`

@@ -32,6 +32,11 @@ import (
 // App is the MicroserviceApp name the local system runs as: the sample's.
 var App = sample.Name
 
+// Namespace is the namespace the local services are told they run in
+// (POD_NAMESPACE), standing in for the cluster namespace a scrape labels
+// their metrics with.
+const Namespace = "local"
+
 // Services are the sample app's services in start order: each comes up
 // after the services it calls, so the gateway's first request finds them.
 var Services = startOrder(sample)
@@ -258,7 +263,7 @@ func (s *Stack) env(name string) ([]string, error) {
 		contract.EnvAppName + "=" + App,
 		contract.EnvServiceName + "=" + name,
 		contract.EnvPodName + "=" + name + "-local",
-		contract.EnvPodNamespace + "=local",
+		contract.EnvPodNamespace + "=" + Namespace,
 		contract.EnvHTTPPort + "=" + strconv.Itoa(ports.HTTP[name]),
 		contract.EnvAdminPort + "=" + strconv.Itoa(ports.Admin[name]),
 		// Short enough that Ctrl-C feels immediate, long enough to drain.

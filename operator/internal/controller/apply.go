@@ -21,7 +21,6 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/resource"
-	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
 // Event reasons on the app.
@@ -52,8 +51,8 @@ func ownedKinds() []kind.Object {
 			out = append(out, k)
 		}
 	}
-	for _, b := range rabbitmq.Builders {
-		add(b.Object)
+	for _, k := range brokerKinds() {
+		add(k)
 	}
 	for _, b := range resource.PerService {
 		add(b.Object)

@@ -30,7 +30,6 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/resource"
-	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
 // cleanupFinalizer guards clean-up that owner references cannot do: state
@@ -212,7 +211,7 @@ func (r *MicroserviceAppReconciler) reconcile(ctx context.Context, s *scope) err
 				continue
 			}
 			if b.Kind == "Secret" {
-				key := client.ObjectKey{Namespace: s.app.Namespace, Name: rabbitmq.ConnectionSecretName(s.app.Name, svc.Name)}
+				key := client.ObjectKey{Namespace: s.app.Namespace, Name: resource.ConnectionSecretName(s.app.Name, svc.Name)}
 				if r.deletedMeanwhile(ctx, s, key) {
 					s.wanted[wantedKey(b.Kind, key.Name)] = true
 					continue

@@ -27,14 +27,25 @@ const (
 )
 
 // Broker is a service's broker wiring, the part of Input the controller
-// gathers for every service that publishes or consumes: the broker's kind
-// and the service's connection (the broker's AMQP address, the app's vhost,
-// the service's own user and its password).
+// gathers for every service that publishes or consumes. Its layout comes
+// from the broker kind's driver (rabbitmq.ConnectionData,
+// nats.ConnectionData); the builders here only place it: the connection
+// Secret, BROKER_URL from one of its keys, the hash that rolls the pods and,
+// for a kind that authenticates with a file, the file mounted read-only
+// with its path in contract.EnvBrokerCredentialsFile.
 type Broker struct {
-	// Kind is BROKER_KIND: contract.BrokerRabbitMQ.
+	// Kind is BROKER_KIND: contract.BrokerRabbitMQ or contract.BrokerNATS.
 	Kind string
-	// Connection is what the service's connection Secret holds.
-	Connection rabbitmq.Connection
+	// Data is what the service's connection Secret holds.
+	Data map[string][]byte
+	// URLKey is the key of Data that BROKER_URL comes from.
+	URLKey string
+	// CredentialsKey, when set, is the key of Data mounted as the file
+	// CredentialsFile.
+	CredentialsKey string
+	// CredentialsFile is the absolute path the key is mounted at; its
+	// directory holds nothing else.
+	CredentialsFile string
 }
 
 // UsesBroker reports whether a service of app publishes or consumes, and so
@@ -106,13 +117,25 @@ func Connection(app *v1alpha1.MicroserviceApp, service, host string, port int32,
 // derives it.
 func VHost(app *v1alpha1.MicroserviceApp) string { return app.Name }
 
-// ConnectionSecret is a service's connection Secret (see
-// rabbitmq.ConnectionSecret), or nil when the service uses no queue.
+// ConnectionSecret is a service's connection Secret,
+// ConnectionSecretName, holding Broker.Data; nil when the service uses no
+// queue. The service's pod template carries ConnectionHash of the data, so
+// new credentials roll its pods.
 func ConnectionSecret(in Input) *corev1ac.SecretApplyConfiguration {
 	if in.Broker == nil {
 		return nil
 	}
-	return rabbitmq.ConnectionSecret(in.Broker.Connection)
+	return corev1ac.Secret(ConnectionSecretName(in.App.Name, in.Service.Name), in.App.Namespace).
+		WithLabels(Labels(in.App.Name, in.Service.Name)).
+		WithOwnerReferences(ownerReference(in.App)).
+		WithType(corev1.SecretTypeOpaque).
+		WithData(in.Broker.Data)
+}
+
+// ConnectionSecretName is the name of a service's connection Secret,
+// whatever the broker's kind: "<app>-<service>-broker".
+func ConnectionSecretName(app, service string) string {
+	return rabbitmq.ConnectionSecretName(app, service)
 }
 
 // MonitoringSecretName is the name of the Secret holding the app's

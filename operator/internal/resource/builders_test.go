@@ -177,8 +177,9 @@ func TestBuilders(t *testing.T) {
 			if tt.password != "" {
 				in.Broker = &resource.Broker{
 					Kind: contract.BrokerRabbitMQ,
-					Connection: resource.Connection(tt.app, tt.service,
-						rabbitmq.NamesFor(tt.app.Name).Client+"."+tt.app.Namespace+".svc", rabbitmq.AMQPPort, tt.password),
+					Data: rabbitmq.ConnectionData(resource.Connection(tt.app, tt.service,
+						rabbitmq.NamesFor(tt.app.Name).Client+"."+tt.app.Namespace+".svc", rabbitmq.AMQPPort, tt.password)),
+					URLKey: rabbitmq.ConnectionURLKey,
 				}
 			}
 			var got bytes.Buffer

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"path"
 	"strconv"
 	"time"
 
@@ -68,6 +69,10 @@ const tmpVolume = "tmp"
 
 // dataVolume is the persistent volume of a service with storage.
 const dataVolume = "data"
+
+// brokerVolume holds a service's broker credentials file, for a broker
+// kind that authenticates with one (Broker.CredentialsKey).
+const brokerVolume = "broker-credentials"
 
 // defaultDataMountPath is where the data volume is mounted when
 // spec.services[].storage.mountPath is unset, as the CRD defaults it.
@@ -203,10 +208,19 @@ func volumes(in Input) []*corev1ac.VolumeApplyConfiguration {
 			WithPersistentVolumeClaim(corev1ac.PersistentVolumeClaimVolumeSource().
 				WithClaimName(DataClaimName(in.App.Name, in.Service.Name))))
 	}
+	if b := in.Broker; b != nil && b.CredentialsKey != "" {
+		vols = append(vols, corev1ac.Volume().
+			WithName(brokerVolume).
+			WithSecret(corev1ac.SecretVolumeSource().
+				WithSecretName(ConnectionSecretName(in.App.Name, in.Service.Name)).
+				WithItems(corev1ac.KeyToPath().WithKey(b.CredentialsKey).WithPath(path.Base(b.CredentialsFile))).
+				WithDefaultMode(0o440)))
+	}
 	return vols
 }
 
-func volumeMounts(svc *v1alpha1.Service) []*corev1ac.VolumeMountApplyConfiguration {
+func volumeMounts(in Input) []*corev1ac.VolumeMountApplyConfiguration {
+	svc := in.Service
 	mounts := []*corev1ac.VolumeMountApplyConfiguration{
 		corev1ac.VolumeMount().
 			WithName(tmpVolume).
@@ -216,6 +230,12 @@ func volumeMounts(svc *v1alpha1.Service) []*corev1ac.VolumeMountApplyConfigurati
 		mounts = append(mounts, corev1ac.VolumeMount().
 			WithName(dataVolume).
 			WithMountPath(dataMountPath(svc)))
+	}
+	if b := in.Broker; b != nil && b.CredentialsKey != "" {
+		mounts = append(mounts, corev1ac.VolumeMount().
+			WithName(brokerVolume).
+			WithMountPath(path.Dir(b.CredentialsFile)).
+			WithReadOnly(true))
 	}
 	return mounts
 }
@@ -239,7 +259,7 @@ func podAnnotations(in Input, metricsPort int32) map[string]string {
 		AnnotationPath:   metricsPath(in.Service),
 	}
 	if in.Broker != nil {
-		a[contract.AnnotationConnectionHash] = rabbitmq.ConnectionHash(rabbitmq.ConnectionData(in.Broker.Connection))
+		a[contract.AnnotationConnectionHash] = rabbitmq.ConnectionHash(in.Broker.Data)
 	}
 	return a
 }
@@ -276,7 +296,7 @@ func container(in Input) *corev1ac.ContainerApplyConfiguration {
 			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")).
 			WithSeccompProfile(corev1ac.SeccompProfile().
 				WithType(corev1.SeccompProfileTypeRuntimeDefault))).
-		WithVolumeMounts(volumeMounts(svc)...)
+		WithVolumeMounts(volumeMounts(in)...)
 	if svc.ImagePullPolicy != "" {
 		c.WithImagePullPolicy(svc.ImagePullPolicy)
 	}
@@ -318,14 +338,17 @@ func env(in Input) []*corev1ac.EnvVarApplyConfiguration {
 		vars = append(vars, envValue(contract.ServiceURLEnv(callee), serviceURL(app, callee)))
 	}
 	if in.Broker != nil {
-		// BROKER_URL holds the service's password, so it comes from the
+		// BROKER_URL may hold the service's password, so it comes from the
 		// Secret rather than sitting in the Deployment.
 		vars = append(vars,
 			envValue(contract.EnvBrokerKind, in.Broker.Kind),
 			corev1ac.EnvVar().WithName(contract.EnvBrokerURL).WithValueFrom(corev1ac.EnvVarSource().
 				WithSecretKeyRef(corev1ac.SecretKeySelector().
-					WithName(rabbitmq.ConnectionSecretName(app.Name, svc.Name)).
-					WithKey(rabbitmq.ConnectionURLKey))))
+					WithName(ConnectionSecretName(app.Name, svc.Name)).
+					WithKey(in.Broker.URLKey))))
+		if in.Broker.CredentialsKey != "" {
+			vars = append(vars, envValue(contract.EnvBrokerCredentialsFile, in.Broker.CredentialsFile))
+		}
 		for _, q := range ServiceQueues(svc) {
 			vars = append(vars, envValue(contract.QueueEnv(q), contract.QueueName(app.Name, q)))
 		}

@@ -59,6 +59,11 @@ const (
 	// EnvBrokerURL is the service's own broker URL, credentials included,
 	// taken from the service's connection Secret.
 	EnvBrokerURL = "BROKER_URL"
+	// EnvBrokerCredentialsFile is the path of the service's broker
+	// credentials file, mounted from its connection Secret; set for NATS
+	// (a user JWT and its nkey seed), unset for RabbitMQ, whose URL
+	// carries the credentials.
+	EnvBrokerCredentialsFile = "BROKER_CREDENTIALS_FILE"
 	// EnvBrokerConnectionHash is the hash of the connection Secret; the
 	// operator also writes it to the pod template so a rotation rolls pods.
 	EnvBrokerConnectionHash = "BROKER_CONNECTION_HASH"
@@ -89,6 +94,11 @@ const (
 	// services have no configure permission.
 	EnvDevDeclareTopology = "COURIER_DEV_DECLARE_TOPOLOGY"
 )
+
+// InboxPrefix is the prefix of the subjects a service's NATS replies arrive
+// on, "_INBOX_<service>": the operator lets each service subscribe to its
+// own prefix only, so no service reads another's replies.
+func InboxPrefix(service string) string { return "_INBOX_" + service }
 
 // Broker kinds, the values of EnvBrokerKind.
 const (

@@ -50,12 +50,12 @@ const (
 const AckWait = 30 * time.Second
 
 // InboxPrefix is the prefix of the reply subjects a service's connection
-// uses (messaging.Config.InboxPrefix): "_INBOX_<service>". Pulled messages,
-// publish acks and API responses all come back on it, so a service that may
-// subscribe only to its own prefix can never read another's replies; with
-// NATS' default "_INBOX." every service could read the messages pulled by
-// any other.
-func InboxPrefix(service string) string { return "_INBOX_" + service }
+// uses (messaging.Config.InboxPrefix): contract.InboxPrefix, shared with
+// the kit so the two never disagree. Pulled messages, publish acks and API
+// responses all come back on it, so a service that may subscribe only to
+// its own prefix can never read another's replies; with NATS' default
+// "_INBOX." every service could read the messages pulled by any other.
+func InboxPrefix(service string) string { return contract.InboxPrefix(service) }
 
 // Options are the JetStream settings that depend on the broker rather than
 // the topology.

@@ -1,0 +1,533 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/resource/kind"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
+)
+
+// rabbitMQDriver runs RabbitMQ 3.x: one vhost per app, a user per service
+// with least-privilege permissions, a monitoring user for queue depths
+// (package broker); a managed broker is a StatefulSet (package
+// resource/rabbitmq).
+type rabbitMQDriver struct{}
+
+// rabbitConn is a RabbitMQ broker as one reconcile reaches it.
+type rabbitConn struct {
+	admin broker.Admin
+	// endpoint reaches the management API as the administrator; zero
+	// while the broker is blocked.
+	endpoint broker.Endpoint
+	// host and port are the AMQP listener the services dial.
+	host string
+	port int32
+	// creds are the passwords wire kept or made.
+	creds broker.Credentials
+	app   string
+}
+
+func (rabbitMQDriver) kinds() []kind.Object {
+	out := make([]kind.Object, 0, len(rabbitmq.Builders))
+	for _, b := range rabbitmq.Builders {
+		out = append(out, b.Object)
+	}
+	return out
+}
+
+func (rabbitMQDriver) topology(app *v1alpha1.MicroserviceApp, observed []v1alpha1.QueueStatus) (broker.Topology, map[string]v1alpha1.QueueType) {
+	return topologyOf(app, observed)
+}
+
+func (d rabbitMQDriver) open(ctx context.Context, r *MicroserviceAppReconciler, s *scope) (brokerConn, []error, error) {
+	if s.app.Spec.Broker.Managed != nil {
+		return d.openManaged(ctx, r, s)
+	}
+	c, err := d.openExternal(ctx, r, s)
+	return c, nil, err
+}
+
+// openManaged applies the managed broker's objects and reports whether its
+// nodes are ready; err is a failure to read the API server.
+func (rabbitMQDriver) openManaged(ctx context.Context, r *MicroserviceAppReconciler, s *scope) (brokerConn, []error, error) {
+	b := resource.ManagedBroker(s.app, r.ClusterDomain, r.OperatorNamespace)
+	names := rabbitmq.NamesFor(b.App)
+	c := &rabbitConn{admin: r.Admin, app: s.app.Name, host: b.AMQPHost(), port: rabbitmq.AMQPPort}
+	creds, reason, err := r.rabbitAdminCredentials(ctx, b)
+	switch {
+	case err != nil && reason == "":
+		return nil, nil, err
+	case err != nil:
+		s.broker.blockedReason, s.broker.blockedMessage = reason, err.Error()
+	}
+
+	var errs []error
+	var sts *appsv1.StatefulSet
+	in := rabbitmq.Input{Broker: b, Credentials: creds}
+	for _, bl := range rabbitmq.Builders {
+		desired := bl.Build(in)
+		if desired == nil {
+			continue
+		}
+		// Without good admin credentials, applying the admin Secret would
+		// fail (it is immutable) or lock the operator out; and the
+		// StatefulSet waits for its Secret, since its nodes initialise their
+		// database with the credentials and cookie they first find there.
+		secretOK := s.broker.blockedReason == "" && !slices.ContainsFunc(errs, isAdminSecretError)
+		if (bl.Kind == "Secret" || bl.Kind == "StatefulSet") && !secretOK {
+			s.wanted[wantedKey("Secret", names.AdminSecret)] = true
+			s.wanted[wantedKey("StatefulSet", names.StatefulSet)] = true
+			continue
+		}
+		obj, err := r.applyChild(ctx, s, bl.Object, desired)
+		if err != nil {
+			if bl.Kind == "Secret" {
+				err = adminSecretError{err}
+			}
+			errs = append(errs, err)
+			continue
+		}
+		if o, ok := obj.(*appsv1.StatefulSet); ok {
+			sts = o
+		}
+	}
+	if s.broker.blockedReason != "" {
+		return c, errs, nil
+	}
+	c.endpoint = rabbitmq.Endpoint(b, creds)
+	s.broker.blockedReason, s.broker.blockedMessage, s.broker.podsWaiting = podsReady(sts, b.Replicas)
+	return c, errs, nil
+}
+
+// podsReady reads a managed broker's readiness from its StatefulSet (nil
+// when it is not written yet), wantReplicas being the spec's: a reason and
+// message that block the broker work, or podsWaiting while at least one pod
+// is ready but not all. A pod is ready once it has booted and joined the
+// cluster; the broker answers as soon as one is.
+func podsReady(sts *appsv1.StatefulSet, wantReplicas int32) (reason, message, podsWaiting string) {
+	want, ready := wantReplicas, int32(0)
+	if sts != nil {
+		want, ready = ptr.Deref(sts.Spec.Replicas, wantReplicas), sts.Status.ReadyReplicas
+	}
+	switch {
+	case sts == nil:
+		return v1alpha1.ReasonWaitingForBrokerPods, "the broker's StatefulSet is not written yet", ""
+	case want == 0:
+		return v1alpha1.ReasonWaitingForBrokerPods, "the broker is scaled to zero (spec.broker.managed.replicas)", ""
+	case ready == 0:
+		return v1alpha1.ReasonWaitingForBrokerPods, fmt.Sprintf("0 of %d broker pods ready", want), ""
+	case ready < want:
+		return "", "", fmt.Sprintf("%d of %d broker pods ready", ready, want)
+	}
+	return "", "", ""
+}
+
+// adminSecretError marks the failure to write the admin Secret, after which
+// the StatefulSet is not written either.
+type adminSecretError struct{ error }
+
+func (e adminSecretError) Unwrap() error { return e.error }
+
+func isAdminSecretError(err error) bool {
+	var e adminSecretError
+	return errors.As(err, &e)
+}
+
+// rabbitAdminCredentials are the managed broker's credentials: those of its
+// admin Secret, or new ones for a broker that does not exist yet. They are
+// never made anew for a broker that exists: its nodes take the
+// administrator and cookie only when they first initialise their database,
+// so new ones would lock the operator out and split the cluster. A failure
+// that blocks the broker comes with its BrokerReady reason; one without a
+// reason is an error reading the API.
+func (r *MicroserviceAppReconciler) rabbitAdminCredentials(ctx context.Context, b rabbitmq.Broker) (rabbitmq.Credentials, string, error) {
+	names := rabbitmq.NamesFor(b.App)
+	secret := &corev1.Secret{}
+	found, err := r.getSecret(ctx, client.ObjectKey{Namespace: b.Namespace, Name: names.AdminSecret}, secret)
+	if err != nil {
+		return rabbitmq.Credentials{}, "", err
+	}
+	if found {
+		creds, err := rabbitmq.CredentialsFromSecret(secret)
+		if err != nil {
+			return rabbitmq.Credentials{}, v1alpha1.ReasonBrokerSecretInvalid, err
+		}
+		return creds, "", nil
+	}
+	reason, err := r.adminSecretLost(ctx, b.Namespace, names.AdminSecret, names.StatefulSet)
+	if reason != "" || err != nil {
+		return rabbitmq.Credentials{}, reason, err
+	}
+	return rabbitmq.GenerateCredentials(), "", nil
+}
+
+// adminSecretLost is called when a managed broker's admin Secret is
+// missing: it says whether the broker exists all the same, whose servers
+// keep what they were first started with, so new admin secrets would lock
+// the operator out (ReasonAdminSecretMissing and an error saying how to get
+// past it). An error without a reason is a failure to read the API.
+func (r *MicroserviceAppReconciler) adminSecretLost(ctx context.Context, namespace, secret, statefulSet string) (string, error) {
+	// The cache may lag behind a StatefulSet written a moment ago; this
+	// path is rare enough to ask the API server.
+	key := client.ObjectKey{Namespace: namespace, Name: statefulSet}
+	err := r.Get(ctx, key, &appsv1.StatefulSet{})
+	if apierrors.IsNotFound(err) {
+		err = r.apiReader().Get(ctx, key, &appsv1.StatefulSet{})
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("read StatefulSet %s: %w", statefulSet, err)
+	}
+	return v1alpha1.ReasonAdminSecretMissing, fmt.Errorf(
+		"the admin Secret %s is missing but the broker exists; its nodes keep the credentials they were initialised with: "+
+			"restore the Secret, or delete the StatefulSet %s (its volumes go with it) to start the broker over",
+		secret, statefulSet)
+}
+
+// openExternal reads the external broker's Secret. A missing or malformed
+// Secret blocks the broker work; only failing to read it is an error.
+func (rabbitMQDriver) openExternal(ctx context.Context, r *MicroserviceAppReconciler, s *scope) (brokerConn, error) {
+	c := rabbitExternal(r, s.app)
+	admin, reason, err := r.rabbitExternalAdmin(ctx, s.app)
+	switch {
+	case reason != "":
+		s.broker.blockedReason, s.broker.blockedMessage = reason, err.Error()
+		return c, nil
+	case err != nil:
+		return nil, err
+	}
+	admin.AMQPHost, admin.AMQPPort = c.host, int(c.port)
+	c.endpoint = admin
+	return c, nil
+}
+
+// rabbitExternal is the conn of an external broker before its Secret is
+// read: the AMQP address the spec gives.
+func rabbitExternal(r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) *rabbitConn {
+	ext := app.Spec.Broker.External
+	c := &rabbitConn{admin: r.Admin, app: app.Name, host: ext.Host, port: ext.Port}
+	if c.port == 0 {
+		c.port = rabbitmq.AMQPPort // the kind's default port
+	}
+	return c
+}
+
+// rabbitExternalAdmin reads the administrator's endpoint from the external
+// broker's Secret, straight from the API server: the operator's cache holds
+// only the Secrets it labels. A Secret that is missing or malformed comes
+// with its BrokerReady reason and an error saying what is wrong; an error
+// without a reason is a failure to read it.
+func (r *MicroserviceAppReconciler) rabbitExternalAdmin(ctx context.Context, app *v1alpha1.MicroserviceApp) (broker.Endpoint, string, error) {
+	secret, reason, err := r.externalSecret(ctx, app)
+	if reason != "" || err != nil {
+		return broker.Endpoint{}, reason, err
+	}
+	name := secret.Name
+	var missing []string
+	get := func(key string) string {
+		v := string(secret.Data[key])
+		if v == "" {
+			missing = append(missing, key)
+		}
+		return v
+	}
+	ep := broker.Endpoint{
+		ManagementURL: get(v1alpha1.ExternalManagementURLKey),
+		Username:      get(v1alpha1.ExternalUsernameKey),
+		Password:      get(v1alpha1.ExternalPasswordKey),
+	}
+	if len(missing) > 0 {
+		return broker.Endpoint{}, v1alpha1.ReasonBrokerSecretInvalid,
+			fmt.Errorf("the Secret %s lacks the key(s) %s", name, strings.Join(missing, ", "))
+	}
+	if u, err := url.Parse(ep.ManagementURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return broker.Endpoint{}, v1alpha1.ReasonBrokerSecretInvalid,
+			fmt.Errorf("the Secret %s: %s is not an http(s) URL", name, v1alpha1.ExternalManagementURLKey)
+	}
+	return ep, "", nil
+}
+
+// externalSecret reads the Secret spec.broker.external.secretRef names,
+// straight from the API server: the operator's cache holds only the Secrets
+// it labels. A missing one comes with ReasonExternalSecretMissing; an error
+// without a reason is a failure to read it.
+func (r *MicroserviceAppReconciler) externalSecret(ctx context.Context, app *v1alpha1.MicroserviceApp) (*corev1.Secret, string, error) {
+	name := app.Spec.Broker.External.SecretRef.Name
+	secret := &corev1.Secret{}
+	if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: name}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, v1alpha1.ReasonExternalSecretMissing,
+				fmt.Errorf("the Secret %s named by spec.broker.external.secretRef does not exist", name)
+		}
+		return nil, "", fmt.Errorf("read Secret %s: %w", name, err)
+	}
+	return secret, "", nil
+}
+
+// wire keeps the monitoring user's and every service's password, makes
+// the missing ones and applies the monitoring Secret.
+func (c *rabbitConn) wire(ctx context.Context, r *MicroserviceAppReconciler, s *scope) ([]error, error) {
+	monitoring, _, err := r.keptPassword(ctx, s.app.Namespace, resource.MonitoringSecretName(s.app.Name), resource.MonitoringPasswordKey)
+	if err != nil {
+		return nil, err
+	}
+	c.creds = broker.Credentials{Services: map[string]string{}, Monitoring: monitoring}
+	for i := range s.app.Spec.Services {
+		svc := &s.app.Spec.Services[i]
+		if !resource.UsesBroker(s.app, svc) {
+			continue
+		}
+		name := resource.ConnectionSecretName(s.app.Name, svc.Name)
+		p, kept, err := r.keptPassword(ctx, s.app.Namespace, name, rabbitmq.ConnectionPasswordKey)
+		if err != nil {
+			return nil, err
+		}
+		if kept {
+			s.keptSecrets[name] = true
+		}
+		c.creds.Services[svc.Name] = p
+		s.wiring[svc.Name] = &resource.Broker{
+			// The API's kinds are the contract's (TestBrokerKindsFollowContract).
+			Kind:   string(s.app.Spec.Broker.Kind),
+			Data:   rabbitmq.ConnectionData(resource.Connection(s.app, svc.Name, c.host, c.port, p)),
+			URLKey: rabbitmq.ConnectionURLKey,
+		}
+	}
+	if _, err := r.applyChild(ctx, s, kind.Secret, resource.MonitoringSecret(s.app, monitoring)); err != nil {
+		return []error{err}, nil
+	}
+	return nil, nil
+}
+
+// keptPassword is the password in key of the Secret name, kept, or a new
+// one (see keptSecretValue).
+func (r *MicroserviceAppReconciler) keptPassword(ctx context.Context, namespace, name, key string) (string, bool, error) {
+	v, kept, err := r.keptSecretValue(ctx, namespace, name, key, func() ([]byte, error) {
+		return []byte(broker.GeneratePassword()), nil
+	})
+	return string(v), kept, err
+}
+
+// holdDeclare holds back a new quorum queue while some of a managed
+// broker's nodes are not ready: a quorum queue takes its members from the
+// nodes that are up when it is declared, and RabbitMQ 3.10 cannot add one
+// later but by hand (rabbitmq-queues grow), so a broker still forming
+// would keep it on fewer nodes for good.
+func (c *rabbitConn) holdDeclare(s *scope) (string, string) {
+	if s.broker.podsWaiting == "" {
+		return "", ""
+	}
+	if q := newQuorumQueue(s.app); q != "" {
+		return v1alpha1.ReasonWaitingForBrokerPods,
+			fmt.Sprintf("%s: queue %q is new, and a quorum queue waits for every node so it has a member on each", s.broker.podsWaiting, q)
+	}
+	return "", ""
+}
+
+func (c *rabbitConn) memoInput() any {
+	return struct {
+		Endpoint    broker.Endpoint
+		Credentials broker.Credentials
+	}{c.endpoint, c.creds}
+}
+
+func (c *rabbitConn) declare(ctx context.Context, t broker.Topology) ([]broker.Change, error) {
+	return c.admin.Declare(ctx, c.endpoint, t, c.creds)
+}
+
+func (c *rabbitConn) verify(ctx context.Context, t broker.Topology) error {
+	return c.admin.Verify(ctx, c.endpoint, t)
+}
+
+// queueStats polls as the app's monitoring user, not the administrator.
+func (c *rabbitConn) queueStats(ctx context.Context, t broker.Topology) ([]broker.QueueStat, error) {
+	monitor := c.endpoint
+	monitor.Username, monitor.Password = broker.MonitoringUserName(c.app), c.creds.Monitoring
+	return c.admin.QueueStats(ctx, monitor, t)
+}
+
+func (c *rabbitConn) remove(ctx context.Context, t broker.Topology) (broker.DeleteResult, error) {
+	return c.admin.Delete(ctx, c.endpoint, t)
+}
+
+// newQuorumQueue names a queue of app that would be declared as a quorum
+// queue for the first time (status.queues does not list it yet), or "".
+func newQuorumQueue(app *v1alpha1.MicroserviceApp) string {
+	for _, q := range app.Spec.Queues {
+		if queueType(q, app.Status.Queues) != v1alpha1.QueueQuorum {
+			continue
+		}
+		if !slices.ContainsFunc(app.Status.Queues, func(o v1alpha1.QueueStatus) bool { return o.Name == q.Name }) {
+			return q.Name
+		}
+	}
+	return ""
+}
+
+// openForCleanup is the administrator's endpoint for the clean-up, or why
+// there is none to use; an error is a failure to read the API, retried.
+func (d rabbitMQDriver) openForCleanup(ctx context.Context, r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) (brokerConn, string, error) {
+	if app.Spec.Broker.External != nil {
+		c := rabbitExternal(r, app)
+		admin, reason, err := r.rabbitExternalAdmin(ctx, app)
+		switch {
+		case reason != "":
+			return nil, err.Error(), nil
+		case err != nil:
+			return nil, "", err
+		}
+		admin.AMQPHost, admin.AMQPPort = c.host, int(c.port)
+		c.endpoint = admin
+		return c, "", nil
+	}
+
+	b := resource.ManagedBroker(app, r.ClusterDomain, r.OperatorNamespace)
+	names := rabbitmq.NamesFor(app.Name)
+	if skip, err := r.managedBrokerGone(ctx, app.Namespace, names.StatefulSet); skip != "" || err != nil {
+		return nil, skip, err
+	}
+	secret := &corev1.Secret{}
+	found, err := r.getSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: names.AdminSecret}, secret)
+	switch {
+	case err != nil:
+		return nil, "", err
+	case !found:
+		return nil, "the broker's admin Secret is missing", nil
+	}
+	creds, err := rabbitmq.CredentialsFromSecret(secret)
+	if err != nil {
+		return nil, err.Error(), nil
+	}
+	return &rabbitConn{admin: r.Admin, app: app.Name, endpoint: rabbitmq.Endpoint(b, creds)}, "", nil
+}
+
+// managedBrokerGone says why a deleting app's managed broker, the
+// StatefulSet name, cannot be cleaned up ("" when it can); an error is a
+// failure to read the API.
+func (r *MicroserviceAppReconciler) managedBrokerGone(ctx context.Context, namespace, name string) (string, error) {
+	sts := &appsv1.StatefulSet{}
+	switch err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, sts); {
+	case apierrors.IsNotFound(err):
+		return "the broker's StatefulSet is gone", nil
+	case err != nil:
+		return "", fmt.Errorf("read the broker's StatefulSet: %w", err)
+	case ptr.Deref(sts.Spec.Replicas, 1) == 0:
+		return "the broker is scaled to zero", nil
+	case sts.Status.ReadyReplicas == 0:
+		return "no broker pod is ready", nil
+	}
+	return "", nil
+}
+
+// stop stops a deleted app's managed broker without the preStop checks:
+// when every node goes, no quorum queue can keep a majority and no node can
+// take over another's leaderships, so each pod would wait out the quorum
+// wait and the drain for nothing (up to 420 s each). It marks the running
+// pods (their preStop hook reads the annotation through the downward API,
+// which the kubelet refreshes on the pod's update but no longer once it
+// terminates, so the mark comes first), then deletes the StatefulSet (its
+// pods follow). Pods already terminating, as when the whole namespace is
+// deleted, are deleted again with a short grace period, which the kubelet
+// honours by ending the hook: the broker's data goes with the app anyway.
+func (rabbitMQDriver) stop(ctx context.Context, r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) error {
+	pods := &metav1.PartialObjectMetadataList{}
+	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	if err := r.apiReader().List(ctx, pods, client.InNamespace(app.Namespace),
+		client.MatchingLabels(rabbitmq.SelectorLabels(app.Name))); err != nil {
+		return fmt.Errorf("list the broker's pods: %w", err)
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if !pod.DeletionTimestamp.IsZero() {
+			continue
+		}
+		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil,
+			`{"metadata":{"annotations":{%q:"true"}}}`, rabbitmq.AnnotationSkipPreStopChecks))
+		if err := r.Patch(ctx, pod, patch); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("mark broker pod %s to skip its preStop checks: %w", pod.Name, err)
+		}
+	}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: rabbitmq.NamesFor(app.Name).StatefulSet}}
+	if err := r.Delete(ctx, sts, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete the broker's StatefulSet: %w", err)
+	}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if pod.DeletionTimestamp.IsZero() || ptr.Deref(pod.DeletionGracePeriodSeconds, 0) <= brokerStopGraceSeconds {
+			continue
+		}
+		if err := r.Delete(ctx, pod, client.GracePeriodSeconds(brokerStopGraceSeconds)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("shorten the termination of broker pod %s: %w", pod.Name, err)
+		}
+	}
+	return nil
+}
+
+// brokerStopGraceSeconds is how long a terminating broker pod of a deleted
+// app is given to stop once its preStop checks are moot: enough for
+// RabbitMQ to stop its applications.
+const brokerStopGraceSeconds = 30
+
+// topologyOf maps the app's spec to the broker's input. Queue types follow
+// queueType; the chosen types are returned for status.queues.
+func topologyOf(app *v1alpha1.MicroserviceApp, observed []v1alpha1.QueueStatus) (broker.Topology, map[string]v1alpha1.QueueType) {
+	t := broker.Topology{App: resource.VHost(app), Owner: app.Namespace + "/" + app.Name}
+	types := make(map[string]v1alpha1.QueueType, len(app.Spec.Queues))
+	for _, q := range app.Spec.Queues {
+		typ := queueType(q, observed)
+		types[q.Name] = typ
+		spec := broker.QueueSpec{
+			Name:           q.Name,
+			Type:           broker.QueueType(typ),
+			MaxDeliveries:  ptr.Deref(q.MaxDeliveries, 0),
+			MaxLength:      ptr.Deref(q.MaxLength, 0),
+			DeletionPolicy: broker.DeletionPolicy(q.DeletionPolicy),
+		}
+		if q.MessageTTL != nil {
+			spec.MessageTTL = q.MessageTTL.Duration
+		}
+		t.Queues = append(t.Queues, spec)
+	}
+	for _, svc := range app.Spec.Services {
+		t.Services = append(t.Services, broker.ServicePerms{Name: svc.Name, Publishes: svc.Publishes, Consumes: svc.Consumes})
+	}
+	return t, types
+}
+
+// queueType is the queue's spec type or, unset, the type it was declared
+// with before (status.queues), since a queue cannot change type; a queue
+// declared for the first time is a quorum queue, on any broker: quorum
+// queues count deliveries on the broker, so a message that crashes its
+// consumer is dead-lettered after maxDeliveries attempts (classic queues in
+// RabbitMQ 3.x have no such limit), and they run on a single node too.
+// Remembering the type keeps queues an earlier version declared classic
+// from being asked to become quorum queues, which RabbitMQ refuses.
+func queueType(q v1alpha1.Queue, observed []v1alpha1.QueueStatus) v1alpha1.QueueType {
+	if q.Type != "" {
+		return q.Type
+	}
+	for _, o := range observed {
+		if o.Name == q.Name && o.Type != "" {
+			return o.Type
+		}
+	}
+	return v1alpha1.QueueQuorum
+}
