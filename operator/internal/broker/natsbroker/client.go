@@ -408,7 +408,7 @@ func streamDiff(got, want jetstream.StreamConfig) (jetstream.StreamConfig, strin
 	set("storage", got.Storage != want.Storage, func() { out.Storage = want.Storage })
 	set("replicas", got.Replicas != want.Replicas, func() { out.Replicas = want.Replicas })
 	set("maxAge", got.MaxAge != want.MaxAge, func() { out.MaxAge = want.MaxAge })
-	set("maxMsgsPerSubject", got.MaxMsgsPerSubject != want.MaxMsgsPerSubject && !(got.MaxMsgsPerSubject <= 0 && want.MaxMsgsPerSubject == 0),
+	set("maxMsgsPerSubject", got.MaxMsgsPerSubject != want.MaxMsgsPerSubject && (got.MaxMsgsPerSubject > 0 || want.MaxMsgsPerSubject != 0),
 		func() { out.MaxMsgsPerSubject = want.MaxMsgsPerSubject })
 	set("discard", got.Discard != want.Discard || got.DiscardNewPerSubject != want.DiscardNewPerSubject,
 		func() { out.Discard, out.DiscardNewPerSubject = want.Discard, want.DiscardNewPerSubject })
@@ -442,7 +442,7 @@ func declareConsumer(ctx context.Context, js jetstream.JetStream, stream string,
 	if got.MaxDeliver != want.MaxDeliver {
 		reasons = append(reasons, "maxDeliver")
 	}
-	if got.Replicas != want.Replicas && !(got.Replicas == 0 && want.Replicas == 1) {
+	if got.Replicas != want.Replicas && (got.Replicas != 0 || want.Replicas != 1) {
 		reasons = append(reasons, "replicas")
 	}
 	if len(reasons) == 0 {

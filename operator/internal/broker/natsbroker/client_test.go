@@ -448,7 +448,7 @@ func adminJetStreamErr(s *system, accountSeed string) (jetstream.JetStream, erro
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	path := filepath.Join(dir, "admin.creds")
 	if err := os.WriteFile(path, creds, 0o600); err != nil {
 		return nil, err
