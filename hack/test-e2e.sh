@@ -35,7 +35,16 @@ if [[ "$cluster" == node ]]; then
   # and entryPoint), then upgrade both releases as a user would: helm
   # upgrade puts the chart's CRD back (charts/courier renders it as a
   # template); the suite then runs against the upgraded install.
+  #
+  # The operator is stopped while the previous CRD is in place: the API
+  # server prunes the fields that CRD does not know (storage) from the app
+  # on every write, for good, and the operator writes the app (finalizer,
+  # status) as it reconciles. An app made under the previous version has no
+  # such fields; this one, made by the current chart, has, and helm's
+  # three-way merge would not put them back. The upgrade starts it again.
   echo "test-e2e: upgrading from the previous CRD" >&2
+  kubectl -n "${E2E_OPERATOR_NAMESPACE:-courier-system}" scale deployment --all --replicas=0 >/dev/null
+  kubectl -n "${E2E_OPERATOR_NAMESPACE:-courier-system}" wait --for=delete pod --all --timeout=2m >/dev/null
   kubectl apply --server-side --force-conflicts -f test/e2e/kind/testdata/crd-previous.yaml >/dev/null
   E2E_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" E2E_APP="${E2E_APP:-blog}" PULL_POLICY=Never BROKER_REPLICAS=3 \
     hack/kind/install.sh

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -63,11 +64,12 @@ func (r *MicroserviceAppReconciler) cleanUpBroker(ctx context.Context, app *v1al
 	return nil
 }
 
-// stopManagedBroker stops a deleted app's managed broker, as its kind
-// needs (brokerDriver.stop); an external broker is left alone.
-func (r *MicroserviceAppReconciler) stopManagedBroker(ctx context.Context, app *v1alpha1.MicroserviceApp) error {
+// stopManagedBroker prepares a deleted app's managed broker to stop, as
+// its kind needs (brokerDriver.stop), and says how long the app must wait
+// before it goes; an external broker is left alone.
+func (r *MicroserviceAppReconciler) stopManagedBroker(ctx context.Context, app *v1alpha1.MicroserviceApp) (time.Duration, error) {
 	if app.Spec.Broker.Managed == nil {
-		return nil
+		return 0, nil
 	}
 	return driverFor(app).stop(ctx, r, app)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
@@ -42,7 +43,7 @@ type brokerDriver interface {
 	topology(app *v1alpha1.MicroserviceApp, observed []v1alpha1.QueueStatus) (broker.Topology, map[string]v1alpha1.QueueType)
 	// stop stops a deleted app's managed broker, when it needs more than
 	// the garbage collector.
-	stop(ctx context.Context, r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) error
+	stop(ctx context.Context, r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) (time.Duration, error)
 	// kinds are the kinds of object the managed broker is made of.
 	kinds() []kind.Object
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -437,54 +438,55 @@ func (r *MicroserviceAppReconciler) managedBrokerGone(ctx context.Context, names
 	return "", nil
 }
 
-// stop stops a deleted app's managed broker without the preStop checks:
-// when every node goes, no quorum queue can keep a majority and no node can
-// take over another's leaderships, so each pod would wait out the quorum
-// wait and the drain for nothing (up to 420 s each). It marks the running
-// pods (their preStop hook reads the annotation through the downward API,
-// which the kubelet refreshes on the pod's update but no longer once it
-// terminates, so the mark comes first), then deletes the StatefulSet (its
-// pods follow). Pods already terminating, as when the whole namespace is
-// deleted, are deleted again with a short grace period, which the kubelet
-// honours by ending the hook: the broker's data goes with the app anyway.
-func (rabbitMQDriver) stop(ctx context.Context, r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) error {
+// stop prepares a deleted app's managed broker to stop without the preStop
+// checks: when every node goes, no quorum queue can keep a majority and no
+// node can take over another's leaderships, so each pod would wait out the
+// quorum wait and the drain for nothing (up to 420 s each). It marks the
+// running pods with the time; their preStop hook reads the mark through the
+// downward API. The kubelet refreshes that file when the pod changes
+// (measured on the local node: visible in the container 1.1 s after the
+// patch) but no longer once the pod terminates, so the app, whose deletion
+// lets garbage collection delete the StatefulSet and its pods, waits until
+// every mark is brokerMarkPropagation old: the returned wait, zero once
+// they all are. Pods already terminating (the whole namespace deleted at
+// once) cannot be helped: the kubelet does not shorten a running preStop
+// hook for a second deletion with a shorter grace period (measured); they
+// take their grace period, which is why the app should be deleted before
+// its namespace.
+func (rabbitMQDriver) stop(ctx context.Context, r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) (time.Duration, error) {
 	pods := &metav1.PartialObjectMetadataList{}
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
 	if err := r.apiReader().List(ctx, pods, client.InNamespace(app.Namespace),
 		client.MatchingLabels(rabbitmq.SelectorLabels(app.Name))); err != nil {
-		return fmt.Errorf("list the broker's pods: %w", err)
+		return 0, fmt.Errorf("list the broker's pods: %w", err)
 	}
+	now := time.Now()
+	var wait time.Duration
 	for i := range pods.Items {
 		pod := &pods.Items[i]
 		if !pod.DeletionTimestamp.IsZero() {
 			continue
 		}
-		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil,
-			`{"metadata":{"annotations":{%q:"true"}}}`, rabbitmq.AnnotationSkipPreStopChecks))
-		if err := r.Patch(ctx, pod, patch); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("mark broker pod %s to skip its preStop checks: %w", pod.Name, err)
-		}
-	}
-	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: rabbitmq.NamesFor(app.Name).StatefulSet}}
-	if err := r.Delete(ctx, sts, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete the broker's StatefulSet: %w", err)
-	}
-	for i := range pods.Items {
-		pod := &pods.Items[i]
-		if pod.DeletionTimestamp.IsZero() || ptr.Deref(pod.DeletionGracePeriodSeconds, 0) <= brokerStopGraceSeconds {
+		if mark, ok := pod.Annotations[rabbitmq.AnnotationSkipPreStopChecks]; ok {
+			if at, err := time.Parse(time.RFC3339, mark); err == nil {
+				wait = max(wait, brokerMarkPropagation-now.Sub(at))
+			}
 			continue
 		}
-		if err := r.Delete(ctx, pod, client.GracePeriodSeconds(brokerStopGraceSeconds)); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("shorten the termination of broker pod %s: %w", pod.Name, err)
+		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil,
+			`{"metadata":{"annotations":{%q:%q}}}`, rabbitmq.AnnotationSkipPreStopChecks, now.UTC().Format(time.RFC3339)))
+		if err := r.Patch(ctx, pod, patch); err != nil && !apierrors.IsNotFound(err) {
+			return 0, fmt.Errorf("mark broker pod %s to skip its preStop checks: %w", pod.Name, err)
 		}
+		wait = brokerMarkPropagation
 	}
-	return nil
+	return max(wait, 0), nil
 }
 
-// brokerStopGraceSeconds is how long a terminating broker pod of a deleted
-// app is given to stop once its preStop checks are moot: enough for
-// RabbitMQ to stop its applications.
-const brokerStopGraceSeconds = 30
+// brokerMarkPropagation is how long a deleted app waits after marking its
+// broker's pods before it lets them go: several times the time the kubelet
+// took to show the mark in the container.
+const brokerMarkPropagation = 5 * time.Second
 
 // topologyOf maps the app's spec to the broker's input. Queue types follow
 // queueType; the chosen types are returned for status.queues.

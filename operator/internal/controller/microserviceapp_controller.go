@@ -117,10 +117,9 @@ func (r *MicroserviceAppReconciler) retryInterval() time.Duration {
 // record events; the API server lets the operator grant only what it holds.
 // +kubebuilder:rbac:groups="",resources=endpoints,verbs=get;list
 //
-// A deleted app's broker pods are marked to skip their preStop checks, and
-// those already terminating are given a short grace period
+// A deleted app's broker pods are marked to skip their preStop checks
 // (stopManagedBroker).
-// +kubebuilder:rbac:groups="",resources=pods,verbs=list;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create
 
 // Reconcile brings one app's objects and broker to the state its spec
@@ -135,7 +134,7 @@ func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 
 	if !app.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.reconcileDelete(ctx, app)
+		return r.reconcileDelete(ctx, app)
 	}
 	if needsCleanup(app) && controllerutil.AddFinalizer(app, cleanupFinalizer) {
 		if err := r.Update(ctx, app); err != nil {
@@ -257,27 +256,36 @@ func (r *MicroserviceAppReconciler) holdBackDeployment(ctx context.Context, s *s
 
 // reconcileDelete runs the clean-up the finalizer guards, then lets the app
 // go. The owned objects follow through garbage collection.
-func (r *MicroserviceAppReconciler) reconcileDelete(ctx context.Context, app *v1alpha1.MicroserviceApp) error {
+//
+// A managed broker is first prepared to stop (stopManagedBroker), which may
+// ask the app to wait a few seconds; the clean-up then runs while the
+// broker still answers, and removing the finalizer lets the garbage
+// collector delete the broker with the rest.
+func (r *MicroserviceAppReconciler) reconcileDelete(ctx context.Context, app *v1alpha1.MicroserviceApp) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(app, cleanupFinalizer) {
-		return nil
+		return ctrl.Result{}, nil
 	}
-	logf.FromContext(ctx).Info("cleaning up before deletion")
 	if app.Spec.Broker != nil {
+		wait, err := r.stopManagedBroker(ctx, app)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+		logf.FromContext(ctx).Info("cleaning up before deletion")
 		if err := r.cleanUpBroker(ctx, app); err != nil {
 			r.reportCleanupFailed(ctx, app, err)
-			return err
-		}
-		if err := r.stopManagedBroker(ctx, app); err != nil {
-			return err
+			return ctrl.Result{}, err
 		}
 	}
 	r.memo.forget(client.ObjectKeyFromObject(app))
 	forgetQueueStats(app)
 	controllerutil.RemoveFinalizer(app, cleanupFinalizer)
 	if err := r.Update(ctx, app); err != nil {
-		return fmt.Errorf("remove finalizer: %w", err)
+		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
 	}
-	return nil
+	return ctrl.Result{}, nil
 }
 
 // needsCleanup reports whether the app has state outside the cluster that
