@@ -42,12 +42,19 @@ func WithDialTimeout(d time.Duration) Option { return func(n *NATS) { n.dialTime
 // WithTimeout bounds a whole Declare, Delete or QueueStats (default 1m).
 func WithTimeout(d time.Duration) Option { return func(n *NATS) { n.timeout = d } }
 
+// WithResolver makes every connection dial the address resolve returns for
+// the "host:port" of the system's URL. In a cluster it is nil (service DNS
+// resolves); tests map a managed server's Service name to a local server,
+// as broker.WithResolver does for RabbitMQ.
+func WithResolver(resolve broker.Resolver) Option { return func(n *NATS) { n.resolve = resolve } }
+
 // WithOptions sets the JetStream options Generate gets.
 func WithOptions(o Options) Option { return func(n *NATS) { n.opts = o } }
 
 // NATS administers NATS systems in operator mode. It holds no per-system
 // state; one value serves every app.
 type NATS struct {
+	resolve     broker.Resolver
 	dialTimeout time.Duration
 	timeout     time.Duration
 	opts        Options
@@ -74,7 +81,7 @@ func (n *NATS) connect(ctx context.Context, url, name string, uc *jwt.UserClaims
 		nats.Name(name),
 		nats.UserJWTAndSeed(tok, string(seed)),
 		nats.Timeout(n.dialTimeout),
-		nats.SetCustomDialer(ctxDialer{ctx: ctx, d: d}),
+		nats.SetCustomDialer(ctxDialer{ctx: ctx, d: d, resolve: n.resolve}),
 		nats.NoReconnect(),
 	)
 	if err != nil {
@@ -84,11 +91,19 @@ func (n *NATS) connect(ctx context.Context, url, name string, uc *jwt.UserClaims
 }
 
 type ctxDialer struct {
-	ctx context.Context
-	d   *net.Dialer
+	ctx     context.Context
+	d       *net.Dialer
+	resolve broker.Resolver
 }
 
 func (c ctxDialer) Dial(network, addr string) (net.Conn, error) {
+	if c.resolve != nil {
+		resolved, err := c.resolve(c.ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		addr = resolved
+	}
 	return c.d.DialContext(c.ctx, network, addr)
 }
 
@@ -267,6 +282,39 @@ func (n *NATS) Declare(ctx context.Context, sys System, t broker.Topology, creds
 		}
 	}
 	return changes, nil
+}
+
+// Verify checks in one request that the resolver still holds the app's
+// account JWT as Declare left it: the services' scoped signing keys, and
+// with them every user's permissions. It returns an error wrapping
+// broker.ErrDrift when not, so the caller declares again before its
+// resync. Streams and consumers are compared by Declare only.
+func (n *NATS) Verify(ctx context.Context, sys System, t broker.Topology, creds Credentials) error {
+	want, err := Generate(t, n.opts)
+	if err != nil {
+		return err
+	}
+	_, account, err := accountKey(creds.AccountSeed)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", t.App, err)
+	}
+	claims, err := accountClaims(want, account, creds.Services)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", t.App, err)
+	}
+	s, done, err := n.open(ctx, sys)
+	if err != nil {
+		return err
+	}
+	defer done()
+	current, err := s.lookup(account)
+	if err != nil {
+		return err
+	}
+	if reason := accountDiffers(current, claims); reason != "" {
+		return fmt.Errorf("account %s: %s: %w", t.App, reason, broker.ErrDrift)
+	}
+	return nil
 }
 
 // accountClaims builds the app's account JWT claims: JetStream on, and per

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -492,4 +493,43 @@ func changeStrings(cs []broker.Change) []string {
 		out[i] = c.String()
 	}
 	return out
+}
+
+// TestVerifyAndResolver: Verify passes right after Declare and reports
+// broker.ErrDrift once the account no longer holds a service's key (its
+// creds were replaced and not declared yet); every connection dials
+// through the resolver, so a Service name reaches a local server.
+func TestVerifyAndResolver(t *testing.T) {
+	s := startSystem(t)
+	local := strings.TrimPrefix(s.url, "nats://")
+	var dialed []string
+	n := natsbroker.New(natsbroker.WithResolver(func(_ context.Context, addr string) (string, error) {
+		dialed = append(dialed, addr)
+		if addr == "blog-broker.apps.svc:4222" {
+			return local, nil
+		}
+		return addr, nil
+	}))
+	sys := s.managed.System("nats://blog-broker.apps.svc:4222")
+	topo := blog("blog")
+	creds := credentials(t, topo)
+	declare(t, n, sys, topo, creds)
+	if !slices.Contains(dialed, "blog-broker.apps.svc:4222") {
+		t.Errorf("dialed %v, want the Service's address resolved", dialed)
+	}
+	if err := n.Verify(t.Context(), sys, topo, creds); err != nil {
+		t.Fatalf("Verify after Declare: %v", err)
+	}
+	fresh, err := natsbroker.IssueUser("blog", "mailer", creds.AccountSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds.Services["mailer"] = fresh
+	if err := n.Verify(t.Context(), sys, topo, creds); !errors.Is(err, broker.ErrDrift) {
+		t.Fatalf("Verify with the mailer's creds replaced = %v, want ErrDrift", err)
+	}
+	declare(t, n, sys, topo, creds)
+	if err := n.Verify(t.Context(), sys, topo, creds); err != nil {
+		t.Fatalf("Verify after declaring again: %v", err)
+	}
 }
