@@ -30,6 +30,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
 	"github.com/courier-dev/courier/operator/internal/controller"
 )
 
@@ -163,6 +164,7 @@ func run(args []string) error {
 		Recorder:  mgr.GetEventRecorder("courier-operator"),
 		// In the cluster, brokers are dialled by their Service names.
 		Admin:                   broker.NewRabbitMQ(broker.WithTimeout(brokerTimeout)),
+		NATSAdmin:               natsbroker.New(natsbroker.WithTimeout(brokerTimeout)),
 		ClusterDomain:           clusterDomain,
 		OperatorNamespace:       operatorNamespace,
 		ResyncInterval:          brokerResync,

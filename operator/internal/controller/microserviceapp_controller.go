@@ -29,6 +29,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
 	"github.com/courier-dev/courier/operator/internal/resource"
 )
 
@@ -60,6 +61,9 @@ type MicroserviceAppReconciler struct {
 	// Service names; tests give it a resolver that maps them to a local
 	// broker.
 	Admin broker.Admin
+	// NATSAdmin does the work on NATS systems (spec.broker.kind nats); nil
+	// means natsbroker.New(). Tests give it a resolver as they give Admin.
+	NATSAdmin *natsbroker.NATS
 	// ClusterDomain is the cluster's DNS domain, part of a managed broker's
 	// node names; empty means cluster.local.
 	ClusterDomain string
