@@ -79,7 +79,8 @@ type MicroserviceAppSpec struct {
 	// broker's Prometheus port; nothing else from outside the app reaches
 	// them, apart from the node's own traffic (kubelet probes), which
 	// network plugins let through. Unset, every pod in the namespace named
-	// "monitoring" may scrape.
+	// "monitoring" may scrape. When the prometheus-operator's CRDs are
+	// installed, it also labels the app's PodMonitor and PrometheusRule.
 	//
 	// +optional
 	Monitoring *Monitoring `json:"monitoring,omitempty"`
@@ -108,7 +109,11 @@ type Tracing struct {
 }
 
 // Monitoring selects the pods that may scrape an app's metrics: those
-// podSelector selects in the namespaces namespaceSelector selects.
+// podSelector selects in the namespaces namespaceSelector selects; and the
+// labels by which a prometheus-operator Prometheus selects the app's
+// PodMonitor and PrometheusRule.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.labels) || !self.labels.exists(k, k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by'])",fieldPath=".labels",message="spec.monitoring.labels cannot set app.kubernetes.io/name, app.kubernetes.io/instance or app.kubernetes.io/managed-by: the operator's own labels"
 type Monitoring struct {
 	// namespaceSelector selects the namespaces Prometheus runs in. Unset
 	// means the namespace named "monitoring" (the label
@@ -123,6 +128,20 @@ type Monitoring struct {
 	//
 	// +optional
 	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
+
+	// labels are put on the PodMonitor "<app>-services" and the
+	// PrometheusRule "<app>-courier-alerts" that the operator writes for
+	// the app when the prometheus-operator's CRDs (monitoring.coreos.com)
+	// are installed, so that the Prometheus meant to scrape the app
+	// selects them. Set, they replace the operator's --monitoring-labels
+	// (by default release=kube-prometheus-stack, which kube-prometheus-stack
+	// selects unless told otherwise). They cannot set the operator's own
+	// app.kubernetes.io/name, app.kubernetes.io/instance and
+	// app.kubernetes.io/managed-by.
+	//
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // BrokerKind names a message broker.
