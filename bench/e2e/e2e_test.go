@@ -1,8 +1,9 @@
 // Package e2e measures the whole path a request takes through a kit
 // service and its broker, HTTP request -> publish -> consume -> handler,
 // against the same path written with the raw clients (net/http +
-// nats.go/jetstream), on an embedded NATS JetStream server. run.sh runs
-// it; RESULTS.md holds the last run.
+// nats.go/jetstream on an embedded NATS JetStream server, net/http +
+// amqp091-go on a real RabbitMQ node). run.sh runs it; RESULTS.md holds
+// the last run.
 package e2e
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/courier-dev/courier/services/kit"
 	"github.com/courier-dev/courier/services/kit/contract"
@@ -98,52 +100,69 @@ func listen(b *testing.B) net.Listener {
 	return ln
 }
 
+// driveKit drives a kit service on the broker of kind at url, as a
+// service runs: LOG_LEVEL=warn, the development topology, a kit.NewRouter
+// route whose handler publishes the job (confirmed), and an App.Consumers
+// handler (acked after it returns).
+func driveKit(b *testing.B, kind, url string) {
+	b.Helper()
+	env := map[string]string{
+		"COURIER_APP": app, "COURIER_SERVICE": "e2e", "BROKER_KIND": kind, "BROKER_URL": url,
+		"QUEUE_JOBS": contract.QueueName(app, queue), "COURIER_DEV_DECLARE_TOPOLOGY": "true", "LOG_LEVEL": "warn",
+	}
+	getenv := func(k string) string { return env[k] }
+	cfg, err := kit.LoadConfig(getenv, nil, queue)
+	if err != nil {
+		b.Fatal(err)
+	}
+	api := listen(b)
+	svc, err := kit.New(context.Background(), cfg, getenv, kit.WithLogOutput(io.Discard), kit.WithListeners(api, listen(b)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	router := kit.NewRouter()
+	router.POST("/jobs", func(c *gin.Context) {
+		if _, err := svc.Broker().Publish(c.Request.Context(), queue, []byte(c.Query("n"))); err != nil {
+			kit.WriteInternalError(c, err)
+			return
+		}
+		c.Status(http.StatusAccepted)
+	})
+	done := make(handled, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() {
+		stopped <- svc.Run(ctx, kit.App{Handler: router, Consumers: []kit.Consumer{{
+			Queue:   queue,
+			Handler: func(_ context.Context, m messaging.Message) error { return done.run(m.Body) },
+		}}})
+	}()
+	defer func() {
+		cancel()
+		if err := <-stopped; err != nil {
+			b.Errorf("Run = %v", err)
+		}
+	}()
+	drive(b, "http://"+api.Addr().String()+"/jobs", done)
+}
+
+// serveRaw serves mux on a loopback listener until b ends and drives it.
+func serveRaw(b *testing.B, mux *http.ServeMux, done handled) {
+	b.Helper()
+	ln := listen(b)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close() }()
+	drive(b, "http://"+ln.Addr().String()+"/jobs", done)
+}
+
 // BenchmarkNATS: "kit" is a kit service whose route publishes the job and
 // whose consumer runs the handler; "raw" is http.ServeMux + a confirmed
 // jetstream PublishMsg, and a jetstream consumer that runs the handler and
 // acks, as the kit does.
 func BenchmarkNATS(b *testing.B) {
 	n := brokertest.StartNATS(b)
-	b.Run("kit", func(b *testing.B) {
-		env := map[string]string{
-			"COURIER_APP": app, "COURIER_SERVICE": "e2e", "BROKER_KIND": contract.BrokerNATS, "BROKER_URL": n.URL,
-			"QUEUE_JOBS": contract.QueueName(app, queue), "COURIER_DEV_DECLARE_TOPOLOGY": "true", "LOG_LEVEL": "warn",
-		}
-		getenv := func(k string) string { return env[k] }
-		cfg, err := kit.LoadConfig(getenv, nil, queue)
-		if err != nil {
-			b.Fatal(err)
-		}
-		api := listen(b)
-		svc, err := kit.New(context.Background(), cfg, getenv, kit.WithLogOutput(io.Discard), kit.WithListeners(api, listen(b)))
-		if err != nil {
-			b.Fatal(err)
-		}
-		router := kit.NewRouter()
-		router.POST("/jobs", func(c *gin.Context) {
-			if _, err := svc.Broker().Publish(c.Request.Context(), queue, []byte(c.Query("n"))); err != nil {
-				kit.WriteInternalError(c, err)
-				return
-			}
-			c.Status(http.StatusAccepted)
-		})
-		done := make(handled, 1)
-		ctx, cancel := context.WithCancel(context.Background())
-		stopped := make(chan error, 1)
-		go func() {
-			stopped <- svc.Run(ctx, kit.App{Handler: router, Consumers: []kit.Consumer{{
-				Queue:   queue,
-				Handler: func(_ context.Context, m messaging.Message) error { return done.run(m.Body) },
-			}}})
-		}()
-		defer func() {
-			cancel()
-			if err := <-stopped; err != nil {
-				b.Errorf("Run = %v", err)
-			}
-		}()
-		drive(b, "http://"+api.Addr().String()+"/jobs", done)
-	})
+	b.Run("kit", func(b *testing.B) { driveKit(b, contract.BrokerNATS, n.URL) })
 	b.Run("raw", func(b *testing.B) {
 		nc, err := nats.Connect(n.URL)
 		if err != nil {
@@ -186,10 +205,80 @@ func BenchmarkNATS(b *testing.B) {
 			}
 			w.WriteHeader(http.StatusAccepted)
 		})
-		ln := listen(b)
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		defer func() { _ = srv.Close() }()
-		drive(b, "http://"+ln.Addr().String()+"/jobs", done)
+		serveRaw(b, mux, done)
+	})
+}
+
+// BenchmarkRabbitMQ: "kit" as in BenchmarkNATS, on a real RabbitMQ node;
+// "raw" is http.ServeMux + amqp091-go on the topology the kit declares (a
+// durable direct exchange bound to a quorum queue): the route publishes a
+// persistent, mandatory message on a confirm channel and waits for its
+// confirmation, and a consumer with manual acks and the kit's default
+// prefetch runs the handler and acks.
+func BenchmarkRabbitMQ(b *testing.B) {
+	r := brokertest.StartRabbitMQ(b)
+	b.Run("kit", func(b *testing.B) { driveKit(b, contract.BrokerRabbitMQ, r.AMQPURL) })
+	b.Run("raw", func(b *testing.B) {
+		const exchange, rawQueue = "raw.jobs.exchange", "raw.jobs"
+		conn, err := amqp.Dial(r.AMQPURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = conn.Close() }()
+		pub, err := conn.Channel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pub.ExchangeDeclare(exchange, amqp.ExchangeDirect, true, false, false, false, nil); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := pub.QueueDeclare(rawQueue, true, false, false, false, amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeQuorum}); err != nil {
+			b.Fatal(err)
+		}
+		if err := pub.QueueBind(rawQueue, rawQueue, exchange, false, nil); err != nil {
+			b.Fatal(err)
+		}
+		if err := pub.Confirm(false); err != nil {
+			b.Fatal(err)
+		}
+		sub, err := conn.Channel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := sub.Qos(messaging.DefaultConcurrency, 0, false); err != nil {
+			b.Fatal(err)
+		}
+		deliveries, err := sub.Consume(rawQueue, "raw", false, false, false, false, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(handled, 1)
+		consumed := make(chan struct{})
+		go func() {
+			defer close(consumed)
+			for d := range deliveries {
+				if err := done.run(d.Body); err != nil {
+					_ = d.Nack(false, false)
+					continue
+				}
+				_ = d.Ack(false)
+			}
+		}()
+		defer func() { _ = sub.Close(); <-consumed }()
+		mux := http.NewServeMux()
+		mux.HandleFunc("POST /jobs", func(w http.ResponseWriter, req *http.Request) {
+			dc, err := pub.PublishWithDeferredConfirmWithContext(req.Context(), exchange, rawQueue, true, false,
+				amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(req.URL.Query().Get("n"))})
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			if ok, err := dc.WaitContext(req.Context()); err != nil || !ok {
+				http.Error(w, fmt.Sprintf("not confirmed: %v", err), http.StatusInternalServerError)
+				return
+			}
+			w.WriteHeader(http.StatusAccepted)
+		})
+		serveRaw(b, mux, done)
 	})
 }

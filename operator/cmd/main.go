@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,8 +17,10 @@ import (
 	// runs outside the cluster against any kubeconfig.
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/util/flowcontrol"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -30,7 +33,9 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
 	"github.com/courier-dev/courier/operator/internal/controller"
+	"github.com/courier-dev/courier/operator/internal/resource"
 )
 
 var (
@@ -41,6 +46,7 @@ var (
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+	utilruntime.Must(monitoringv1.AddToScheme(scheme))
 }
 
 func main() {
@@ -60,6 +66,7 @@ func run(args []string) error {
 		maxConcurrentReconciles, kubeAPIBurst            int
 		kubeAPIQPS                                       float64
 		brokerTimeout                                    time.Duration
+		monitoringLabels                                 = labelsFlag(resource.DefaultMonitoringLabels)
 	)
 	fs := flag.NewFlagSet("courier-operator", flag.ContinueOnError)
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "0",
@@ -93,6 +100,9 @@ func run(args []string) error {
 		"The sustained rate of requests per second the operator's client sends to the API server.")
 	fs.IntVar(&kubeAPIBurst, "kube-api-burst", 100,
 		"The burst of requests the operator's client may send to the API server above --kube-api-qps.")
+	fs.Var(&monitoringLabels, "monitoring-labels",
+		"Labels (key=value,...) of the PodMonitor and PrometheusRule the operator writes per app when the prometheus-operator's CRDs are installed, "+
+			"unless the app's spec.monitoring.labels are set; the default matches kube-prometheus-stack's default selectors. An empty value sets none.")
 	opts := zap.Options{}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -163,11 +173,13 @@ func run(args []string) error {
 		Recorder:  mgr.GetEventRecorder("courier-operator"),
 		// In the cluster, brokers are dialled by their Service names.
 		Admin:                   broker.NewRabbitMQ(broker.WithTimeout(brokerTimeout)),
+		NATSAdmin:               natsbroker.New(natsbroker.WithTimeout(brokerTimeout)),
 		ClusterDomain:           clusterDomain,
 		OperatorNamespace:       operatorNamespace,
 		ResyncInterval:          brokerResync,
 		QueueStatsInterval:      queueStatsInterval,
 		MaxConcurrentReconciles: maxConcurrentReconciles,
+		MonitoringLabels:        monitoringLabels,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up MicroserviceApp controller: %w", err)
 	}
@@ -199,4 +211,40 @@ func inClusterNamespace() string {
 		return ""
 	}
 	return strings.TrimSpace(string(ns))
+}
+
+// labelsFlag is a flag of labels written key=value,key=value.
+type labelsFlag map[string]string
+
+func (l labelsFlag) String() string {
+	pairs := make([]string, 0, len(l))
+	for k, v := range l {
+		pairs = append(pairs, k+"="+v)
+	}
+	slices.Sort(pairs)
+	return strings.Join(pairs, ",")
+}
+
+// Set replaces the labels with those of s, each key and value checked as
+// the API server would check them.
+func (l *labelsFlag) Set(s string) error {
+	out := labelsFlag{}
+	for pair := range strings.SplitSeq(s, ",") {
+		if pair = strings.TrimSpace(pair); pair == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			return fmt.Errorf("%q is not key=value", pair)
+		}
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return fmt.Errorf("label value %q: %s", v, strings.Join(errs, "; "))
+		}
+		out[k] = v
+	}
+	*l = out
+	return nil
 }

@@ -24,6 +24,9 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.queues) || self.queues.all(q, self.services.exists(s, has(s.consumes) && q.name in s.consumes))",fieldPath=".queues",message="every queue in spec.queues needs a service that consumes it (spec.services[].consumes)"
 // +kubebuilder:validation:XValidation:rule="!has(self.queues) || size(self.queues) == 0 || has(self.broker)",fieldPath=".queues",message="spec.queues needs spec.broker"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.broker) || has(self.broker)",fieldPath=".broker",message="spec.broker cannot be removed once set"
+// +kubebuilder:validation:XValidation:rule="!has(self.broker) || self.broker.kind != 'nats' || !has(self.queues) || self.queues.all(q, !has(q.type))",fieldPath=".queues",message="spec.queues[].type (classic or quorum) is only for kind rabbitmq; a nats broker (spec.broker.kind) keeps every queue in one JetStream stream"
+// +kubebuilder:validation:XValidation:rule="!has(self.broker) || self.broker.kind != 'nats' || !has(self.queues) || self.queues.all(q, self.queues.all(p, has(p.messageTTL) == has(q.messageTTL) && (!has(q.messageTTL) || duration(p.messageTTL) == duration(q.messageTTL))))",fieldPath=".queues",message="spec.queues[].messageTTL must be the same on every queue with kind nats: the app's queues share one JetStream stream, whose max age is one value"
+// +kubebuilder:validation:XValidation:rule="!has(self.broker) || self.broker.kind != 'nats' || !has(self.queues) || self.queues.all(q, self.queues.all(p, has(p.maxLength) == has(q.maxLength) && (!has(q.maxLength) || p.maxLength == q.maxLength)))",fieldPath=".queues",message="spec.queues[].maxLength must be the same on every queue with kind nats: the app's queues share one JetStream stream, whose per-subject limit is one value"
 //
 // A queue named "<q>-max-deliveries" beside a queue "<q>" would give two
 // variables one name: QUEUE_<Q>_MAX_DELIVERIES is the first queue's
@@ -76,7 +79,8 @@ type MicroserviceAppSpec struct {
 	// broker's Prometheus port; nothing else from outside the app reaches
 	// them, apart from the node's own traffic (kubelet probes), which
 	// network plugins let through. Unset, every pod in the namespace named
-	// "monitoring" may scrape.
+	// "monitoring" may scrape. When the prometheus-operator's CRDs are
+	// installed, it also labels the app's PodMonitor and PrometheusRule.
 	//
 	// +optional
 	Monitoring *Monitoring `json:"monitoring,omitempty"`
@@ -105,7 +109,11 @@ type Tracing struct {
 }
 
 // Monitoring selects the pods that may scrape an app's metrics: those
-// podSelector selects in the namespaces namespaceSelector selects.
+// podSelector selects in the namespaces namespaceSelector selects; and the
+// labels by which a prometheus-operator Prometheus selects the app's
+// PodMonitor and PrometheusRule.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.labels) || !self.labels.exists(k, k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by'])",fieldPath=".labels",message="spec.monitoring.labels cannot set app.kubernetes.io/name, app.kubernetes.io/instance or app.kubernetes.io/managed-by: the operator's own labels"
 type Monitoring struct {
 	// namespaceSelector selects the namespaces Prometheus runs in. Unset
 	// means the namespace named "monitoring" (the label
@@ -120,21 +128,34 @@ type Monitoring struct {
 	//
 	// +optional
 	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
+
+	// labels are put on the PodMonitor "<app>-services" and the
+	// PrometheusRule "<app>-courier-alerts" that the operator writes for
+	// the app when the prometheus-operator's CRDs (monitoring.coreos.com)
+	// are installed, so that the Prometheus meant to scrape the app
+	// selects them. Set, they replace the operator's --monitoring-labels
+	// (by default release=kube-prometheus-stack, which kube-prometheus-stack
+	// selects unless told otherwise). They cannot set the operator's own
+	// app.kubernetes.io/name, app.kubernetes.io/instance and
+	// app.kubernetes.io/managed-by.
+	//
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // BrokerKind names a message broker.
 //
-// Only rabbitmq is accepted for now; nats joins the enum once the operator
-// provisions NATS JetStream, with the same spec.broker shape.
-//
-// +kubebuilder:validation:Enum=rabbitmq
+// +kubebuilder:validation:Enum=rabbitmq;nats
 type BrokerKind string
 
 // Broker kinds, the values services see in BROKER_KIND
-// (contract.BrokerRabbitMQ).
+// (contract.BrokerRabbitMQ, contract.BrokerNATS).
 const (
 	// BrokerRabbitMQ is RabbitMQ 3.x with the management plugin.
 	BrokerRabbitMQ BrokerKind = "rabbitmq"
+	// BrokerNATS is NATS JetStream in operator mode (JWT and nkeys).
+	BrokerNATS BrokerKind = "nats"
 )
 
 // Broker is where an app's queues live and who administers it: exactly one
@@ -143,8 +164,12 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.managed) != has(self.external)",message="spec.broker must set exactly one of managed and external"
 // +kubebuilder:validation:XValidation:rule="self.kind == oldSelf.kind",fieldPath=".kind",message="spec.broker.kind cannot change once set"
 // +kubebuilder:validation:XValidation:rule="has(self.managed) == has(oldSelf.managed)",message="spec.broker cannot switch between managed and external once set"
+// +kubebuilder:validation:XValidation:rule="self.kind != 'nats' || !has(self.managed) || !has(self.managed.replicas) || self.managed.replicas != 2",fieldPath=".managed.replicas",message="spec.broker.managed.replicas cannot be 2 with kind nats: a JetStream cluster needs a majority, so 0, 1, or 3 and more servers"
 type Broker struct {
-	// kind is the broker's kind. Only "rabbitmq" for now.
+	// kind is the broker's kind: "rabbitmq" (RabbitMQ 3.x: a vhost per
+	// app, a user per service) or "nats" (NATS JetStream in operator mode:
+	// an account per app, a user per service, one stream COURIER_<APP>
+	// with a durable consumer per queue). It cannot change once set.
 	//
 	// +required
 	Kind BrokerKind `json:"kind"`
@@ -176,12 +201,13 @@ type Broker struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.podLabels) || !self.podLabels.exists(k, k in ['app.kubernetes.io/name', 'app.kubernetes.io/instance', 'app.kubernetes.io/managed-by'])",fieldPath=".podLabels",message="spec.broker.managed.podLabels cannot set app.kubernetes.io/name, app.kubernetes.io/instance or app.kubernetes.io/managed-by: the operator's selector labels"
 // +kubebuilder:validation:XValidation:rule="!has(self.podAnnotations) || !self.podAnnotations.exists(k, k.startsWith('prometheus.io/') || k.startsWith('courier.dev/'))",fieldPath=".podAnnotations",message="spec.broker.managed.podAnnotations cannot set prometheus.io/ or courier.dev/ keys: the operator sets them"
 type ManagedBroker struct {
-	// image is the RabbitMQ 3.x image: the official image with the
-	// management plugin, or one built on it (the pods rely on its user,
-	// uid 999, and its paths). The default is pinned, so a broker changes
+	// image is the broker's image. For rabbitmq: the official RabbitMQ
+	// 3.x image with the management plugin, or one built on it (the pods
+	// rely on its user, uid 999, and its paths); unset,
+	// rabbitmq:3.13.7-management. For nats: a nats-server 2.x image;
+	// unset, nats:2.15.2-alpine. The default is pinned, so a broker changes
 	// version only when this field does.
 	//
-	// +kubebuilder:default="rabbitmq:3.13.7-management"
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:Pattern=`^\S+$`
 	// +optional
@@ -253,18 +279,23 @@ const (
 
 // ExternalBroker is a broker the operator does not run.
 type ExternalBroker struct {
-	// secretRef names a Secret in the app's namespace holding the broker's
-	// management API and administrator credentials under the keys
+	// secretRef names a Secret in the app's namespace holding what the
+	// operator administers the broker with. For rabbitmq: the keys
 	// "management-url" (the HTTP API's base URL without /api, such as
 	// "http://rabbitmq.messaging.svc:15672"), "username" and "password".
-	// A change to the Secret is picked up at once.
+	// For nats (operator mode with a full resolver): "url" (the client URL
+	// the operator dials), "operator-signing-key" (the seed of the operator
+	// key or of one of its signing keys) and "system-user.creds" (the
+	// creds file of a system account user). A change to the Secret is
+	// picked up at once.
 	//
 	// +required
 	SecretRef SecretReference `json:"secretRef"`
 
-	// host is the AMQP host the services dial, such as
-	// "rabbitmq.messaging.svc". The operator dials it too, to count a
-	// retained quorum queue's messages when the app is deleted.
+	// host is the host the services dial, such as
+	// "rabbitmq.messaging.svc" (AMQP) or "nats.messaging.svc" (NATS). For
+	// rabbitmq the operator dials it too, to count a retained quorum
+	// queue's messages when the app is deleted.
 	//
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -272,9 +303,9 @@ type ExternalBroker struct {
 	// +required
 	Host string `json:"host"`
 
-	// port is the AMQP port the services dial.
+	// port is the port the services dial; unset, the kind's: 5672 for
+	// rabbitmq, 4222 for nats.
 	//
-	// +kubebuilder:default=5672
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	// +optional

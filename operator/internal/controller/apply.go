@@ -196,7 +196,7 @@ func nameConflicts(err error) (conflicts, others []error) {
 // to one replica, the connection Secret of a service that stopped using
 // queues.
 func (r *MicroserviceAppReconciler) prune(ctx context.Context, s *scope) error {
-	for _, b := range ownedKinds() {
+	for _, b := range append(ownedKinds(), r.monitoringKinds()...) {
 		list := b.NewList()
 		if err := r.List(ctx, list,
 			client.InNamespace(s.app.Namespace),

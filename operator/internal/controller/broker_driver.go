@@ -16,6 +16,7 @@ import (
 // its value in the API's BrokerKind enum).
 var brokerDrivers = map[v1alpha1.BrokerKind]brokerDriver{
 	v1alpha1.BrokerRabbitMQ: rabbitMQDriver{},
+	v1alpha1.BrokerNATS:     natsDriver{},
 }
 
 // brokerDriver is the operator's work on one kind of broker: the part of

@@ -20,6 +20,7 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/resource/nats"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/test/brokertest"
 )
@@ -82,6 +83,9 @@ func (r *testResolver) resolve(_ context.Context, addr string) (string, error) {
 	}
 	if !strings.HasSuffix(host, ".svc") {
 		return addr, nil
+	}
+	if port == strconv.Itoa(int(nats.ClientPort)) {
+		return testNATSAddr(addr)
 	}
 	node := testRabbit.node
 	if node == nil {

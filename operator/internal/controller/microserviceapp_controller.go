@@ -29,6 +29,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
 	"github.com/courier-dev/courier/operator/internal/resource"
 )
 
@@ -60,6 +61,9 @@ type MicroserviceAppReconciler struct {
 	// Service names; tests give it a resolver that maps them to a local
 	// broker.
 	Admin broker.Admin
+	// NATSAdmin does the work on NATS systems (spec.broker.kind nats); nil
+	// means natsbroker.New(). Tests give it a resolver as they give Admin.
+	NATSAdmin *natsbroker.NATS
 	// ClusterDomain is the cluster's DNS domain, part of a managed broker's
 	// node names; empty means cluster.local.
 	ClusterDomain string
@@ -80,8 +84,16 @@ type MicroserviceAppReconciler struct {
 	// (default DefaultMaxConcurrentReconciles), so that one app whose
 	// broker hangs does not hold back the others.
 	MaxConcurrentReconciles int
+	// MonitoringLabels label every app's PodMonitor and PrometheusRule
+	// unless its spec.monitoring.labels are set (nil means
+	// resource.DefaultMonitoringLabels).
+	MonitoringLabels map[string]string
+	// MonitoringDiscoveryInterval is how often the operator looks for the
+	// prometheus-operator's CRDs until they are installed (default 1m).
+	MonitoringDiscoveryInterval time.Duration
 
-	memo brokerMemo
+	memo       brokerMemo
+	monitoring monitoringState
 }
 
 func (r *MicroserviceAppReconciler) apiReader() client.Reader {
@@ -233,6 +245,7 @@ func (r *MicroserviceAppReconciler) reconcile(ctx context.Context, s *scope) err
 			}
 		}
 	}
+	errs = append(errs, r.reconcileMonitoring(ctx, s)...)
 	if err := r.prune(ctx, s); err != nil {
 		errs = append(errs, err)
 	}
@@ -339,7 +352,11 @@ func (r *MicroserviceAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	for _, k := range ownedKinds() {
 		b = b.Owns(k.New())
 	}
-	return b.Complete(r)
+	c, err := b.Build(r)
+	if err != nil {
+		return err
+	}
+	return r.setupMonitoring(mgr, c)
 }
 
 // appsUsingSecret maps a Secret to the apps whose external broker's

@@ -111,6 +111,7 @@ func runSuite(m *testing.M) int {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("courier-operator"),
 		Admin:     testAdmin,
+		NATSAdmin: testNATSAdmin,
 		// The managed brokers' NetworkPolicies admit this namespace.
 		OperatorNamespace: "courier-system",
 		// Short enough for the drift tests to see a resync, and for queue
@@ -126,6 +127,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer stopTestBroker()
+	defer stopTestNATS()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

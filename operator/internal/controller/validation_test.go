@@ -182,9 +182,27 @@ func TestValidation(t *testing.T) {
 		{"unknown broker kind", queueApp(ns, "a", func(spec map[string]any) {
 			spec["broker"].(map[string]any)["kind"] = "kafka"
 		}), []string{"spec.broker.kind", "Unsupported value"}},
-		{"NATS not supported yet", queueApp(ns, "a", func(spec map[string]any) {
+		{"queue type with nats", queueApp(ns, "a", func(spec map[string]any) {
 			spec["broker"].(map[string]any)["kind"] = "nats"
-		}), []string{"spec.broker.kind", "Unsupported value"}},
+			queue(spec)["type"] = "quorum"
+		}), []string{"spec.queues", "spec.queues[].type (classic or quorum) is only for kind rabbitmq"}},
+		{"differing messageTTL with nats", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["kind"] = "nats"
+			queue(spec)["messageTTL"] = "1h"
+			spec["queues"] = append(spec["queues"].([]any), map[string]any{"name": "pings", "messageTTL": "2h"})
+			service(spec, 0)["publishes"] = []any{"emails", "pings"}
+			service(spec, 1)["consumes"] = []any{"emails", "pings"}
+		}), []string{"spec.queues", "spec.queues[].messageTTL must be the same on every queue with kind nats"}},
+		{"differing maxLength with nats", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["kind"] = "nats"
+			queue(spec)["maxLength"] = 10
+			spec["queues"] = append(spec["queues"].([]any), map[string]any{"name": "pings"})
+			service(spec, 0)["publishes"] = []any{"emails", "pings"}
+			service(spec, 1)["consumes"] = []any{"emails", "pings"}
+		}), []string{"spec.queues", "spec.queues[].maxLength must be the same on every queue with kind nats"}},
+		{"two NATS servers", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "nats", "managed": map[string]any{"replicas": 2}}
+		}), []string{"spec.broker.managed.replicas", "cannot be 2 with kind nats"}},
 		{"broker both managed and external", queueApp(ns, "a", func(spec map[string]any) {
 			spec["broker"].(map[string]any)["external"] = map[string]any{"secretRef": map[string]any{"name": "s"}, "host": "mq"}
 		}), []string{"spec.broker", "spec.broker must set exactly one of managed and external"}},
@@ -295,6 +313,17 @@ func TestValidation(t *testing.T) {
 		name string
 		app  *unstructured.Unstructured
 	}{
+		{"nats managed, equal limits", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "nats", "managed": map[string]any{"replicas": 3}}
+			queue(spec)["messageTTL"] = "1h"
+			queue(spec)["maxLength"] = 10
+			spec["queues"] = append(spec["queues"].([]any), map[string]any{"name": "pings", "messageTTL": "60m", "maxLength": 10})
+			service(spec, 0)["publishes"] = []any{"emails", "pings"}
+			service(spec, 1)["consumes"] = []any{"emails", "pings"}
+		})},
+		{"nats external on its default port", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "nats", "external": map[string]any{"secretRef": map[string]any{"name": "s"}, "host": "nats.messaging.svc"}}
+		})},
 		{"minimal", appObject(ns, "a", with("users", nil))},
 		{"scaled to zero with custom ports", appObject(ns, "a", with("users", svc{"replicas": 0, "httpPort": 1, "adminPort": 65535}))},
 		{"calls other services", appObject(ns, "a",
@@ -449,8 +478,11 @@ func TestBrokerDefaultsFollowBuilders(t *testing.T) {
 
 	managed := decode(queueApp(ns, "managed", nil))
 	m := managed.Spec.Broker.Managed
-	if m.Image != rabbitmq.DefaultImage {
-		t.Errorf("image defaulted to %q, want rabbitmq.DefaultImage %q", m.Image, rabbitmq.DefaultImage)
+	// The image and the external port depend on the kind, so the API
+	// leaves them unset and the kind's builders and driver default them
+	// (rabbitmq.DefaultImage, nats.DefaultImage; 5672, 4222).
+	if m.Image != "" {
+		t.Errorf("image defaulted to %q, want it left to the kind's builders", m.Image)
 	}
 	if m.StorageSize == nil || m.StorageSize.Cmp(rabbitmq.DefaultStorageSize) != 0 {
 		t.Errorf("storageSize defaulted to %v, want rabbitmq.DefaultStorageSize %s", m.StorageSize, rabbitmq.DefaultStorageSize.String())
@@ -467,8 +499,8 @@ func TestBrokerDefaultsFollowBuilders(t *testing.T) {
 			"secretRef": map[string]any{"name": "s"}, "host": "mq",
 		}}
 	}))
-	if p := external.Spec.Broker.External.Port; p != rabbitmq.AMQPPort {
-		t.Errorf("external port defaulted to %d, want rabbitmq.AMQPPort %d", p, rabbitmq.AMQPPort)
+	if p := external.Spec.Broker.External.Port; p != 0 {
+		t.Errorf("external port defaulted to %d, want it left to the kind's driver", p)
 	}
 }
 
