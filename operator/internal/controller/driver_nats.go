@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -360,6 +361,6 @@ func (natsDriver) openForCleanup(ctx context.Context, r *MicroserviceAppReconcil
 
 // stop has nothing to add: the garbage collector deletes the servers with
 // the app, and each leaves in lame duck mode within its grace period.
-func (natsDriver) stop(context.Context, *MicroserviceAppReconciler, *v1alpha1.MicroserviceApp) error {
-	return nil
+func (natsDriver) stop(context.Context, *MicroserviceAppReconciler, *v1alpha1.MicroserviceApp) (time.Duration, error) {
+	return 0, nil
 }
