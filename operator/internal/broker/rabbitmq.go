@@ -33,6 +33,10 @@ type Admin interface {
 	// them are not trusted until the next full Declare: ErrDrift when one
 	// is missing or changed.
 	Verify(ctx context.Context, ep Endpoint, t Topology) error
+	// RunningNodes counts the nodes of the broker's cluster that run, as
+	// the broker itself sees them: a pod can be ready before the cluster
+	// it belongs to holds every node.
+	RunningNodes(ctx context.Context, ep Endpoint) (int, error)
 }
 
 var _ Admin = (*RabbitMQ)(nil)
@@ -778,4 +782,27 @@ func (s *session) getJSON(path string, out any) error {
 		return rh.ErrorResponse{StatusCode: res.StatusCode, Message: res.Status}
 	}
 	return json.NewDecoder(res.Body).Decode(out)
+}
+
+// RunningNodes counts the running nodes of the cluster the management API
+// belongs to, in one request.
+func (r *RabbitMQ) RunningNodes(ctx context.Context, ep Endpoint) (int, error) {
+	s, cancel, err := r.open(ctx, ep)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	var nodes []struct {
+		Running bool `json:"running"`
+	}
+	if err := s.getJSON("/api/nodes?columns=name,running", &nodes); err != nil {
+		return 0, s.wrap("list the broker's nodes", err)
+	}
+	n := 0
+	for _, node := range nodes {
+		if node.Running {
+			n++
+		}
+	}
+	return n, nil
 }

@@ -930,3 +930,14 @@ func TestVerifyNoticesUsersAndPermissionsChangedByHand(t *testing.T) {
 		t.Errorf("Verify with the vhost deleted: %v, want ErrDrift", err)
 	}
 }
+
+// TestRunningNodesCountsTheCluster: the single test node counts itself.
+func TestRunningNodesCountsTheCluster(t *testing.T) {
+	f := newFixture(t, "nodes")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := f.rabbit.RunningNodes(ctx, f.ep)
+	if err != nil || n != 1 {
+		t.Fatalf("RunningNodes = %d, %v; want the one test node", n, err)
+	}
+}

@@ -203,6 +203,7 @@ func TestNewQuorumQueueWaitsForEveryNode(t *testing.T) {
 		want string
 	}{
 		{"new quorum queue", three(), "emails"},
+		{"listed in status but not declared yet (no type)", three(v1alpha1.QueueStatus{Name: "emails"}), "emails"},
 		{"declared quorum queue", three(v1alpha1.QueueStatus{Name: "emails", Type: v1alpha1.QueueQuorum}), ""},
 		{"new quorum queue on one node", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1)), "emails"},
 		{"declared classic queue, scaled to three", three(v1alpha1.QueueStatus{Name: "emails", Type: v1alpha1.QueueClassic}), ""},

@@ -113,6 +113,16 @@ func (rabbitMQDriver) openManaged(ctx context.Context, r *MicroserviceAppReconci
 	}
 	c.endpoint = rabbitmq.Endpoint(b, creds)
 	s.broker.blockedReason, s.broker.blockedMessage, s.broker.podsWaiting = podsReady(sts, b.Replicas)
+	if s.broker.blockedReason == "" && s.broker.podsWaiting == "" && newQuorumQueue(s.app) != "" {
+		// Every pod is ready; a new quorum queue also needs every node in
+		// the cluster, which the broker itself knows (seen on the real
+		// node: a queue declared on one member of three). A failure to ask
+		// is left to the declare, which reports it.
+		want := ptr.Deref(sts.Spec.Replicas, b.Replicas)
+		if n, err := r.Admin.RunningNodes(ctx, c.endpoint); err == nil && int32(n) < want {
+			s.broker.podsWaiting = fmt.Sprintf("%d of %d broker nodes have joined the cluster", n, want)
+		}
+	}
 	return c, errs, nil
 }
 
@@ -376,7 +386,9 @@ func newQuorumQueue(app *v1alpha1.MicroserviceApp) string {
 		if queueType(q, app.Status.Queues) != v1alpha1.QueueQuorum {
 			continue
 		}
-		if !slices.ContainsFunc(app.Status.Queues, func(o v1alpha1.QueueStatus) bool { return o.Name == q.Name }) {
+		// status.queues lists every queue of the spec from the first
+		// status write on; only a declared one has its type recorded.
+		if !slices.ContainsFunc(app.Status.Queues, func(o v1alpha1.QueueStatus) bool { return o.Name == q.Name && o.Type != "" }) {
 			return q.Name
 		}
 	}
