@@ -49,6 +49,16 @@ demo_log "building the node's binaries (cached after the first run)"
 "$ROOT/hack/cluster/up.sh"
 export KUBECONFIG="$KUBECONFIG_ADMIN"
 
+# DEMO_FRESH=1 (make test-e2e) starts the app over: the node keeps its state
+# between runs, and a run that failed midway leaves its app, broker and
+# volumes behind, which the install would otherwise upgrade in place.
+# The app goes first (its broker then stops without the preStop checks).
+if [[ "${DEMO_FRESH:-}" == 1 ]] && kubectl get namespace "$NAMESPACE" >/dev/null 2>&1; then
+  demo_log "deleting what an earlier run left in namespace $NAMESPACE"
+  kubectl -n "$NAMESPACE" delete msa --all --wait=true --timeout=5m >/dev/null
+  kubectl delete namespace "$NAMESPACE" --wait=true --timeout=5m >/dev/null
+fi
+
 demo_log "building the images"
 IMAGES_OUT="$STATE/demo-images"
 mapfile -t archives < <(IMAGE_TAG="${IMAGE_TAG:-dev}" "$ROOT/hack/images/build.sh" "$IMAGES_OUT")

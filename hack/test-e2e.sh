@@ -23,7 +23,7 @@ fi
 if [[ "$cluster" == node ]]; then
   source hack/cluster/lib.sh
   echo "test-e2e: no kind here; using the local node (hack/cluster)" >&2
-  DEMO_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" DEMO_APP="${E2E_APP:-blog}" IMAGE_TAG=e2e BROKER_REPLICAS=3 ./hack/demo.sh install
+  DEMO_FRESH=1 DEMO_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" DEMO_APP="${E2E_APP:-blog}" IMAGE_TAG=e2e BROKER_REPLICAS=3 ./hack/demo.sh install
   export KUBECONFIG="$KUBECONFIG_ADMIN"
   # The connection checks of the NetworkPolicy step use the node's busybox.
   export E2E_PROBE_IMAGE="$BUSYBOX_IMAGE" E2E_PROBE_PULL_POLICY=Never
