@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -98,51 +97,16 @@ func (natsDriver) openManaged(ctx context.Context, r *MicroserviceAppReconciler,
 		s.broker.blockedReason, s.broker.blockedMessage = reason, err.Error()
 	}
 
-	var errs []error
-	var sts *appsv1.StatefulSet
-	in := nats.Input{Broker: b, Keys: keys}
-	for _, bl := range nats.Builders {
-		desired := bl.Build(in)
-		if desired == nil {
-			continue
-		}
-		// As for RabbitMQ: without good keys the admin Secret is not
-		// written (new keys would lock the operator out of servers that
-		// trust the old operator), and the servers wait for it.
-		secretOK := s.broker.blockedReason == "" && !containsAdminSecretError(errs)
-		if (bl.Kind == "Secret" || bl.Kind == "StatefulSet" || bl.Kind == "ConfigMap") && !secretOK {
-			s.wanted[wantedKey("Secret", names.AdminSecret)] = true
-			s.wanted[wantedKey("StatefulSet", names.StatefulSet)] = true
-			s.wanted[wantedKey("ConfigMap", names.ConfigMap)] = true
-			continue
-		}
-		obj, err := r.applyChild(ctx, s, bl.Object, desired)
-		if err != nil {
-			if bl.Kind == "Secret" {
-				err = adminSecretError{err}
-			}
-			errs = append(errs, err)
-			continue
-		}
-		if o, ok := obj.(*appsv1.StatefulSet); ok {
-			sts = o
-		}
-	}
+	// As for RabbitMQ; the servers' configuration names the operator they
+	// trust, so it waits for the Secret too.
+	sts, errs := applyManagedBroker(ctx, r, s, nats.Builders, nats.Input{Broker: b, Keys: keys},
+		map[string]string{"Secret": names.AdminSecret, "StatefulSet": names.StatefulSet, "ConfigMap": names.ConfigMap})
 	if s.broker.blockedReason != "" {
 		return c, errs, nil
 	}
 	c.sys = keys.System(b.URL())
 	s.broker.blockedReason, s.broker.blockedMessage, s.broker.podsWaiting = podsReady(sts, b.Replicas)
 	return c, errs, nil
-}
-
-func containsAdminSecretError(errs []error) bool {
-	for _, err := range errs {
-		if isAdminSecretError(err) {
-			return true
-		}
-	}
-	return false
 }
 
 // natsManagedKeys are the managed system's operator key, system account

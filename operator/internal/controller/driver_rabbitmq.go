@@ -78,36 +78,10 @@ func (rabbitMQDriver) openManaged(ctx context.Context, r *MicroserviceAppReconci
 		s.broker.blockedReason, s.broker.blockedMessage = reason, err.Error()
 	}
 
-	var errs []error
-	var sts *appsv1.StatefulSet
-	in := rabbitmq.Input{Broker: b, Credentials: creds}
-	for _, bl := range rabbitmq.Builders {
-		desired := bl.Build(in)
-		if desired == nil {
-			continue
-		}
-		// Without good admin credentials, applying the admin Secret would
-		// fail (it is immutable) or lock the operator out; and the
-		// StatefulSet waits for its Secret, since its nodes initialise their
-		// database with the credentials and cookie they first find there.
-		secretOK := s.broker.blockedReason == "" && !slices.ContainsFunc(errs, isAdminSecretError)
-		if (bl.Kind == "Secret" || bl.Kind == "StatefulSet") && !secretOK {
-			s.wanted[wantedKey("Secret", names.AdminSecret)] = true
-			s.wanted[wantedKey("StatefulSet", names.StatefulSet)] = true
-			continue
-		}
-		obj, err := r.applyChild(ctx, s, bl.Object, desired)
-		if err != nil {
-			if bl.Kind == "Secret" {
-				err = adminSecretError{err}
-			}
-			errs = append(errs, err)
-			continue
-		}
-		if o, ok := obj.(*appsv1.StatefulSet); ok {
-			sts = o
-		}
-	}
+	// The StatefulSet waits for its Secret: its nodes initialise their
+	// database with the credentials and cookie they first find there.
+	sts, errs := applyManagedBroker(ctx, r, s, rabbitmq.Builders, rabbitmq.Input{Broker: b, Credentials: creds},
+		map[string]string{"Secret": names.AdminSecret, "StatefulSet": names.StatefulSet})
 	if s.broker.blockedReason != "" {
 		return c, errs, nil
 	}
@@ -544,4 +518,44 @@ func queueType(q v1alpha1.Queue, observed []v1alpha1.QueueStatus) v1alpha1.Queue
 		}
 	}
 	return v1alpha1.QueueQuorum
+}
+
+// applyManagedBroker applies a managed broker's objects in the builders'
+// order and returns its StatefulSet as the API server has it (nil when not
+// written) and the objects that failed to apply. The kinds in
+// waitForSecret, mapped to their object names, are the admin Secret and
+// what reads it: they are written only while the reconcile has good admin
+// credentials and the Secret applied, since new credentials would lock the
+// operator out of a broker that holds the old ones, and the broker's pods
+// take what they first find there. Held back, they stay wanted, so nothing
+// prunes them.
+func applyManagedBroker[In any](ctx context.Context, r *MicroserviceAppReconciler, s *scope,
+	builders []kind.Builder[In], in In, waitForSecret map[string]string) (*appsv1.StatefulSet, []error) {
+	var errs []error
+	var sts *appsv1.StatefulSet
+	for _, bl := range builders {
+		desired := bl.Build(in)
+		if desired == nil {
+			continue
+		}
+		secretOK := s.broker.blockedReason == "" && !slices.ContainsFunc(errs, isAdminSecretError)
+		if _, gated := waitForSecret[bl.Kind]; gated && !secretOK {
+			for k, name := range waitForSecret {
+				s.wanted[wantedKey(k, name)] = true
+			}
+			continue
+		}
+		obj, err := r.applyChild(ctx, s, bl.Object, desired)
+		if err != nil {
+			if bl.Kind == "Secret" {
+				err = adminSecretError{err}
+			}
+			errs = append(errs, err)
+			continue
+		}
+		if o, ok := obj.(*appsv1.StatefulSet); ok {
+			sts = o
+		}
+	}
+	return sts, errs
 }
