@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	appsv1 "k8s.io/api/apps/v1"
@@ -113,14 +114,13 @@ func TestFailingBrokerIsRetriedAtTheRetryInterval(t *testing.T) {
 	}
 	// Absence of a hot loop can only be watched for a while.
 	const window = 5 * time.Second
-	deadline := time.Now().Add(window)
-	for time.Now().Before(deadline) {
+	throughout(t, window, poll, func() error {
 		if n := attempts.Load() - before; n > 5 {
-			t.Fatalf("%d attempts on the broker within %s of reporting it unreachable, want a few at most (retry interval %s)",
+			return fmt.Errorf("%d attempts on the broker within %s of reporting it unreachable, want a few at most (retry interval %s)",
 				n, window, reconciler.retryInterval())
 		}
-		time.Sleep(poll)
-	}
+		return nil
+	})
 	now := &v1alpha1.MicroserviceApp{}
 	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), now); err != nil {
 		t.Fatal(err)

@@ -312,15 +312,29 @@ func steadyVersions(t *testing.T, app *v1alpha1.MicroserviceApp, kinds []kind.Ob
 		return live.Status
 	}
 	statusBefore := status()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	throughout(t, 30*time.Second, time.Second, func() error {
 		if diff := cmp.Diff(before, resourceVersions(t, app, kinds)); diff != "" {
-			t.Fatalf("resourceVersions changed at steady state (-before +now):\n%s\napp status (-before +now):\n%s",
+			return fmt.Errorf("resourceVersions changed at steady state (-before +now):\n%s\napp status (-before +now):\n%s",
 				diff, cmp.Diff(statusBefore, status()))
 		}
-		time.Sleep(time.Second)
-	}
+		return nil
+	})
 	return before
+}
+
+// throughout checks cond every interval for the whole window and fails the
+// test at the first error: the claims it serves (nothing changes, nothing
+// loops) hold over a period, so the test watches all of it, unlike
+// eventually, which stops at the first success.
+func throughout(t *testing.T, window, interval time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(window)
+	for time.Now().Before(deadline) {
+		if err := cond(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(interval)
+	}
 }
 
 // resourceVersions returns the resourceVersion of app and of every object
