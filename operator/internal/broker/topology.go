@@ -60,6 +60,11 @@ type Topology struct {
 	// Services are the app's services and the queues each one uses. A
 	// service that neither publishes nor consumes gets no broker user.
 	Services []ServicePerms
+	// Replicas is how many servers keep a copy of each queue, where the
+	// broker takes it per queue: NATS JetStream's stream and consumer
+	// replicas (0 means 1). RabbitMQ ignores it: a quorum queue has a
+	// member on every node of the cluster it is declared on.
+	Replicas int
 }
 
 // QueueSpec is one logical queue.

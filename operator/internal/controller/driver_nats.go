@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nats-io/jwt/v2"
@@ -60,11 +61,22 @@ func (natsDriver) kinds() []kind.Object {
 }
 
 // topology is RabbitMQ's mapping without queue types: one stream holds
-// every queue (the API refuses spec.queues[].type for nats).
+// every queue (the API refuses spec.queues[].type for nats). On a managed
+// cluster of three or more servers the stream and its consumers keep three
+// copies, so a server lost (a drain, a restart) loses no message and stops
+// no queue; an external system's streams keep one, its operators' choice
+// being unknown to the app.
 func (natsDriver) topology(app *v1alpha1.MicroserviceApp, observed []v1alpha1.QueueStatus) (broker.Topology, map[string]v1alpha1.QueueType) {
 	t, _ := topologyOf(app, observed)
+	if m := app.Spec.Broker.Managed; app.Spec.Broker.External == nil && m != nil && ptr.Deref(m.Replicas, 1) >= natsClusterReplicas {
+		t.Replicas = natsClusterReplicas
+	}
 	return t, nil
 }
+
+// natsClusterReplicas is the replica count of a replicated stream: a
+// JetStream cluster's majority survives one server lost of three.
+const natsClusterReplicas = 3
 
 // natsManagedBroker maps spec.broker.managed to the nats builders' input,
 // with the labels, owner and network peers of resource.ManagedBroker.

@@ -48,16 +48,12 @@ func WithTimeout(d time.Duration) Option { return func(n *NATS) { n.timeout = d 
 // as broker.WithResolver does for RabbitMQ.
 func WithResolver(resolve broker.Resolver) Option { return func(n *NATS) { n.resolve = resolve } }
 
-// WithOptions sets the JetStream options Generate gets.
-func WithOptions(o Options) Option { return func(n *NATS) { n.opts = o } }
-
 // NATS administers NATS systems in operator mode. It holds no per-system
 // state; one value serves every app.
 type NATS struct {
 	resolve     broker.Resolver
 	dialTimeout time.Duration
 	timeout     time.Duration
-	opts        Options
 }
 
 // New returns a NATS admin client.
@@ -226,7 +222,7 @@ func (s *session) jetStream(app string, acct nkeys.KeyPair) (jetstream.JetStream
 // Queues dropped from the topology keep their consumers and subjects until
 // Delete, as RabbitMQ keeps their queues.
 func (n *NATS) Declare(ctx context.Context, sys System, t broker.Topology, creds Credentials) ([]broker.Change, error) {
-	want, err := Generate(t, n.opts)
+	want, err := Generate(t)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +286,7 @@ func (n *NATS) Declare(ctx context.Context, sys System, t broker.Topology, creds
 // broker.ErrDrift when not, so the caller declares again before its
 // resync. Streams and consumers are compared by Declare only.
 func (n *NATS) Verify(ctx context.Context, sys System, t broker.Topology, creds Credentials) error {
-	want, err := Generate(t, n.opts)
+	want, err := Generate(t)
 	if err != nil {
 		return err
 	}

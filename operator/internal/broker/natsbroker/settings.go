@@ -57,14 +57,6 @@ const AckWait = 30 * time.Second
 // "_INBOX." every service could read the messages pulled by any other.
 func InboxPrefix(service string) string { return contract.InboxPrefix(service) }
 
-// Options are the JetStream settings that depend on the broker rather than
-// the topology.
-type Options struct {
-	// Replicas is the stream's and consumers' replica count: 1, or 3 on a
-	// managed cluster of three or more servers. Zero means 1.
-	Replicas int
-}
-
 // Settings is the desired state of one app on a NATS system, computed by
 // Generate without I/O.
 type Settings struct {
@@ -115,14 +107,14 @@ type User struct {
 //   - subscribe: its own inbox, InboxPrefix(service).>;
 //   - no other $JS.API subject: it can neither create, change nor delete a
 //     stream or consumer, nor read another queue's consumer.
-func Generate(t broker.Topology, opts Options) (Settings, error) {
+func Generate(t broker.Topology) (Settings, error) {
 	if err := t.Validate(); err != nil {
 		return Settings{}, err
 	}
 	if err := validateLimits(t.Queues); err != nil {
 		return Settings{}, err
 	}
-	replicas := max(opts.Replicas, 1)
+	replicas := max(t.Replicas, 1)
 	stream := contract.StreamName(t.App)
 	s := Settings{
 		App: t.App,

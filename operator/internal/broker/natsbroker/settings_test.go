@@ -18,7 +18,7 @@ import (
 // use: publishers their queue's subject, the consumer its consumer's
 // JetStream API and ack subjects and its dead letters, each its own inbox.
 func TestGeneratePermissions(t *testing.T) {
-	s, err := natsbroker.Generate(blog("blog"), natsbroker.Options{})
+	s, err := natsbroker.Generate(blog("blog"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,8 @@ func TestGenerateLimits(t *testing.T) {
 		{Name: "emails", Type: broker.QueueQuorum, MessageTTL: time.Hour, MaxLength: 1000},
 		{Name: "pings", Type: broker.QueueQuorum, MessageTTL: time.Hour, MaxLength: 1000},
 	}
-	s, err := natsbroker.Generate(topo, natsbroker.Options{Replicas: 3})
+	topo.Replicas = 3
+	s, err := natsbroker.Generate(topo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func TestGenerateLimits(t *testing.T) {
 	}
 	topo.Queues[1].MessageTTL = time.Minute
 	topo.Queues[1].MaxLength = 10
-	_, err = natsbroker.Generate(topo, natsbroker.Options{})
+	_, err = natsbroker.Generate(topo)
 	if !errors.Is(err, broker.ErrInvalidTopology) {
 		t.Fatalf("Generate = %v, want ErrInvalidTopology", err)
 	}
