@@ -73,8 +73,12 @@ type brokerConn interface {
 	// verify checks cheaply that the broker still holds the users and
 	// permissions declare made: broker.ErrDrift when not.
 	verify(ctx context.Context, t broker.Topology) error
-	// queueStats reads every queue's depth, consumers and dead letters.
-	queueStats(ctx context.Context, t broker.Topology) ([]broker.QueueStat, error)
+	// queueStats reads every queue's depth, consumers and dead letters,
+	// from a read made at or after since (when this reconcile's declare
+	// changed the broker; zero otherwise) and within the queue statistics
+	// interval: a kind whose broker lists every app's queues in one call
+	// shares that call among its apps (brokerQueues).
+	queueStats(ctx context.Context, t broker.Topology, since time.Time) ([]broker.QueueStat, error)
 	// remove deletes the app's users and, per deletionPolicy, its queues:
 	// broker.ErrUnreachable or broker.ErrOwnedElsewhere when it cannot,
 	// which the finalizer takes as "nothing left to do".

@@ -69,9 +69,10 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d bro
 	key := client.ObjectKeyFromObject(s.app)
 	topology, types := d.topology(s.app, s.original.Status.Queues)
 	input := inputHash(conn.memoInput(), topology)
-	now := time.Now()
+	now := r.now()
 
 	fresh := r.memo.fresh(key, s.app.UID, input, now, r.resyncInterval())
+	var changedAt time.Time
 	if fresh {
 		// What the conditions claim is checked on every reconcile, not
 		// only at the resync: a user deleted on the broker is repaired and
@@ -88,6 +89,7 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d bro
 	} else {
 		changes, err := conn.declare(ctx, topology)
 		if len(changes) > 0 {
+			changedAt = now
 			log.Info("broker updated", "changes", len(changes), "first", changes[0].String())
 			r.Recorder.Eventf(s.app, nil, corev1.EventTypeNormal, eventBrokerUpdated, "Declare", "%s", summarise(changes))
 		}
@@ -105,7 +107,7 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d bro
 	if len(topology.Queues) == 0 || !r.memo.statsDue(key, now, r.queueStatsInterval()) {
 		return
 	}
-	stats, err := conn.queueStats(ctx, topology)
+	stats, err := conn.queueStats(ctx, topology, changedAt)
 	if err != nil {
 		// The next reconcile declares again: the monitoring user may have
 		// been deleted by hand, or the broker may have gone away.

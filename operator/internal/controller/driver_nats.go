@@ -270,7 +270,9 @@ func (c *natsConn) verify(ctx context.Context, t broker.Topology) error {
 	return c.admin.Verify(ctx, c.sys, t, c.creds)
 }
 
-func (c *natsConn) queueStats(ctx context.Context, t broker.Topology) ([]broker.QueueStat, error) {
+// queueStats reads the app's stream as its account: NATS keeps every
+// account's streams apart, so each app is read on its own (two requests).
+func (c *natsConn) queueStats(ctx context.Context, t broker.Topology, _ time.Time) ([]broker.QueueStat, error) {
 	return c.admin.QueueStats(ctx, c.sys, t, c.creds.AccountSeed)
 }
 

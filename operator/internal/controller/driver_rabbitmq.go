@@ -42,6 +42,16 @@ type rabbitConn struct {
 	// creds are the passwords wire kept or made.
 	creds broker.Credentials
 	app   string
+	// queues and statsInterval are the reconciler's shared queue
+	// listings and how old one may be.
+	queues        *brokerQueues
+	statsInterval time.Duration
+	now           func() time.Time
+}
+
+// newRabbitConn is app's conn before the broker is reached.
+func newRabbitConn(r *MicroserviceAppReconciler, app string) *rabbitConn {
+	return &rabbitConn{admin: r.Admin, app: app, queues: &r.brokerQueues, statsInterval: r.queueStatsInterval(), now: r.now}
 }
 
 func (rabbitMQDriver) kinds() []kind.Object {
@@ -69,7 +79,8 @@ func (d rabbitMQDriver) open(ctx context.Context, r *MicroserviceAppReconciler, 
 func (rabbitMQDriver) openManaged(ctx context.Context, r *MicroserviceAppReconciler, s *scope) (brokerConn, []error, error) {
 	b := resource.ManagedBroker(s.app, r.ClusterDomain, r.OperatorNamespace)
 	names := rabbitmq.NamesFor(b.App)
-	c := &rabbitConn{admin: r.Admin, app: s.app.Name, host: b.AMQPHost(), port: rabbitmq.AMQPPort}
+	c := newRabbitConn(r, s.app.Name)
+	c.host, c.port = b.AMQPHost(), rabbitmq.AMQPPort
 	creds, reason, err := r.rabbitAdminCredentials(ctx, b)
 	switch {
 	case err != nil && reason == "":
@@ -208,7 +219,8 @@ func (rabbitMQDriver) openExternal(ctx context.Context, r *MicroserviceAppReconc
 // read: the AMQP address the spec gives.
 func rabbitExternal(r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) *rabbitConn {
 	ext := app.Spec.Broker.External
-	c := &rabbitConn{admin: r.Admin, app: app.Name, host: ext.Host, port: ext.Port}
+	c := newRabbitConn(r, app.Name)
+	c.host, c.port = ext.Host, ext.Port
 	if c.port == 0 {
 		c.port = rabbitmq.AMQPPort // the kind's default port
 	}
@@ -250,14 +262,14 @@ func (r *MicroserviceAppReconciler) rabbitExternalAdmin(ctx context.Context, app
 	return ep, "", nil
 }
 
-// externalSecret reads the Secret spec.broker.external.secretRef names,
-// straight from the API server: the operator's cache holds only the Secrets
-// it labels. A missing one comes with ReasonExternalSecretMissing; an error
-// without a reason is a failure to read it.
+// externalSecret reads the Secret spec.broker.external.secretRef names
+// (readExternalSecret). A missing one comes with
+// ReasonExternalSecretMissing; an error without a reason is a failure to
+// read it.
 func (r *MicroserviceAppReconciler) externalSecret(ctx context.Context, app *v1alpha1.MicroserviceApp) (*corev1.Secret, string, error) {
 	name := app.Spec.Broker.External.SecretRef.Name
-	secret := &corev1.Secret{}
-	if err := r.apiReader().Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: name}, secret); err != nil {
+	secret, err := r.readExternalSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: name})
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, v1alpha1.ReasonExternalSecretMissing,
 				fmt.Errorf("the Secret %s named by spec.broker.external.secretRef does not exist", name)
@@ -342,11 +354,19 @@ func (c *rabbitConn) verify(ctx context.Context, t broker.Topology) error {
 	return c.admin.Verify(ctx, c.endpoint, t)
 }
 
-// queueStats polls as the app's monitoring user, not the administrator.
-func (c *rabbitConn) queueStats(ctx context.Context, t broker.Topology) ([]broker.QueueStat, error) {
-	monitor := c.endpoint
-	monitor.Username, monitor.Password = broker.MonitoringUserName(c.app), c.creds.Monitoring
-	return c.admin.QueueStats(ctx, monitor, t)
+// queueStats takes the app's queues from one listing of every queue on
+// the broker, read as the administrator and shared with the other apps on
+// it (brokerQueues), keyed by the management API and user: a shared
+// external broker costs one call per interval whatever its number of apps.
+func (c *rabbitConn) queueStats(ctx context.Context, t broker.Topology, since time.Time) ([]broker.QueueStat, error) {
+	key := c.endpoint.ManagementURL + " " + c.endpoint.Username
+	queues, err := c.queues.get(ctx, key, c.now, since, c.statsInterval, func(ctx context.Context) (broker.Queues, error) {
+		return c.admin.ListQueues(ctx, c.endpoint)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return queues.Stats(t), nil
 }
 
 func (c *rabbitConn) remove(ctx context.Context, t broker.Topology) (broker.DeleteResult, error) {
@@ -403,7 +423,9 @@ func (d rabbitMQDriver) openForCleanup(ctx context.Context, r *MicroserviceAppRe
 	if err != nil {
 		return nil, err.Error(), nil
 	}
-	return &rabbitConn{admin: r.Admin, app: app.Name, endpoint: rabbitmq.Endpoint(b, creds)}, "", nil
+	c := newRabbitConn(r, app.Name)
+	c.endpoint = rabbitmq.Endpoint(b, creds)
+	return c, "", nil
 }
 
 // managedBrokerGone says why a deleting app's managed broker, the

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -94,6 +95,23 @@ type MicroserviceAppReconciler struct {
 
 	memo       brokerMemo
 	monitoring monitoringState
+	// brokerQueues are the brokers' queue listings, shared by their apps.
+	brokerQueues brokerQueues
+	// secretMetadata holds every Secret's metadata (SetupWithManager); nil
+	// until then. externalSecrets are the external brokers' Secrets as
+	// last read, valid while their resourceVersion is the one it shows.
+	secretMetadata  client.Reader
+	externalSecrets secretMemo
+	// clock tells the broker memo and the queue listings the time; nil
+	// means the real clock. Tests step it to count calls per interval.
+	clock clock.PassiveClock
+}
+
+func (r *MicroserviceAppReconciler) now() time.Time {
+	if r.clock == nil {
+		return time.Now()
+	}
+	return r.clock.Now()
 }
 
 func (r *MicroserviceAppReconciler) apiReader() client.Reader {
@@ -340,6 +358,7 @@ func (r *MicroserviceAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(secrets); err != nil {
 		return fmt.Errorf("add the Secret metadata cache: %w", err)
 	}
+	r.secretMetadata = secrets
 	secretMeta := &metav1.PartialObjectMetadata{}
 	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 
