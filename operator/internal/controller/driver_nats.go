@@ -14,10 +14,10 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 	"github.com/courier-dev/courier/operator/internal/resource/nats"
-	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
@@ -87,7 +87,7 @@ func (d natsDriver) open(ctx context.Context, r *MicroserviceAppReconciler, s *s
 
 func (natsDriver) openManaged(ctx context.Context, r *MicroserviceAppReconciler, s *scope) (brokerConn, []error, error) {
 	b := natsManagedBroker(s.app, r)
-	names := rabbitmq.NamesFor(b.App)
+	names := metadata.BrokerNamesFor(b.App)
 	c := &natsConn{admin: r.natsAdmin(), url: b.URL()}
 	keys, reason, err := r.natsManagedKeys(ctx, b)
 	switch {
@@ -114,7 +114,7 @@ func (natsDriver) openManaged(ctx context.Context, r *MicroserviceAppReconciler,
 // that does not exist yet, never new ones for one that does (its servers
 // trust the operator key they were configured with).
 func (r *MicroserviceAppReconciler) natsManagedKeys(ctx context.Context, b nats.Broker) (natsbroker.Managed, string, error) {
-	names := rabbitmq.NamesFor(b.App)
+	names := metadata.BrokerNamesFor(b.App)
 	secret := &corev1.Secret{}
 	found, err := r.getSecret(ctx, client.ObjectKey{Namespace: b.Namespace, Name: names.AdminSecret}, secret)
 	if err != nil {
@@ -181,7 +181,7 @@ func (r *MicroserviceAppReconciler) natsExternalSystem(ctx context.Context, app 
 // missing ones, and applies the account Secret. Creds signed for another
 // account (the account Secret was lost and made anew) are issued again.
 func (c *natsConn) wire(ctx context.Context, r *MicroserviceAppReconciler, s *scope) ([]error, error) {
-	seed, _, err := r.keptSecretValue(ctx, s.app.Namespace, resource.AccountSecretName(s.app.Name), natsbroker.AccountSecretKey,
+	seed, _, err := r.keptSecretValue(ctx, s.app.Namespace, metadata.AccountSecretName(s.app.Name), natsbroker.AccountSecretKey,
 		func() ([]byte, error) {
 			seed, err := natsbroker.GenerateAccount()
 			return []byte(seed), err
@@ -191,7 +191,7 @@ func (c *natsConn) wire(ctx context.Context, r *MicroserviceAppReconciler, s *sc
 	}
 	account, err := accountOf(string(seed))
 	if err != nil {
-		return nil, fmt.Errorf("the Secret %s: %w", resource.AccountSecretName(s.app.Name), err)
+		return nil, fmt.Errorf("the Secret %s: %w", metadata.AccountSecretName(s.app.Name), err)
 	}
 	c.creds = natsbroker.Credentials{AccountSeed: string(seed), Services: map[string][]byte{}}
 	for i := range s.app.Spec.Services {
@@ -199,7 +199,7 @@ func (c *natsConn) wire(ctx context.Context, r *MicroserviceAppReconciler, s *sc
 		if !resource.UsesBroker(s.app, svc) {
 			continue
 		}
-		name := resource.ConnectionSecretName(s.app.Name, svc.Name)
+		name := metadata.ConnectionSecretName(s.app.Name, svc.Name)
 		creds, kept, err := r.keptSecretValue(ctx, s.app.Namespace, name, nats.ConnectionCredsKey, func() ([]byte, error) {
 			return natsbroker.IssueUser(s.app.Name, svc.Name, string(seed))
 		})
@@ -295,7 +295,7 @@ func (natsDriver) openForCleanup(ctx context.Context, r *MicroserviceAppReconcil
 		c.sys = sys
 	} else {
 		b := natsManagedBroker(app, r)
-		names := rabbitmq.NamesFor(app.Name)
+		names := metadata.BrokerNamesFor(app.Name)
 		if skip, err := r.managedBrokerGone(ctx, app.Namespace, names.StatefulSet); skip != "" || err != nil {
 			return nil, skip, err
 		}
@@ -314,12 +314,12 @@ func (natsDriver) openForCleanup(ctx context.Context, r *MicroserviceAppReconcil
 		c.sys = keys.System(b.URL())
 	}
 	secret := &corev1.Secret{}
-	found, err := r.getSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: resource.AccountSecretName(app.Name)}, secret)
+	found, err := r.getSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: metadata.AccountSecretName(app.Name)}, secret)
 	switch {
 	case err != nil:
 		return nil, "", err
 	case !found || len(secret.Data[natsbroker.AccountSecretKey]) == 0:
-		return nil, "the app's account Secret " + resource.AccountSecretName(app.Name) + " is missing", nil
+		return nil, "the app's account Secret " + metadata.AccountSecretName(app.Name) + " is missing", nil
 	}
 	c.creds.AccountSeed = string(secret.Data[natsbroker.AccountSecretKey])
 	return c, "", nil

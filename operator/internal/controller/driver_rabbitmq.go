@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
@@ -78,7 +80,7 @@ func (d rabbitMQDriver) open(ctx context.Context, r *MicroserviceAppReconciler, 
 // nodes are ready; err is a failure to read the API server.
 func (rabbitMQDriver) openManaged(ctx context.Context, r *MicroserviceAppReconciler, s *scope) (brokerConn, []error, error) {
 	b := resource.ManagedBroker(s.app, r.ClusterDomain, r.OperatorNamespace)
-	names := rabbitmq.NamesFor(b.App)
+	names := metadata.BrokerNamesFor(b.App)
 	c := newRabbitConn(r, s.app.Name)
 	c.host, c.port = b.AMQPHost(), rabbitmq.AMQPPort
 	creds, reason, err := r.rabbitAdminCredentials(ctx, b)
@@ -153,7 +155,7 @@ func isAdminSecretError(err error) bool {
 // that blocks the broker comes with its BrokerReady reason; one without a
 // reason is an error reading the API.
 func (r *MicroserviceAppReconciler) rabbitAdminCredentials(ctx context.Context, b rabbitmq.Broker) (rabbitmq.Credentials, string, error) {
-	names := rabbitmq.NamesFor(b.App)
+	names := metadata.BrokerNamesFor(b.App)
 	secret := &corev1.Secret{}
 	found, err := r.getSecret(ctx, client.ObjectKey{Namespace: b.Namespace, Name: names.AdminSecret}, secret)
 	if err != nil {
@@ -170,7 +172,26 @@ func (r *MicroserviceAppReconciler) rabbitAdminCredentials(ctx context.Context, 
 	if reason != "" || err != nil {
 		return rabbitmq.Credentials{}, reason, err
 	}
-	return rabbitmq.GenerateCredentials(), "", nil
+	return generateAdminCredentials(), "", nil
+}
+
+// generateAdminCredentials returns a managed broker's new random
+// credentials from crypto/rand; here, not in the builders, which stay
+// pure. Call it only when the admin Secret does not exist yet (see
+// rabbitAdminCredentials): new values would lock the operator out, since
+// RabbitMQ creates its default user from them only when a node initialises
+// an empty database, and nodes with different cookies cannot talk to each
+// other.
+func generateAdminCredentials() rabbitmq.Credentials {
+	return rabbitmq.Credentials{
+		// A random user name keeps the administrator's name off the list an
+		// attacker would try first; lower case, so it reads like a name.
+		Username: "admin-" + strings.ToLower(rand.Text()[:10]),
+		Password: broker.GeneratePassword(),
+		// Two rand.Text values: 52 characters of A-Z and 2-7, about 260 bits;
+		// Erlang accepts cookies of up to 255 such characters.
+		ErlangCookie: rand.Text() + rand.Text(),
+	}
 }
 
 // adminSecretLost is called when a managed broker's admin Secret is
@@ -282,7 +303,7 @@ func (r *MicroserviceAppReconciler) externalSecret(ctx context.Context, app *v1a
 // wire keeps the monitoring user's and every service's password, makes
 // the missing ones and applies the monitoring Secret.
 func (c *rabbitConn) wire(ctx context.Context, r *MicroserviceAppReconciler, s *scope) ([]error, error) {
-	monitoring, _, err := r.keptPassword(ctx, s.app.Namespace, resource.MonitoringSecretName(s.app.Name), resource.MonitoringPasswordKey)
+	monitoring, _, err := r.keptPassword(ctx, s.app.Namespace, metadata.MonitoringSecretName(s.app.Name), resource.MonitoringPasswordKey)
 	if err != nil {
 		return nil, err
 	}
@@ -292,7 +313,7 @@ func (c *rabbitConn) wire(ctx context.Context, r *MicroserviceAppReconciler, s *
 		if !resource.UsesBroker(s.app, svc) {
 			continue
 		}
-		name := resource.ConnectionSecretName(s.app.Name, svc.Name)
+		name := metadata.ConnectionSecretName(s.app.Name, svc.Name)
 		p, kept, err := r.keptPassword(ctx, s.app.Namespace, name, rabbitmq.ConnectionPasswordKey)
 		if err != nil {
 			return nil, err
@@ -407,7 +428,7 @@ func (d rabbitMQDriver) openForCleanup(ctx context.Context, r *MicroserviceAppRe
 	}
 
 	b := resource.ManagedBroker(app, r.ClusterDomain, r.OperatorNamespace)
-	names := rabbitmq.NamesFor(app.Name)
+	names := metadata.BrokerNamesFor(app.Name)
 	if skip, err := r.managedBrokerGone(ctx, app.Namespace, names.StatefulSet); skip != "" || err != nil {
 		return nil, skip, err
 	}
@@ -465,7 +486,7 @@ func (rabbitMQDriver) stop(ctx context.Context, r *MicroserviceAppReconciler, ap
 	pods := &metav1.PartialObjectMetadataList{}
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
 	if err := r.apiReader().List(ctx, pods, client.InNamespace(app.Namespace),
-		client.MatchingLabels(rabbitmq.SelectorLabels(app.Name))); err != nil {
+		client.MatchingLabels(metadata.BrokerSelectorLabels(app.Name))); err != nil {
 		return 0, fmt.Errorf("list the broker's pods: %w", err)
 	}
 	now := time.Now()

@@ -31,6 +31,7 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 )
 
@@ -240,14 +241,14 @@ func (r *MicroserviceAppReconciler) reconcile(ctx context.Context, s *scope) err
 				continue
 			}
 			if b.Kind == "Secret" {
-				key := client.ObjectKey{Namespace: s.app.Namespace, Name: resource.ConnectionSecretName(s.app.Name, svc.Name)}
+				key := client.ObjectKey{Namespace: s.app.Namespace, Name: metadata.ConnectionSecretName(s.app.Name, svc.Name)}
 				if r.deletedMeanwhile(ctx, s, key) {
 					s.wanted[wantedKey(b.Kind, key.Name)] = true
 					continue
 				}
 			}
 			if b.Kind == "Deployment" && r.holdBackDeployment(ctx, s, svc) {
-				s.wanted[wantedKey(b.Kind, resource.Name(s.app.Name, svc.Name))] = true
+				s.wanted[wantedKey(b.Kind, metadata.Name(s.app.Name, svc.Name))] = true
 				continue
 			}
 			obj, err := r.applyChild(ctx, s, b.Object, desired)
@@ -280,7 +281,7 @@ func (r *MicroserviceAppReconciler) holdBackDeployment(ctx context.Context, s *s
 	if s.broker == nil || s.wiring[svc.Name] == nil || (s.broker.declared && !s.broker.secretsFailed) {
 		return false
 	}
-	key := client.ObjectKey{Namespace: s.app.Namespace, Name: resource.Name(s.app.Name, svc.Name)}
+	key := client.ObjectKey{Namespace: s.app.Namespace, Name: metadata.Name(s.app.Name, svc.Name)}
 	err := r.Get(ctx, key, &appsv1.Deployment{})
 	return apierrors.IsNotFound(err)
 }
