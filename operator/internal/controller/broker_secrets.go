@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -124,4 +125,21 @@ func (m *secretMemo) forget(key client.ObjectKey) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.secrets, key)
+}
+
+// externalSecret reads the Secret spec.broker.external.secretRef names
+// (readExternalSecret). A missing one comes with
+// ReasonExternalSecretMissing; an error without a reason is a failure to
+// read it.
+func (r *MicroserviceAppReconciler) externalSecret(ctx context.Context, app *v1alpha1.MicroserviceApp) (*corev1.Secret, string, error) {
+	name := app.Spec.Broker.External.SecretRef.Name
+	secret, err := r.readExternalSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: name})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, v1alpha1.ReasonExternalSecretMissing,
+				fmt.Errorf("the Secret %s named by spec.broker.external.secretRef does not exist", name)
+		}
+		return nil, "", fmt.Errorf("read Secret %s: %w", name, err)
+	}
+	return secret, "", nil
 }

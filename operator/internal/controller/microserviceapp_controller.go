@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -31,6 +32,7 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
+	"github.com/courier-dev/courier/operator/internal/driver"
 	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 )
@@ -64,7 +66,8 @@ type MicroserviceAppReconciler struct {
 	// broker.
 	Admin broker.Admin
 	// NATSAdmin does the work on NATS systems (spec.broker.kind nats); nil
-	// means natsbroker.New(). Tests give it a resolver as they give Admin.
+	// means natsbroker.New(). Admin and NATSAdmin are read once, by the
+	// first reconcile. Tests give it a resolver as they give Admin.
 	NATSAdmin *natsbroker.NATS
 	// ClusterDomain is the cluster's DNS domain, part of a managed broker's
 	// node names; empty means cluster.local.
@@ -96,8 +99,10 @@ type MicroserviceAppReconciler struct {
 
 	memo       brokerMemo
 	monitoring monitoringState
-	// brokerQueues are the brokers' queue listings, shared by their apps.
-	brokerQueues brokerQueues
+	// drivers are the broker drivers by kind (driverFor), made on first
+	// use with Admin and NATSAdmin.
+	driversOnce sync.Once
+	drivers     map[v1alpha1.BrokerKind]driver.Driver
 	// secretMetadata holds every Secret's metadata (SetupWithManager); nil
 	// until then. externalSecrets are the external brokers' Secrets as
 	// last read, valid while their resourceVersion is the one it shows.

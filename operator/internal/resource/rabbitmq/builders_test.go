@@ -302,14 +302,6 @@ func TestSelectorLabelsWin(t *testing.T) {
 	}
 }
 
-// TestLabelKeysMatchResource keeps this package's spelled-out label key in
-// step with package resource, whose cache and clean-up select on it.
-func TestLabelKeysMatchResource(t *testing.T) {
-	if metadata.LabelInstance != metadata.LabelInstance {
-		t.Errorf("LabelInstance = %q, metadata.LabelInstance = %q", metadata.LabelInstance, metadata.LabelInstance)
-	}
-}
-
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -1,4 +1,4 @@
-package controller
+package rabbitmqdriver
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 // brokerQueues shares one listing of a broker's queues among the apps on
 // it: queue statistics cost one broker call per broker per interval, not
 // one per app. Each app's reconcile asks for the listing when its own
-// statistics are due (brokerMemo.statsDue) and takes what it needs from it
+// statistics are due (the controller's memo) and takes what it needs from it
 // (broker.Queues.Stats); a listing younger than the interval serves every
 // app of the broker, and apps that ask at the same moment share one call.
 type brokerQueues struct {
