@@ -28,6 +28,10 @@ type Admin interface {
 	Delete(ctx context.Context, ep Endpoint, t Topology) (DeleteResult, error)
 	// QueueStats reads the depth and consumers of every queue.
 	QueueStats(ctx context.Context, ep Endpoint, t Topology) ([]QueueStat, error)
+	// ListQueues reads the depth and consumers of every queue of every
+	// vhost the credentials may see, in one request: one poll serves every
+	// app on the broker (Queues.Stats).
+	ListQueues(ctx context.Context, ep Endpoint) (Queues, error)
 	// Verify checks cheaply, in one read, that the users and permissions
 	// of the topology are still on the broker, so that conditions claiming
 	// them are not trusted until the next full Declare: ErrDrift when one
@@ -662,9 +666,10 @@ func (s *session) wrapAMQP(what string, err error) error {
 	}
 }
 
-// QueueStats reads every queue's depth, consumers and dead letters in one
-// request. Give it the monitoring user's credentials (MonitoringUserName):
-// it needs to read nothing else. Stats are in the order of the queues' names.
+// QueueStats reads every queue's depth, consumers and dead letters of the
+// app's vhost in one request. Give it the monitoring user's credentials
+// (MonitoringUserName): it needs to read nothing else. Stats are in the
+// order of the queues' names.
 func (r *RabbitMQ) QueueStats(ctx context.Context, ep Endpoint, t Topology) ([]QueueStat, error) {
 	s, cancel, err := r.open(ctx, ep)
 	if err != nil {
@@ -675,18 +680,65 @@ func (r *RabbitMQ) QueueStats(ctx context.Context, ep Endpoint, t Topology) ([]Q
 	if err != nil {
 		return nil, s.wrap("list queues of vhost "+t.App, err)
 	}
-	byName := make(map[string]rh.QueueInfo, len(infos))
-	for _, q := range infos {
-		byName[q.Name] = q
+	for i := range infos {
+		infos[i].Vhost = t.App // not among the columns asked for
 	}
+	return queuesOf(infos).Stats(t), nil
+}
+
+// ListQueues reads every queue of every vhost the endpoint's user may see
+// in one request (GET /api/queues with only the columns Stats needs), so a
+// shared broker is polled once for all its apps. Give it the
+// administrator: the monitoring users see only their own app's vhost.
+func (r *RabbitMQ) ListQueues(ctx context.Context, ep Endpoint) (Queues, error) {
+	s, cancel, err := r.open(ctx, ep)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	infos, err := s.api.ListQueuesWithParameters(url.Values{"columns": {"vhost,name,messages,consumers"}})
+	if err != nil {
+		return nil, s.wrap("list the broker's queues", err)
+	}
+	return queuesOf(infos), nil
+}
+
+// QueueCounts are one queue's numbers as the broker's statistics last
+// showed them (they refresh every 5 s by default).
+type QueueCounts struct {
+	// Messages counts ready and unacknowledged messages.
+	Messages int
+	// Consumers counts the queue's consumers.
+	Consumers int
+}
+
+// Queues are a broker's queues by vhost and physical name, as ListQueues
+// read them.
+type Queues map[string]map[string]QueueCounts
+
+func queuesOf(infos []rh.QueueInfo) Queues {
+	out := Queues{}
+	for _, q := range infos {
+		if out[q.Vhost] == nil {
+			out[q.Vhost] = map[string]QueueCounts{}
+		}
+		out[q.Vhost][q.Name] = QueueCounts{Messages: q.Messages, Consumers: q.Consumers}
+	}
+	return out
+}
+
+// Stats are the stats of the topology's queues, in the order of their
+// names: a queue the broker does not hold has Exists false.
+func (q Queues) Stats(t Topology) []QueueStat {
+	byName := q[t.App]
 	queues := slices.Clone(t.Queues)
 	slices.SortFunc(queues, func(a, b QueueSpec) int { return strings.Compare(a.Name, b.Name) })
 	stats := make([]QueueStat, 0, len(queues))
-	for _, q := range queues {
-		p := contract.QueueName(t.App, q.Name)
+	for _, spec := range queues {
+		p := contract.QueueName(t.App, spec.Name)
 		info, ok := byName[p]
 		stats = append(stats, QueueStat{
-			Queue:       q.Name,
+			Queue:       spec.Name,
 			Name:        p,
 			Exists:      ok,
 			Messages:    info.Messages,
@@ -694,7 +746,7 @@ func (r *RabbitMQ) QueueStats(ctx context.Context, ep Endpoint, t Topology) ([]Q
 			DeadLetters: byName[contract.DeadLetterQueueName(p)].Messages,
 		})
 	}
-	return stats, nil
+	return stats
 }
 
 // vhostDescriptionPrefix starts the description of every vhost Courier

@@ -891,6 +891,48 @@ func TestQueueStatsWithTheMonitoringUser(t *testing.T) {
 	}
 }
 
+// TestListQueuesServesEveryAppOnTheBroker: one ListQueues as the
+// administrator reads the queues of two apps' vhosts, and each app's
+// Stats are what QueueStats reads for it alone.
+func TestListQueuesServesEveryAppOnTheBroker(t *testing.T) {
+	a := newFixture(t, "list-a")
+	a.declare()
+	b := newFixture(t, "list-b")
+	b.declare()
+	pub := channel(t, dial(t, a.url("users")))
+	for i := range 3 {
+		if acked, err := publishTo(t, pub, a.physical("emails"), fmt.Sprint(i)); err != nil || !acked {
+			t.Fatalf("publish: acked=%t err=%v", acked, err)
+		}
+	}
+
+	wantA := []QueueStat{{Queue: "emails", Name: a.physical("emails"), Exists: true, Messages: 3}}
+	wantB := []QueueStat{{Queue: "emails", Name: b.physical("emails"), Exists: true}}
+	var queues Queues
+	// The HTTP API's statistics refresh every few seconds.
+	poll.Within(t, 20*time.Second, "both apps' stats from one listing", func() bool {
+		var err error
+		if queues, err = a.rabbit.ListQueues(context.Background(), a.ep); err != nil {
+			t.Fatalf("ListQueues: %v", err)
+		}
+		return slices.Equal(queues.Stats(a.topology), wantA) && slices.Equal(queues.Stats(b.topology), wantB)
+	})
+	monitor := b.ep
+	monitor.Username, monitor.Password = MonitoringUserName("list-b"), b.creds.Monitoring
+	alone, err := b.rabbit.QueueStats(context.Background(), monitor, b.topology)
+	if err != nil {
+		t.Fatalf("QueueStats: %v", err)
+	}
+	if !slices.Equal(alone, wantB) {
+		t.Errorf("QueueStats of list-b = %v, want %v as from the listing", alone, wantB)
+	}
+
+	missing := Topology{App: "list-none", Queues: []QueueSpec{{Name: "emails"}}}
+	if got := queues.Stats(missing); len(got) != 1 || got[0].Exists {
+		t.Errorf("stats of a vhost the broker lacks = %v, want one queue that does not exist", got)
+	}
+}
+
 // TestVerifyNoticesUsersAndPermissionsChangedByHand: Verify passes on a
 // declared topology and reports ErrDrift for a user deleted or a
 // permission widened by hand, and for a vhost deleted by hand.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 
 	corev1 "k8s.io/api/core/v1"
@@ -94,7 +95,7 @@ func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b 
 			r.Recorder.Eventf(s.app, nil, corev1.EventTypeWarning, v1alpha1.ReasonNameConflict, "Apply", "%v", conflict)
 			return nil, conflict
 		}
-		owned, err := b.Owned(current, resource.FieldOwner)
+		owned, err := b.Owned(current, metadata.FieldOwner)
 		if err != nil {
 			return nil, fmt.Errorf("extract owned fields of %s %s: %w", b.Kind, key.Name, err)
 		}
@@ -103,7 +104,7 @@ func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b 
 		}
 	}
 
-	if err := r.Apply(ctx, desired, client.FieldOwner(resource.FieldOwner), client.ForceOwnership); err != nil {
+	if err := r.Apply(ctx, desired, client.FieldOwner(metadata.FieldOwner), client.ForceOwnership); err != nil {
 		r.Recorder.Eventf(s.app, nil, corev1.EventTypeWarning, eventApplyFailed, "Apply",
 			"apply %s %s: %v", b.Kind, key.Name, err)
 		return nil, fmt.Errorf("apply %s %s: %w", b.Kind, key.Name, err)
@@ -200,7 +201,7 @@ func (r *MicroserviceAppReconciler) prune(ctx context.Context, s *scope) error {
 		list := b.NewList()
 		if err := r.List(ctx, list,
 			client.InNamespace(s.app.Namespace),
-			client.MatchingLabels(resource.AppLabels(s.app.Name)),
+			client.MatchingLabels(metadata.AppLabels(s.app.Name)),
 		); err != nil {
 			return fmt.Errorf("list %ss: %w", b.Kind, err)
 		}

@@ -32,14 +32,14 @@ func (r *MicroserviceAppReconciler) cleanUpBroker(ctx context.Context, app *v1al
 			"left the app's users, queues and vhost on the broker: the annotation %s asks so", v1alpha1.AnnotationSkipBrokerCleanup)
 		return nil
 	}
-	d := driverFor(app)
-	conn, skip, err := d.openForCleanup(ctx, r, app)
+	d := r.driverFor(app)
+	conn, skip, err := d.OpenForCleanup(ctx, driverHost{r: r}, app)
 	if err != nil {
 		return fmt.Errorf("clean up the broker: %w", err)
 	}
 	if skip == "" {
-		topology, _ := d.topology(app, app.Status.Queues)
-		res, err := conn.remove(ctx, topology)
+		topology, _ := d.Topology(app, app.Status.Queues)
+		res, err := conn.Remove(ctx, topology)
 		switch {
 		case errors.Is(err, broker.ErrUnreachable):
 			skip = "the broker is unreachable: " + err.Error()
@@ -65,13 +65,13 @@ func (r *MicroserviceAppReconciler) cleanUpBroker(ctx context.Context, app *v1al
 }
 
 // stopManagedBroker prepares a deleted app's managed broker to stop, as
-// its kind needs (brokerDriver.stop), and says how long the app must wait
+// its kind needs (driver.Driver.Stop), and says how long the app must wait
 // before it goes; an external broker is left alone.
 func (r *MicroserviceAppReconciler) stopManagedBroker(ctx context.Context, app *v1alpha1.MicroserviceApp) (time.Duration, error) {
 	if app.Spec.Broker.Managed == nil {
 		return 0, nil
 	}
-	return driverFor(app).stop(ctx, r, app)
+	return r.driverFor(app).Stop(ctx, driverHost{r: r}, app)
 }
 
 // reportCleanupFailed says on a deleting app why its broker clean-up failed

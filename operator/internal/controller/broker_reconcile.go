@@ -11,6 +11,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/driver"
 )
 
 // Event reasons of the broker work.
@@ -27,7 +28,7 @@ const (
 )
 
 // reconcileBroker does the app's broker work through the driver of its
-// kind (brokerDriver), in this order: the managed broker's objects (or the
+// kind (driver.Driver), in this order: the managed broker's objects (or the
 // external broker's Secret), the services' connection wiring with
 // credentials kept from their Secrets, then, once the broker can answer,
 // the topology and the queue depths. It records what it found in s.broker
@@ -40,20 +41,22 @@ const (
 // pods off the broker or delete their Secrets.
 func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scope) (applyErrs []error, err error) {
 	s.broker = &brokerOutcome{}
-	d := driverFor(s.app)
-	conn, applyErrs, err := d.open(ctx, r, s)
-	if err != nil {
-		s.broker.aborted = true
-		return applyErrs, err
+	d := r.driverFor(s.app)
+	h := driverHost{r: r, s: s}
+	st := &driver.State{App: s.app, Wiring: s.wiring, KeptSecrets: s.keptSecrets}
+	conn, applyErrs, err := d.Open(ctx, h, st)
+	if err == nil {
+		var wireErrs []error
+		wireErrs, err = conn.Wire(ctx, h, st)
+		applyErrs = append(applyErrs, wireErrs...)
 	}
-	wireErrs, err := conn.wire(ctx, r, s)
-	applyErrs = append(applyErrs, wireErrs...)
+	s.broker.blockedReason, s.broker.blockedMessage, s.broker.podsWaiting = st.BlockedReason, st.BlockedMessage, st.PodsWaiting
 	if err != nil {
 		s.broker.aborted = true
 		return applyErrs, err
 	}
 	if s.broker.blockedReason == "" {
-		s.broker.blockedReason, s.broker.blockedMessage = conn.holdDeclare(s)
+		s.broker.blockedReason, s.broker.blockedMessage = conn.HoldDeclare(st)
 	}
 	if s.broker.blockedReason == "" {
 		r.declare(ctx, s, d, conn)
@@ -64,20 +67,21 @@ func (r *MicroserviceAppReconciler) reconcileBroker(ctx context.Context, s *scop
 // declare makes the broker match the app's topology, unless it was made to
 // match the same input within the resync interval, and then polls the queue
 // depths when they are due.
-func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d brokerDriver, conn brokerConn) {
+func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d driver.Driver, conn driver.Conn) {
 	log := logf.FromContext(ctx)
 	key := client.ObjectKeyFromObject(s.app)
-	topology, types := d.topology(s.app, s.original.Status.Queues)
-	input := inputHash(conn.memoInput(), topology)
-	now := time.Now()
+	topology, types := d.Topology(s.app, s.original.Status.Queues)
+	input := inputHash(conn.MemoInput(), topology)
+	now := r.now()
 
 	fresh := r.memo.fresh(key, s.app.UID, input, now, r.resyncInterval())
+	var changedAt time.Time
 	if fresh {
 		// What the conditions claim is checked on every reconcile, not
 		// only at the resync: a user deleted on the broker is repaired and
 		// reported as soon as anything brings the app back (a service's
 		// pods failing to log in change its Deployment's status).
-		if err := conn.verify(ctx, topology); err != nil {
+		if err := conn.Verify(ctx, topology); err != nil {
 			log.Info("the broker drifted since the last declare; declaring again", "error", err.Error())
 			r.memo.forget(key)
 			fresh = false
@@ -86,8 +90,9 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d bro
 	if fresh {
 		s.broker.declared = true
 	} else {
-		changes, err := conn.declare(ctx, topology)
+		changes, err := conn.Declare(ctx, topology)
 		if len(changes) > 0 {
+			changedAt = now
 			log.Info("broker updated", "changes", len(changes), "first", changes[0].String())
 			r.Recorder.Eventf(s.app, nil, corev1.EventTypeNormal, eventBrokerUpdated, "Declare", "%s", summarise(changes))
 		}
@@ -105,7 +110,7 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d bro
 	if len(topology.Queues) == 0 || !r.memo.statsDue(key, now, r.queueStatsInterval()) {
 		return
 	}
-	stats, err := conn.queueStats(ctx, topology)
+	stats, err := conn.QueueStats(ctx, topology, changedAt)
 	if err != nil {
 		// The next reconcile declares again: the monitoring user may have
 		// been deleted by hand, or the broker may have gone away.

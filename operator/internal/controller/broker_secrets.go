@@ -3,9 +3,12 @@ package controller
 import (
 	"context"
 	"fmt"
+	"sync"
 
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -57,4 +60,86 @@ func (r *MicroserviceAppReconciler) getSecret(ctx context.Context, key client.Ob
 		return false, fmt.Errorf("read Secret %s: %w", key.Name, err)
 	}
 	return true, nil
+}
+
+// readExternalSecret reads a Secret a user made for an external broker.
+// The manager's cache holds only the Secrets the operator labels, and
+// these are the user's, unlabelled; what the operator caches of every
+// Secret is its metadata (SetupWithManager). So the Secret's data is read
+// from the API server once per resourceVersion and kept (externalSecrets):
+// while the metadata cache shows the version kept, no request is made,
+// however many apps use the Secret and however often they are reconciled.
+// A change to the Secret changes its resourceVersion, which the metadata
+// watch delivers (and which brings the apps back). The caller must not
+// modify the Secret returned.
+func (r *MicroserviceAppReconciler) readExternalSecret(ctx context.Context, key client.ObjectKey) (*corev1.Secret, error) {
+	if r.secretMetadata != nil {
+		m := &metav1.PartialObjectMetadata{}
+		m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		// Any failure to read the metadata (not cached yet, not found)
+		// falls back to the API server, which has the last word.
+		if err := r.secretMetadata.Get(ctx, key, m); err == nil {
+			if secret, ok := r.externalSecrets.get(key, m.ResourceVersion); ok {
+				return secret, nil
+			}
+		}
+	}
+	secret := &corev1.Secret{}
+	if err := r.apiReader().Get(ctx, key, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.externalSecrets.forget(key)
+		}
+		return nil, err
+	}
+	r.externalSecrets.put(key, secret)
+	return secret, nil
+}
+
+// secretMemo keeps Secrets by key as last read from the API server.
+type secretMemo struct {
+	mu      sync.Mutex
+	secrets map[client.ObjectKey]*corev1.Secret
+}
+
+// get is the Secret kept for key if it is at resourceVersion.
+func (m *secretMemo) get(key client.ObjectKey, resourceVersion string) (*corev1.Secret, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.secrets[key]
+	if !ok || resourceVersion == "" || s.ResourceVersion != resourceVersion {
+		return nil, false
+	}
+	return s, true
+}
+
+func (m *secretMemo) put(key client.ObjectKey, secret *corev1.Secret) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.secrets == nil {
+		m.secrets = map[client.ObjectKey]*corev1.Secret{}
+	}
+	m.secrets[key] = secret
+}
+
+func (m *secretMemo) forget(key client.ObjectKey) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.secrets, key)
+}
+
+// externalSecret reads the Secret spec.broker.external.secretRef names
+// (readExternalSecret). A missing one comes with
+// ReasonExternalSecretMissing; an error without a reason is a failure to
+// read it.
+func (r *MicroserviceAppReconciler) externalSecret(ctx context.Context, app *v1alpha1.MicroserviceApp) (*corev1.Secret, string, error) {
+	name := app.Spec.Broker.External.SecretRef.Name
+	secret, err := r.readExternalSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: name})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, v1alpha1.ReasonExternalSecretMissing,
+				fmt.Errorf("the Secret %s named by spec.broker.external.secretRef does not exist", name)
+		}
+		return nil, "", fmt.Errorf("read Secret %s: %w", name, err)
+	}
+	return secret, "", nil
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"k8s.io/client-go/tools/events"
 	"net/http"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/google/go-cmp/cmp"
 	rh "github.com/michaelklishin/rabbit-hole/v2"
@@ -31,7 +32,7 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/fixture"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
@@ -166,17 +167,17 @@ func TestTopologyFromPublishesAndConsumes(t *testing.T) {
 		if got := string(secret.Data["url"]); got != wantURL {
 			t.Errorf("%s url = %q, want %q", svc, got, wantURL)
 		}
-		d := get(t, app.Namespace, resource.Name(app.Name, svc), &appsv1.Deployment{})
+		d := get(t, app.Namespace, metadata.Name(app.Name, svc), &appsv1.Deployment{})
 		env := envOf(d)
 		if env[contract.EnvBrokerKind] != "rabbitmq" || env[contract.QueueEnv("emails")] != "topology.emails" ||
-			env[contract.EnvBrokerURL] != "secret "+rabbitmq.ConnectionSecretName(app.Name, svc)+"/url" {
+			env[contract.EnvBrokerURL] != "secret "+metadata.ConnectionSecretName(app.Name, svc)+"/url" {
 			t.Errorf("%s env = %v", svc, env)
 		}
 		if got, want := d.Spec.Template.Annotations[contract.AnnotationConnectionHash], rabbitmq.ConnectionHash(secret.Data); got != want {
 			t.Errorf("%s pod template hash = %q, want the Secret's %q", svc, got, want)
 		}
 	}
-	gateway := get(t, app.Namespace, resource.Name(app.Name, "gateway"), &appsv1.Deployment{})
+	gateway := get(t, app.Namespace, metadata.Name(app.Name, "gateway"), &appsv1.Deployment{})
 	for name := range envOf(gateway) {
 		if strings.HasPrefix(name, "BROKER_") || strings.HasPrefix(name, "QUEUE_") {
 			t.Errorf("the gateway, which uses no queue, has %s", name)
@@ -185,7 +186,7 @@ func TestTopologyFromPublishesAndConsumes(t *testing.T) {
 	if _, ok := gateway.Spec.Template.Annotations[contract.AnnotationConnectionHash]; ok {
 		t.Error("the gateway's pod template has a connection hash")
 	}
-	err = k8s.Get(context.Background(), client.ObjectKey{Namespace: app.Namespace, Name: rabbitmq.ConnectionSecretName(app.Name, "gateway")}, &corev1.Secret{})
+	err = k8s.Get(context.Background(), client.ObjectKey{Namespace: app.Namespace, Name: metadata.ConnectionSecretName(app.Name, "gateway")}, &corev1.Secret{})
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("gateway connection Secret: %v, want not found", err)
 	}
@@ -427,7 +428,7 @@ func TestRotation(t *testing.T) {
 		t.Helper()
 		eventually(t, "users' pod template carries "+what, func(ctx context.Context) error {
 			d := &appsv1.Deployment{}
-			if err := k8s.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: resource.Name(app.Name, "users")}, d); err != nil {
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: metadata.Name(app.Name, "users")}, d); err != nil {
 				return err
 			}
 			if got := d.Spec.Template.Annotations[contract.AnnotationConnectionHash]; got != want {
@@ -514,7 +515,7 @@ func TestDeletionNeverStuck(t *testing.T) {
 		breakBroker func(t *testing.T, app *v1alpha1.MicroserviceApp)
 	}{
 		{"unreachable", func(t *testing.T, app *v1alpha1.MicroserviceApp) {
-			resolver.cutOff(t, rabbitmq.NamesFor(app.Name).Client+"."+app.Namespace+".svc")
+			resolver.cutOff(t, metadata.BrokerNamesFor(app.Name).Client+"."+app.Namespace+".svc")
 		}},
 		{"scaled-to-zero", func(t *testing.T, app *v1alpha1.MicroserviceApp) {
 			updateApp(t, app.Namespace, app.Name, func(a *v1alpha1.MicroserviceApp) {
@@ -522,7 +523,7 @@ func TestDeletionNeverStuck(t *testing.T) {
 			})
 			eventually(t, "the StatefulSet is scaled to zero", func(ctx context.Context) error {
 				sts := &appsv1.StatefulSet{}
-				if err := mgrClient.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: rabbitmq.NamesFor(app.Name).StatefulSet}, sts); err != nil {
+				if err := mgrClient.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: metadata.BrokerNamesFor(app.Name).StatefulSet}, sts); err != nil {
 					return err
 				}
 				if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 0 {
@@ -532,7 +533,7 @@ func TestDeletionNeverStuck(t *testing.T) {
 			})
 		}},
 		{"admin-secret-missing", func(t *testing.T, app *v1alpha1.MicroserviceApp) {
-			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: rabbitmq.NamesFor(app.Name).AdminSecret}}
+			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: metadata.BrokerNamesFor(app.Name).AdminSecret}}
 			if err := k8s.Delete(context.Background(), secret); err != nil {
 				t.Fatal(err)
 			}
@@ -646,7 +647,7 @@ func TestManagedBrokerObjects(t *testing.T) {
 	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
 		t.Fatal(err)
 	}
-	n := rabbitmq.NamesFor(app.Name)
+	n := metadata.BrokerNamesFor(app.Name)
 	for _, o := range []struct {
 		name string
 		obj  client.Object
@@ -661,7 +662,7 @@ func TestManagedBrokerObjects(t *testing.T) {
 		{n.StatefulSet, &appsv1.StatefulSet{}},
 		{n.PodDisruptionBudget, &policyv1.PodDisruptionBudget{}},
 		{n.NetworkPolicy, &networkingv1.NetworkPolicy{}},
-		{resource.MonitoringSecretName(app.Name), &corev1.Secret{}},
+		{metadata.MonitoringSecretName(app.Name), &corev1.Secret{}},
 	} {
 		obj := get(t, ns, o.name, o.obj)
 		if !metav1.IsControlledBy(obj, live) {

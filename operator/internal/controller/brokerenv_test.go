@@ -19,7 +19,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/nats"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/test/brokertest"
@@ -151,8 +151,8 @@ func createManaged(t *testing.T, app *v1alpha1.MicroserviceApp) {
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: app.Namespace,
-			Name:      rabbitmq.NamesFor(app.Name).AdminSecret,
-			Labels:    resource.Labels(app.Name, resource.BrokerComponent),
+			Name:      metadata.BrokerNamesFor(app.Name).AdminSecret,
+			Labels:    metadata.Labels(app.Name, metadata.BrokerComponent),
 		},
 		Data: map[string][]byte{
 			rabbitmq.AdminUsernameKey: []byte(node.AdminUser),
@@ -180,7 +180,7 @@ func createManaged(t *testing.T, app *v1alpha1.MicroserviceApp) {
 // nodes are ready.
 func setBrokerReady(t *testing.T, app *v1alpha1.MicroserviceApp, ready int32) {
 	t.Helper()
-	name := rabbitmq.NamesFor(app.Name).StatefulSet
+	name := metadata.BrokerNamesFor(app.Name).StatefulSet
 	get(t, app.Namespace, name, &appsv1.StatefulSet{})
 	setStatus(t, app.Namespace, name, func(sts *appsv1.StatefulSet) {
 		n := ptr.Deref(sts.Spec.Replicas, 1)
@@ -199,7 +199,7 @@ func setBrokerReady(t *testing.T, app *v1alpha1.MicroserviceApp, ready int32) {
 func markAllAvailable(t *testing.T, app *v1alpha1.MicroserviceApp) {
 	t.Helper()
 	for _, svc := range app.Spec.Services {
-		name := resource.Name(app.Name, svc.Name)
+		name := metadata.Name(app.Name, svc.Name)
 		get(t, app.Namespace, name, &appsv1.Deployment{})
 		markAvailable(t, app.Namespace, name)
 	}
@@ -235,5 +235,5 @@ func findCondition(app *v1alpha1.MicroserviceApp, typ string) *metav1.Condition 
 // connectionSecret waits for a service's connection Secret and returns it.
 func connectionSecret(t *testing.T, app *v1alpha1.MicroserviceApp, service string) *corev1.Secret {
 	t.Helper()
-	return get(t, app.Namespace, rabbitmq.ConnectionSecretName(app.Name, service), &corev1.Secret{})
+	return get(t, app.Namespace, metadata.ConnectionSecretName(app.Name, service), &corev1.Secret{})
 }

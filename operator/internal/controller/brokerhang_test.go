@@ -4,16 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/courier-dev/courier/operator/internal/broker"
-	"github.com/courier-dev/courier/operator/internal/resource"
-	appsv1 "k8s.io/api/apps/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -145,9 +146,9 @@ func TestDeploymentsWaitForTheirBrokerUsers(t *testing.T) {
 	app.UID = ""
 	create(t, app)
 	waitCondition(t, app, v1alpha1.ConditionBrokerReady, metav1.ConditionFalse, v1alpha1.ReasonExternalSecretMissing)
-	get(t, ns, resource.Name(app.Name, "gateway"), &appsv1.Deployment{})
+	get(t, ns, metadata.Name(app.Name, "gateway"), &appsv1.Deployment{})
 	for _, svc := range []string{"users", "posts", "mailer"} {
-		err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: resource.Name(app.Name, svc)}, &appsv1.Deployment{})
+		err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: metadata.Name(app.Name, svc)}, &appsv1.Deployment{})
 		if !apierrors.IsNotFound(err) {
 			t.Errorf("Deployment of %s while its broker user cannot exist: %v, want none", svc, err)
 		}
@@ -163,7 +164,7 @@ func TestDeploymentsWaitForTheirBrokerUsers(t *testing.T) {
 	})
 	api := adminAPI(t)
 	for _, svc := range []string{"users", "posts", "mailer"} {
-		get(t, ns, resource.Name(app.Name, svc), &appsv1.Deployment{})
+		get(t, ns, metadata.Name(app.Name, svc), &appsv1.Deployment{})
 		if _, err := api.GetUser(broker.UserName(app.Name, svc)); err != nil {
 			t.Errorf("broker user of %s when its Deployment appeared: %v", svc, err)
 		}

@@ -158,65 +158,6 @@ func TestBrokerConditionsKeptWhenAborted(t *testing.T) {
 	}
 }
 
-// TestQueueType checks the default queue type: the spec's, else the type
-// the queue was declared with, else quorum on every broker.
-func TestQueueType(t *testing.T) {
-	declaredClassic := []v1alpha1.QueueStatus{{Name: "emails", Type: v1alpha1.QueueClassic}}
-	tests := []struct {
-		name     string
-		app      *v1alpha1.MicroserviceApp
-		observed []v1alpha1.QueueStatus
-		want     v1alpha1.QueueType
-	}{
-		{"one managed node", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1)), nil, v1alpha1.QueueQuorum},
-		{"three managed nodes", fixture.BlogWithQueues("ns", fixture.ManagedBroker(3)), nil, v1alpha1.QueueQuorum},
-		{"external broker", fixture.BlogWithQueues("ns", fixture.ExternalBroker("s", "mq", 5672)), nil, v1alpha1.QueueQuorum},
-		{"declared classic before", fixture.BlogWithQueues("ns", fixture.ManagedBroker(3)), declaredClassic, v1alpha1.QueueClassic},
-		{"spec wins", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1), func(a *v1alpha1.MicroserviceApp) {
-			a.Spec.Queues[0].Type = v1alpha1.QueueQuorum
-		}), declaredClassic, v1alpha1.QueueQuorum},
-		{"spec asks for classic", fixture.BlogWithQueues("ns", fixture.ManagedBroker(3), func(a *v1alpha1.MicroserviceApp) {
-			a.Spec.Queues[0].Type = v1alpha1.QueueClassic
-		}), nil, v1alpha1.QueueClassic},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := queueType(tt.app.Spec.Queues[0], tt.observed); got != tt.want {
-				t.Errorf("queueType = %s, want %s", got, tt.want)
-			}
-		})
-	}
-}
-
-// TestNewQuorumQueueWaitsForEveryNode: a quorum queue not declared yet
-// makes the declare wait for all broker nodes; a declared one, or a classic
-// one, does not.
-func TestNewQuorumQueueWaitsForEveryNode(t *testing.T) {
-	three := func(observed ...v1alpha1.QueueStatus) *v1alpha1.MicroserviceApp {
-		app := fixture.BlogWithQueues("ns", fixture.ManagedBroker(3))
-		app.Status.Queues = observed
-		return app
-	}
-	tests := []struct {
-		name string
-		app  *v1alpha1.MicroserviceApp
-		want string
-	}{
-		{"new quorum queue", three(), "emails"},
-		{"listed in status but not declared yet (no type)", three(v1alpha1.QueueStatus{Name: "emails"}), "emails"},
-		{"declared quorum queue", three(v1alpha1.QueueStatus{Name: "emails", Type: v1alpha1.QueueQuorum}), ""},
-		{"new quorum queue on one node", fixture.BlogWithQueues("ns", fixture.ManagedBroker(1)), "emails"},
-		{"declared classic queue, scaled to three", three(v1alpha1.QueueStatus{Name: "emails", Type: v1alpha1.QueueClassic}), ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := newQuorumQueue(tt.app); got != tt.want {
-				t.Errorf("newQuorumQueue = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
-
 // TestQueueStatus checks that status.queues follows the spec's queues in
 // name order, takes polled depths when there are some and keeps the last
 // ones otherwise.

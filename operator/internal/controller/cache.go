@@ -8,7 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // CacheByObject restricts the manager's cache, for every kind the operator
@@ -32,7 +32,7 @@ import (
 // they like, is watched through a separate metadata-only informer (see
 // SetupWithManager) and read from the API server when needed.
 func CacheByObject() map[client.Object]ctrlcache.ByObject {
-	managed := labels.SelectorFromSet(labels.Set{resource.LabelManagedBy: resource.ManagedBy})
+	managed := labels.SelectorFromSet(labels.Set{metadata.LabelManagedBy: metadata.ManagedBy})
 	kinds := ownedKinds()
 	out := make(map[client.Object]ctrlcache.ByObject, len(kinds)+1)
 	for _, k := range kinds {
@@ -44,7 +44,7 @@ func CacheByObject() map[client.Object]ctrlcache.ByObject {
 
 // keepOwnManagedFields is the cache transform of owned objects: it drops
 // every managedFields entry but the one the operator's applies own
-// (resource.FieldOwner, operation Apply, the main resource), the only one
+// (metadata.FieldOwner, operation Apply, the main resource), the only one
 // kind.Object.Owned reads.
 var keepOwnManagedFields cache.TransformFunc = func(in any) (any, error) {
 	obj, ok := in.(client.Object)
@@ -55,7 +55,7 @@ var keepOwnManagedFields cache.TransformFunc = func(in any) (any, error) {
 	entries := obj.GetManagedFields()
 	kept := entries[:0:0]
 	for _, e := range entries {
-		if e.Manager == resource.FieldOwner && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" {
+		if e.Manager == metadata.FieldOwner && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" {
 			kept = append(kept, e)
 		}
 	}

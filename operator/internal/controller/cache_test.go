@@ -3,20 +3,19 @@ package controller
 import (
 	"testing"
 
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/courier-dev/courier/operator/internal/resource"
 )
 
 func TestKeepOwnManagedFields(t *testing.T) {
-	own := metav1.ManagedFieldsEntry{Manager: resource.FieldOwner, Operation: metav1.ManagedFieldsOperationApply}
+	own := metav1.ManagedFieldsEntry{Manager: metadata.FieldOwner, Operation: metav1.ManagedFieldsOperationApply}
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "blog-users", ManagedFields: []metav1.ManagedFieldsEntry{
 		{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status"},
 		own,
 		{Manager: "kubectl-edit", Operation: metav1.ManagedFieldsOperationUpdate},
-		{Manager: resource.FieldOwner, Operation: metav1.ManagedFieldsOperationApply, Subresource: "status"},
+		{Manager: metadata.FieldOwner, Operation: metav1.ManagedFieldsOperationApply, Subresource: "status"},
 	}}}
 	out, err := keepOwnManagedFields(d)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/driver/rabbitmqdriver"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
@@ -70,7 +72,7 @@ func TestDeletionStopsTheBrokerWithoutPreStopChecks(t *testing.T) {
 	app := blogOnBroker(t, "stopping")
 	ctx := context.Background()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: "stopping-broker-0", Labels: rabbitmq.SelectorLabels(app.Name)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: app.Namespace, Name: "stopping-broker-0", Labels: metadata.BrokerSelectorLabels(app.Name)},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "rabbitmq", Image: "rabbitmq"}}},
 	}
 	create(t, pod)
@@ -92,9 +94,9 @@ func TestDeletionStopsTheBrokerWithoutPreStopChecks(t *testing.T) {
 		return nil
 	})
 	waitGone(t, app)
-	if gone := time.Now(); gone.Sub(marked) < brokerMarkPropagation-time.Second {
+	if gone := time.Now(); gone.Sub(marked) < rabbitmqdriver.MarkPropagation-time.Second {
 		t.Errorf("the app went %s after marking its broker's pods, want at least %s (the mark's time has second precision)",
-			gone.Sub(marked), brokerMarkPropagation-time.Second)
+			gone.Sub(marked), rabbitmqdriver.MarkPropagation-time.Second)
 	}
 }
 

@@ -22,9 +22,8 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
 	"github.com/courier-dev/courier/operator/internal/fixture"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/nats"
-	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 	"github.com/courier-dev/courier/services/kit/messaging"
 )
@@ -131,7 +130,7 @@ func natsExternalSecret(ns, name string, keys natsbroker.Managed) *corev1.Secret
 // its connection Secret, the in-cluster address mapped by the resolver.
 func kitFromEnv(t *testing.T, app *v1alpha1.MicroserviceApp, service string) messaging.Broker {
 	t.Helper()
-	d := get(t, app.Namespace, resource.Name(app.Name, service), &appsv1.Deployment{})
+	d := get(t, app.Namespace, metadata.Name(app.Name, service), &appsv1.Deployment{})
 	env := envOf(d)
 	secret := connectionSecret(t, app, service)
 	// The Secret volume: the key the Deployment mounts, at the path the
@@ -297,7 +296,7 @@ func TestNATSExternal(t *testing.T) {
 	// Rotation: delete the users Secret; new creds, a new hash on the pod
 	// template, and the old creds no longer get in.
 	oldCreds := users.Data[nats.ConnectionCredsKey]
-	oldHash := get(t, ns, resource.Name(app.Name, "users"), &appsv1.Deployment{}).Spec.Template.Annotations[contract.AnnotationConnectionHash]
+	oldHash := get(t, ns, metadata.Name(app.Name, "users"), &appsv1.Deployment{}).Spec.Template.Annotations[contract.AnnotationConnectionHash]
 	if err := natsConnects(oldCreds); err != nil {
 		t.Fatalf("the users creds before rotation: %v", err)
 	}
@@ -306,7 +305,7 @@ func TestNATSExternal(t *testing.T) {
 	}
 	eventually(t, "users rotated", func(ctx context.Context) error {
 		d := &appsv1.Deployment{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: resource.Name(app.Name, "users")}, d); err != nil {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: metadata.Name(app.Name, "users")}, d); err != nil {
 			return err
 		}
 		if d.Spec.Template.Annotations[contract.AnnotationConnectionHash] == oldHash {
@@ -348,9 +347,9 @@ func TestNATSManaged(t *testing.T) {
 	app.UID = ""
 	app.Spec.Broker.Kind = v1alpha1.BrokerNATS
 	app.Spec.Broker.Managed.Image = "" // the kind's default
-	names := rabbitmq.NamesFor(app.Name)
+	names := metadata.BrokerNamesFor(app.Name)
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: names.AdminSecret, Labels: resource.Labels(app.Name, resource.BrokerComponent)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: names.AdminSecret, Labels: metadata.Labels(app.Name, metadata.BrokerComponent)},
 		Data:       keys.SecretData(),
 	}
 	create(t, secret)

@@ -9,7 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/services/kit"
 	"github.com/courier-dev/courier/services/kit/contract"
 	"github.com/courier-dev/courier/services/kit/messaging"
@@ -22,7 +22,7 @@ import (
 // DNS would resolve the Service.
 func podEnv(t *testing.T, app *v1alpha1.MicroserviceApp, service string) func(string) string {
 	t.Helper()
-	d := get(t, app.Namespace, resource.Name(app.Name, service), &appsv1.Deployment{})
+	d := get(t, app.Namespace, metadata.Name(app.Name, service), &appsv1.Deployment{})
 	env := map[string]string{}
 	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
 		switch {

@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,6 +32,8 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
+	"github.com/courier-dev/courier/operator/internal/driver"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 )
 
@@ -62,7 +66,8 @@ type MicroserviceAppReconciler struct {
 	// broker.
 	Admin broker.Admin
 	// NATSAdmin does the work on NATS systems (spec.broker.kind nats); nil
-	// means natsbroker.New(). Tests give it a resolver as they give Admin.
+	// means natsbroker.New(). Admin and NATSAdmin are read once, by the
+	// first reconcile. Tests give it a resolver as they give Admin.
 	NATSAdmin *natsbroker.NATS
 	// ClusterDomain is the cluster's DNS domain, part of a managed broker's
 	// node names; empty means cluster.local.
@@ -94,6 +99,25 @@ type MicroserviceAppReconciler struct {
 
 	memo       brokerMemo
 	monitoring monitoringState
+	// drivers are the broker drivers by kind (driverFor), made on first
+	// use with Admin and NATSAdmin.
+	driversOnce sync.Once
+	drivers     map[v1alpha1.BrokerKind]driver.Driver
+	// secretMetadata holds every Secret's metadata (SetupWithManager); nil
+	// until then. externalSecrets are the external brokers' Secrets as
+	// last read, valid while their resourceVersion is the one it shows.
+	secretMetadata  client.Reader
+	externalSecrets secretMemo
+	// clock tells the broker memo and the queue listings the time; nil
+	// means the real clock. Tests step it to count calls per interval.
+	clock clock.PassiveClock
+}
+
+func (r *MicroserviceAppReconciler) now() time.Time {
+	if r.clock == nil {
+		return time.Now()
+	}
+	return r.clock.Now()
 }
 
 func (r *MicroserviceAppReconciler) apiReader() client.Reader {
@@ -222,14 +246,14 @@ func (r *MicroserviceAppReconciler) reconcile(ctx context.Context, s *scope) err
 				continue
 			}
 			if b.Kind == "Secret" {
-				key := client.ObjectKey{Namespace: s.app.Namespace, Name: resource.ConnectionSecretName(s.app.Name, svc.Name)}
+				key := client.ObjectKey{Namespace: s.app.Namespace, Name: metadata.ConnectionSecretName(s.app.Name, svc.Name)}
 				if r.deletedMeanwhile(ctx, s, key) {
 					s.wanted[wantedKey(b.Kind, key.Name)] = true
 					continue
 				}
 			}
 			if b.Kind == "Deployment" && r.holdBackDeployment(ctx, s, svc) {
-				s.wanted[wantedKey(b.Kind, resource.Name(s.app.Name, svc.Name))] = true
+				s.wanted[wantedKey(b.Kind, metadata.Name(s.app.Name, svc.Name))] = true
 				continue
 			}
 			obj, err := r.applyChild(ctx, s, b.Object, desired)
@@ -262,7 +286,7 @@ func (r *MicroserviceAppReconciler) holdBackDeployment(ctx context.Context, s *s
 	if s.broker == nil || s.wiring[svc.Name] == nil || (s.broker.declared && !s.broker.secretsFailed) {
 		return false
 	}
-	key := client.ObjectKey{Namespace: s.app.Namespace, Name: resource.Name(s.app.Name, svc.Name)}
+	key := client.ObjectKey{Namespace: s.app.Namespace, Name: metadata.Name(s.app.Name, svc.Name)}
 	err := r.Get(ctx, key, &appsv1.Deployment{})
 	return apierrors.IsNotFound(err)
 }
@@ -340,6 +364,7 @@ func (r *MicroserviceAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(secrets); err != nil {
 		return fmt.Errorf("add the Secret metadata cache: %w", err)
 	}
+	r.secretMetadata = secrets
 	secretMeta := &metav1.PartialObjectMetadata{}
 	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 

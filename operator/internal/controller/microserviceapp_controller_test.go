@@ -6,13 +6,15 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
-	rh "github.com/michaelklishin/rabbit-hole/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/courier-dev/courier/operator/internal/metadata"
+	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
+	rh "github.com/michaelklishin/rabbit-hole/v2"
 
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 
@@ -59,7 +61,7 @@ func TestCreate(t *testing.T) {
 	ns := app.Namespace
 
 	for _, svc := range app.Spec.Services {
-		name := resource.Name(app.Name, svc.Name)
+		name := metadata.Name(app.Name, svc.Name)
 		get(t, ns, name, &appsv1.Deployment{})
 		get(t, ns, name, &corev1.Service{})
 	}
@@ -81,7 +83,7 @@ func TestCreate(t *testing.T) {
 				want++
 				name := ptr.Deref(desired.(namedApplyConfiguration).GetName(), "")
 				obj := get(t, ns, name, b.New())
-				owned, err := b.Owned(obj, resource.FieldOwner)
+				owned, err := b.Owned(obj, metadata.FieldOwner)
 				if err != nil {
 					t.Fatalf("extract %s %s: %v", b.Kind, name, err)
 				}
@@ -325,7 +327,7 @@ func TestSteadyState(t *testing.T) {
 		Tolerations:      []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists, TolerationSeconds: ptr.To[int64](30), Effect: corev1.TaintEffectNoExecute}},
 		Affinity: &corev1.Affinity{PodAffinity: &corev1.PodAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
 			Weight: 10, PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: corev1.LabelTopologyZone,
-				LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{resource.LabelName: "users"}}},
+				LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{metadata.LabelName: "users"}}},
 		}}}},
 		TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.ScheduleAnyway}},
 		PriorityClassName:         "business-critical",
@@ -334,11 +336,11 @@ func TestSteadyState(t *testing.T) {
 	}
 	create(t, app)
 	for _, svc := range app.Spec.Services {
-		get(t, ns, resource.Name(app.Name, svc.Name), &appsv1.Deployment{})
-		markAvailable(t, ns, resource.Name(app.Name, svc.Name))
+		get(t, ns, metadata.Name(app.Name, svc.Name), &appsv1.Deployment{})
+		markAvailable(t, ns, metadata.Name(app.Name, svc.Name))
 	}
 	waitReady(t, app, metav1.ConditionTrue)
-	pod := get(t, ns, resource.Name(app.Name, "gateway"), &appsv1.Deployment{}).Spec.Template
+	pod := get(t, ns, metadata.Name(app.Name, "gateway"), &appsv1.Deployment{}).Spec.Template
 	if pod.Spec.ServiceAccountName != "gateway" || pod.Spec.PriorityClassName != "business-critical" ||
 		len(pod.Spec.ImagePullSecrets) != 1 || len(pod.Spec.Tolerations) != 1 || pod.Spec.Affinity == nil ||
 		len(pod.Spec.TopologySpreadConstraints) != 1 || pod.Spec.NodeSelector["kubernetes.io/os"] != "linux" ||
@@ -467,7 +469,7 @@ func TestSample(t *testing.T) {
 
 	// Play the broker: the shared test node takes the administrator the
 	// operator generated, and the StatefulSet reports its node ready.
-	admin := get(t, ns, rabbitmq.NamesFor(app.Name).AdminSecret, &corev1.Secret{})
+	admin := get(t, ns, metadata.BrokerNamesFor(app.Name).AdminSecret, &corev1.Secret{})
 	user := string(admin.Data[rabbitmq.AdminUsernameKey])
 	if _, err := adminAPI(t).PutUser(user, rh.UserSettings{Password: string(admin.Data[rabbitmq.AdminPasswordKey]), Tags: rh.UserTags{"administrator"}}); err != nil {
 		t.Fatal(err)

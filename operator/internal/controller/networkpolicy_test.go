@@ -14,7 +14,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/fixture"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
@@ -43,7 +43,7 @@ func admittedOn(np *networkingv1.NetworkPolicy, port int32) admitted {
 			case peer.NamespaceSelector != nil:
 				out.Namespaces = append(out.Namespaces, metav1.FormatLabelSelector(peer.NamespaceSelector))
 			case peer.PodSelector != nil:
-				out.Services = append(out.Services, peer.PodSelector.MatchLabels[resource.LabelName])
+				out.Services = append(out.Services, peer.PodSelector.MatchLabels[metadata.LabelName])
 			}
 		}
 	}
@@ -78,13 +78,13 @@ func TestNetworkPolicies(t *testing.T) {
 		}
 		for svc, w := range want {
 			np := &networkingv1.NetworkPolicy{}
-			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: resource.Name(app.Name, svc)}, np); err != nil {
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: metadata.Name(app.Name, svc)}, np); err != nil {
 				return err
 			}
 			if !metav1.IsControlledBy(np, live) {
 				return fmt.Errorf("NetworkPolicy %s is not controlled by the app: %v", np.Name, np.OwnerReferences)
 			}
-			if diff := cmp.Diff(resource.SelectorLabels(app.Name, svc), np.Spec.PodSelector.MatchLabels); diff != "" {
+			if diff := cmp.Diff(metadata.SelectorLabels(app.Name, svc), np.Spec.PodSelector.MatchLabels); diff != "" {
 				return fmt.Errorf("NetworkPolicy %s selects other pods (-want +got):\n%s", np.Name, diff)
 			}
 			if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
@@ -122,7 +122,7 @@ func TestNetworkPolicies(t *testing.T) {
 	// the operator may still move past (seen under load).
 	eventually(t, "app Ready once its Deployments report their current spec", func(ctx context.Context) error {
 		for _, svc := range app.Spec.Services {
-			markAvailable(t, ns, resource.Name(app.Name, svc.Name))
+			markAvailable(t, ns, metadata.Name(app.Name, svc.Name))
 		}
 		if c := readyCondition(ctx, app); c == nil || c.Status != metav1.ConditionTrue {
 			return fmt.Errorf("Ready = %+v", c)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/fixture"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // waitNameConflict waits for the app's ResourcesApplied to be False with
@@ -170,7 +170,7 @@ func TestObjectOfAnotherControllerIsLeftAlone(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: ns,
 			Name:      "shop-api",
-			Labels:    resource.Labels("shop", "api"),
+			Labels:    metadata.Labels("shop", "api"),
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: "v1", Kind: "ConfigMap", Name: "someone-else",
 				UID: "00000000-0000-0000-0000-00000000beef", Controller: ptr.To(true),

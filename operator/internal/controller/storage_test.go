@@ -18,6 +18,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/fixture"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
@@ -105,7 +106,7 @@ func TestStorage(t *testing.T) {
 
 	t.Run("a reconcile at steady state writes nothing", func(t *testing.T) {
 		for _, svc := range app.Spec.Services {
-			markAvailable(t, ns, resource.Name(app.Name, svc.Name))
+			markAvailable(t, ns, metadata.Name(app.Name, svc.Name))
 		}
 		waitReady(t, app, metav1.ConditionTrue)
 		reconcileWritesNothing(t, app)

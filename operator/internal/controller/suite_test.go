@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 
 	"github.com/google/go-cmp/cmp"
@@ -37,7 +38,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
-	"github.com/courier-dev/courier/operator/internal/resource"
 )
 
 // The suite runs the controller in a manager against a real API server
@@ -273,7 +273,7 @@ func cacheCaughtUp(ctx context.Context, app *v1alpha1.MicroserviceApp) error {
 		return fmt.Errorf("app at %s in the cache, %s in the API server", cached.ResourceVersion, live.ResourceVersion)
 	}
 	// Only the operator's own: its cache holds nothing else.
-	ours := client.MatchingLabels{resource.LabelManagedBy: resource.ManagedBy}
+	ours := client.MatchingLabels{metadata.LabelManagedBy: metadata.ManagedBy}
 	var liveDeps, cachedDeps appsv1.DeploymentList
 	if err := k8s.List(ctx, &liveDeps, client.InNamespace(app.Namespace), ours); err != nil {
 		return err

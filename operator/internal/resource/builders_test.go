@@ -16,6 +16,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/fixture"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit"
@@ -178,7 +179,7 @@ func TestBuilders(t *testing.T) {
 				in.Broker = &resource.Broker{
 					Kind: contract.BrokerRabbitMQ,
 					Data: rabbitmq.ConnectionData(resource.Connection(tt.app, tt.service,
-						rabbitmq.NamesFor(tt.app.Name).Client+"."+tt.app.Namespace+".svc", rabbitmq.AMQPPort, tt.password)),
+						metadata.BrokerNamesFor(tt.app.Name).Client+"."+tt.app.Namespace+".svc", rabbitmq.AMQPPort, tt.password)),
 					URLKey: rabbitmq.ConnectionURLKey,
 				}
 			}
@@ -227,7 +228,7 @@ func TestManagedBroker(t *testing.T) {
 		got.ClusterDomain != "example.org" || got.Owner == nil || *got.Owner.UID != app.UID {
 		t.Errorf("ManagedBroker = %+v", got)
 	}
-	if diff := cmp.Diff(resource.Labels("blog", resource.BrokerComponent), got.Labels); diff != "" {
+	if diff := cmp.Diff(metadata.Labels("blog", metadata.BrokerComponent), got.Labels); diff != "" {
 		t.Errorf("labels (-want +got):\n%s", diff)
 	}
 	if err := got.Validate(); err != nil {
@@ -265,7 +266,7 @@ func withPodOptions(s *v1alpha1.Service) {
 			MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.DoNotSchedule,
 		}},
 		PriorityClassName: "business-critical",
-		PodLabels:         map[string]string{"team": "checkout", resource.LabelInstance: "someone-else"},
+		PodLabels:         map[string]string{"team": "checkout", metadata.LabelInstance: "someone-else"},
 		PodAnnotations:    map[string]string{"example.org/owner": "checkout", resource.AnnotationPath: "/spoofed"},
 	}
 }

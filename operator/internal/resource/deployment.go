@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
@@ -88,18 +89,18 @@ const serviceGroupID int64 = 65532
 // security context.
 func Deployment(in Input) *appsv1ac.DeploymentApplyConfiguration {
 	app, svc := in.App, in.Service
-	name := Name(app.Name, svc.Name)
+	name := metadata.Name(app.Name, svc.Name)
 	metricsPort, _ := port(svc, metricsPortName(svc))
 
 	return appsv1ac.Deployment(name, app.Namespace).
-		WithLabels(Labels(app.Name, svc.Name)).
-		WithOwnerReferences(ownerReference(app)).
+		WithLabels(metadata.Labels(app.Name, svc.Name)).
+		WithOwnerReferences(metadata.OwnerReference(app)).
 		WithSpec(appsv1ac.DeploymentSpec().
 			WithReplicas(replicas(svc)).
 			WithSelector(selector(app.Name, svc.Name)).
 			WithStrategy(strategy(svc)).
 			WithTemplate(corev1ac.PodTemplateSpec().
-				WithLabels(podspec.Merge(Labels(app.Name, svc.Name), svc.PodLabels)).
+				WithLabels(podspec.Merge(metadata.Labels(app.Name, svc.Name), svc.PodLabels)).
 				WithAnnotations(podspec.Merge(podAnnotations(in, metricsPort), svc.PodAnnotations)).
 				WithSpec(podSpec(in))))
 }
@@ -122,7 +123,7 @@ func podSpec(in Input) *corev1ac.PodSpecApplyConfiguration {
 		// Services never talk to the Kubernetes API.
 		spec.WithAutomountServiceAccountToken(false)
 	}
-	return podspec.Apply(spec, PodOptions(svc.PodOptions), SelectorLabels(in.App.Name, svc.Name))
+	return podspec.Apply(spec, PodOptions(svc.PodOptions), metadata.SelectorLabels(in.App.Name, svc.Name))
 }
 
 // PodOptions maps the API's pod options, of a service or of the managed
@@ -206,13 +207,13 @@ func volumes(in Input) []*corev1ac.VolumeApplyConfiguration {
 		vols = append(vols, corev1ac.Volume().
 			WithName(dataVolume).
 			WithPersistentVolumeClaim(corev1ac.PersistentVolumeClaimVolumeSource().
-				WithClaimName(DataClaimName(in.App.Name, in.Service.Name))))
+				WithClaimName(metadata.DataClaimName(in.App.Name, in.Service.Name))))
 	}
 	if b := in.Broker; b != nil && b.CredentialsKey != "" {
 		vols = append(vols, corev1ac.Volume().
 			WithName(brokerVolume).
 			WithSecret(corev1ac.SecretVolumeSource().
-				WithSecretName(ConnectionSecretName(in.App.Name, in.Service.Name)).
+				WithSecretName(metadata.ConnectionSecretName(in.App.Name, in.Service.Name)).
 				WithItems(corev1ac.KeyToPath().WithKey(b.CredentialsKey).WithPath(path.Base(b.CredentialsFile))).
 				WithDefaultMode(0o440)))
 	}
@@ -344,7 +345,7 @@ func env(in Input) []*corev1ac.EnvVarApplyConfiguration {
 			envValue(contract.EnvBrokerKind, in.Broker.Kind),
 			corev1ac.EnvVar().WithName(contract.EnvBrokerURL).WithValueFrom(corev1ac.EnvVarSource().
 				WithSecretKeyRef(corev1ac.SecretKeySelector().
-					WithName(ConnectionSecretName(app.Name, svc.Name)).
+					WithName(metadata.ConnectionSecretName(app.Name, svc.Name)).
 					WithKey(in.Broker.URLKey))))
 		if in.Broker.CredentialsKey != "" {
 			vars = append(vars, envValue(contract.EnvBrokerCredentialsFile, in.Broker.CredentialsFile))
@@ -389,7 +390,7 @@ func serviceURL(app *v1alpha1.MicroserviceApp, callee string) string {
 			p = httpPort(&app.Spec.Services[i])
 		}
 	}
-	return "http://" + Name(app.Name, callee) + "." + app.Namespace + ".svc:" + strconv.Itoa(int(p))
+	return "http://" + metadata.Name(app.Name, callee) + "." + app.Namespace + ".svc:" + strconv.Itoa(int(p))
 }
 
 func envValue(name, value string) *corev1ac.EnvVarApplyConfiguration {

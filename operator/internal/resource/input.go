@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
@@ -68,21 +69,9 @@ func port(svc *v1alpha1.Service, name v1alpha1.PortName) (int32, string) {
 	return adminPort(svc), contract.AdminPortName
 }
 
-// ownerReference makes the app the controller of an object, so deleting the
-// app garbage-collects it and the controller's watch maps it back to the app.
-func ownerReference(app *v1alpha1.MicroserviceApp) *metav1ac.OwnerReferenceApplyConfiguration {
-	return metav1ac.OwnerReference().
-		WithAPIVersion(v1alpha1.GroupVersion.String()).
-		WithKind("MicroserviceApp").
-		WithName(app.Name).
-		WithUID(app.UID).
-		WithController(true).
-		WithBlockOwnerDeletion(true)
-}
-
 // selector selects a service's pods.
 func selector(app, service string) *metav1ac.LabelSelectorApplyConfiguration {
-	return metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(app, service))
+	return metav1ac.LabelSelector().WithMatchLabels(metadata.SelectorLabels(app, service))
 }
 
 // applyConfig converts an API type the user wrote in the app (an EnvVar, a

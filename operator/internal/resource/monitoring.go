@@ -18,6 +18,7 @@ import (
 
 	"github.com/courier-dev/courier/config/prometheus/rules"
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // DefaultMonitoringLabels are the labels of an app's PodMonitor and
@@ -57,8 +58,8 @@ func MonitoringLabels(app *v1alpha1.MicroserviceApp, defaults map[string]string)
 	if out == nil {
 		out = map[string]string{}
 	}
-	out[LabelInstance] = app.Name
-	out[LabelManagedBy] = ManagedBy
+	out[metadata.LabelInstance] = app.Name
+	out[metadata.LabelManagedBy] = metadata.ManagedBy
 	return out
 }
 
@@ -94,17 +95,17 @@ func PodMonitor(app *v1alpha1.MicroserviceApp, labels map[string]string) *monito
 			RelabelConfigs: []monitoringv1.RelabelConfig{
 				{
 					Action:       "keep",
-					SourceLabels: []monitoringv1.LabelName{podLabelMeta(LabelName)},
+					SourceLabels: []monitoringv1.LabelName{podLabelMeta(metadata.LabelName)},
 					Regex:        strings.Join(names, "|"),
 				},
 				{
 					Action:       "replace",
-					SourceLabels: []monitoringv1.LabelName{podLabelMeta(LabelName)},
+					SourceLabels: []monitoringv1.LabelName{podLabelMeta(metadata.LabelName)},
 					TargetLabel:  ScrapeLabelService,
 				},
 				{
 					Action:       "replace",
-					SourceLabels: []monitoringv1.LabelName{podLabelMeta(LabelInstance)},
+					SourceLabels: []monitoringv1.LabelName{podLabelMeta(metadata.LabelInstance)},
 					TargetLabel:  ScrapeLabelApp,
 				},
 			},
@@ -114,7 +115,7 @@ func PodMonitor(app *v1alpha1.MicroserviceApp, labels map[string]string) *monito
 		TypeMeta:   metav1.TypeMeta{APIVersion: monitoringv1.SchemeGroupVersion.String(), Kind: monitoringv1.PodMonitorsKind},
 		ObjectMeta: monitoringMeta(app, PodMonitorName(app.Name), labels),
 		Spec: monitoringv1.PodMonitorSpec{
-			Selector:            metav1.LabelSelector{MatchLabels: AppLabels(app.Name)},
+			Selector:            metav1.LabelSelector{MatchLabels: metadata.AppLabels(app.Name)},
 			PodMetricsEndpoints: endpoints,
 		},
 	}

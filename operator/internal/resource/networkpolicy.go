@@ -10,6 +10,7 @@ import (
 	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // DefaultMonitoringNamespace is the namespace whose pods may scrape an app
@@ -50,9 +51,9 @@ func NetworkPolicy(in Input) *networkingv1ac.NetworkPolicyApplyConfiguration {
 	}
 	rules = append(rules, scrape)
 
-	return networkingv1ac.NetworkPolicy(Name(app.Name, svc.Name), app.Namespace).
-		WithLabels(Labels(app.Name, svc.Name)).
-		WithOwnerReferences(ownerReference(app)).
+	return networkingv1ac.NetworkPolicy(metadata.Name(app.Name, svc.Name), app.Namespace).
+		WithLabels(metadata.Labels(app.Name, svc.Name)).
+		WithOwnerReferences(metadata.OwnerReference(app)).
 		WithSpec(networkingv1ac.NetworkPolicySpec().
 			WithPodSelector(selector(app.Name, svc.Name)).
 			WithPolicyTypes(networkingv1.PolicyTypeIngress).

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	corev1 "k8s.io/api/core/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 )
@@ -26,8 +27,8 @@ func PersistentVolumeClaim(in Input) *corev1ac.PersistentVolumeClaimApplyConfigu
 	if svc.Storage.StorageClassName != nil {
 		spec.WithStorageClassName(*svc.Storage.StorageClassName)
 	}
-	return corev1ac.PersistentVolumeClaim(DataClaimName(app.Name, svc.Name), app.Namespace).
-		WithLabels(Labels(app.Name, svc.Name)).
-		WithOwnerReferences(ownerReference(app)).
+	return corev1ac.PersistentVolumeClaim(metadata.DataClaimName(app.Name, svc.Name), app.Namespace).
+		WithLabels(metadata.Labels(app.Name, svc.Name)).
+		WithOwnerReferences(metadata.OwnerReference(app)).
 		WithSpec(spec)
 }

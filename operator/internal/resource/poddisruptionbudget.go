@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
@@ -14,9 +15,9 @@ func PodDisruptionBudget(in Input) *policyv1ac.PodDisruptionBudgetApplyConfigura
 	if replicas(svc) <= 1 {
 		return nil
 	}
-	return policyv1ac.PodDisruptionBudget(Name(app.Name, svc.Name), app.Namespace).
-		WithLabels(Labels(app.Name, svc.Name)).
-		WithOwnerReferences(ownerReference(app)).
+	return policyv1ac.PodDisruptionBudget(metadata.Name(app.Name, svc.Name), app.Namespace).
+		WithLabels(metadata.Labels(app.Name, svc.Name)).
+		WithOwnerReferences(metadata.OwnerReference(app)).
 		WithSpec(policyv1ac.PodDisruptionBudgetSpec().
 			WithSelector(selector(app.Name, svc.Name)).
 			WithMaxUnavailable(intstr.FromInt32(1)).

@@ -5,6 +5,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
@@ -13,12 +14,12 @@ import (
 // so a ServiceMonitor can select it.
 func Service(in Input) *corev1ac.ServiceApplyConfiguration {
 	app, svc := in.App, in.Service
-	return corev1ac.Service(Name(app.Name, svc.Name), app.Namespace).
-		WithLabels(Labels(app.Name, svc.Name)).
-		WithOwnerReferences(ownerReference(app)).
+	return corev1ac.Service(metadata.Name(app.Name, svc.Name), app.Namespace).
+		WithLabels(metadata.Labels(app.Name, svc.Name)).
+		WithOwnerReferences(metadata.OwnerReference(app)).
 		WithSpec(corev1ac.ServiceSpec().
 			WithType(corev1.ServiceTypeClusterIP).
-			WithSelector(SelectorLabels(app.Name, svc.Name)).
+			WithSelector(metadata.SelectorLabels(app.Name, svc.Name)).
 			WithPorts(
 				corev1ac.ServicePort().
 					WithName(contract.HTTPPortName).

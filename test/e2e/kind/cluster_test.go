@@ -59,7 +59,7 @@ func configFromEnv() config {
 }
 
 // Names and labels the operator gives the objects it writes. The operator
-// spells them in operator/internal/resource (names.go and rabbitmq/names.go),
+// spells them in operator/internal/metadata (labels.go and names.go),
 // which a package outside operator/ cannot import. Spelling them again here
 // is deliberate: they are part of what users see (kubectl get, label
 // selectors, dashboards), so a change to them should fail this suite.

@@ -40,6 +40,7 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/controller"
 	"github.com/courier-dev/courier/operator/internal/fixture"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 )
 
@@ -145,7 +146,7 @@ func TestMonitoringObjects(t *testing.T) {
 
 	// Without the CRDs: Ready, scrape annotations, nothing of the kinds.
 	for _, svc := range app.Spec.Services {
-		name := resource.Name(app.Name, svc.Name)
+		name := metadata.Name(app.Name, svc.Name)
 		d := &appsv1.Deployment{}
 		eventually(t, "Deployment "+name, func(ctx context.Context) error {
 			return k8s.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: name}, d)
@@ -211,7 +212,7 @@ func TestMonitoringObjects(t *testing.T) {
 	if diff := cmp.Diff(wantRule.Spec, rule.Spec); diff != "" {
 		t.Errorf("PrometheusRule spec (-built +stored):\n%s", diff)
 	}
-	if got := pm.Spec.Selector.MatchLabels; !equality.Semantic.DeepEqual(got, resource.AppLabels(app.Name)) {
+	if got := pm.Spec.Selector.MatchLabels; !equality.Semantic.DeepEqual(got, metadata.AppLabels(app.Name)) {
 		t.Errorf("PodMonitor selects %v", got)
 	}
 	if n := len(pm.Spec.PodMetricsEndpoints); n != 2 || pm.Spec.PodMetricsEndpoints[1].Path != "/m" {

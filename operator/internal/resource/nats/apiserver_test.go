@@ -20,10 +20,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 	"github.com/courier-dev/courier/operator/internal/resource/nats"
-	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
 // startAPIServer starts a real etcd and kube-apiserver (envtest) for t.
@@ -103,10 +102,10 @@ func TestObjectsPassServerSideDryRun(t *testing.T) {
 			}
 			dryRunApply(ctx, t, c, kind.Secret, nats.ConnectionSecret(nats.Connection{
 				App: b.App, Service: "users", Namespace: ns, URL: b.URL(), Creds: creds,
-				Labels: resource.Labels(b.App, "users"), Owner: b.Owner,
+				Labels: metadata.Labels(b.App, "users"), Owner: b.Owner,
 			}))
 			dryRunPod(ctx, t, c, b, keys)
-			err = c.Get(ctx, client.ObjectKey{Namespace: ns, Name: rabbitmq.NamesFor(b.App).StatefulSet}, &appsv1.StatefulSet{})
+			err = c.Get(ctx, client.ObjectKey{Namespace: ns, Name: metadata.BrokerNamesFor(b.App).StatefulSet}, &appsv1.StatefulSet{})
 			if !apierrors.IsNotFound(err) {
 				t.Errorf("get StatefulSet after dry runs = %v, want not found", err)
 			}
@@ -124,7 +123,7 @@ func dryRunApply(ctx context.Context, t *testing.T, c client.Client, k kind.Obje
 	// which a typed apply configuration has no field for.
 	u := &unstructured.Unstructured{Object: toMap(t, obj)}
 	err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
-		client.FieldOwner(resource.FieldOwner), client.ForceOwnership, client.DryRunAll)
+		client.FieldOwner(metadata.FieldOwner), client.ForceOwnership, client.DryRunAll)
 	if err != nil {
 		t.Errorf("dry-run apply %s %s: %v", k.Kind, u.GetName(), err)
 		return
@@ -136,7 +135,7 @@ func dryRunApply(ctx context.Context, t *testing.T, c client.Client, k kind.Obje
 	if typed.GetUID() == "" || len(typed.GetManagedFields()) == 0 {
 		t.Fatalf("%s %s: the answer is not a stored object (no uid or managed fields): %+v", k.Kind, u.GetName(), u.Object)
 	}
-	got, err := k.Owned(typed, resource.FieldOwner)
+	got, err := k.Owned(typed, metadata.FieldOwner)
 	if err != nil {
 		t.Fatalf("extract the operator's fields of %s %s: %v", k.Kind, u.GetName(), err)
 	}

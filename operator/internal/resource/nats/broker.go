@@ -23,6 +23,7 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
@@ -62,7 +63,7 @@ func DefaultResources() corev1.ResourceRequirements {
 // mean the documented default.
 type Broker struct {
 	// App is the MicroserviceApp's name; names derive from it
-	// (rabbitmq.NamesFor, shared so both kinds name their objects alike).
+	// (metadata.BrokerNamesFor, shared so both kinds name their objects alike).
 	App string
 	// Namespace is the app's namespace.
 	Namespace string
@@ -149,7 +150,7 @@ func (b Broker) labels() map[string]string {
 	for k, v := range b.Labels {
 		out[k] = v
 	}
-	for k, v := range rabbitmq.SelectorLabels(b.App) {
+	for k, v := range metadata.BrokerSelectorLabels(b.App) {
 		out[k] = v
 	}
 	return out
@@ -180,14 +181,16 @@ func (b Broker) resources() corev1.ResourceRequirements {
 func (b Broker) clustered() bool { return b.Replicas >= 3 }
 
 // Host is the client Service's namespace-qualified name.
-func (b Broker) Host() string { return rabbitmq.NamesFor(b.App).Client + "." + b.Namespace + ".svc" }
+func (b Broker) Host() string {
+	return metadata.BrokerNamesFor(b.App).Client + "." + b.Namespace + ".svc"
+}
 
 // URL is the client URL services and the operator dial.
 func (b Broker) URL() string { return fmt.Sprintf("nats://%s:%d", b.Host(), ClientPort) }
 
 // routeURL is the cluster URL of the server with the given ordinal.
 func (b Broker) routeURL(ordinal int32) string {
-	n := rabbitmq.NamesFor(b.App)
+	n := metadata.BrokerNamesFor(b.App)
 	return fmt.Sprintf("nats://%s-%d.%s.%s.svc.%s:%d", n.StatefulSet, ordinal, n.Headless, b.Namespace,
 		orDefault(b.ClusterDomain, DefaultClusterDomain), ClusterPort)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
 	"github.com/courier-dev/courier/operator/internal/fixture"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/nats"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
@@ -35,7 +36,7 @@ func testBroker(opts ...BrokerOption) nats.Broker {
 		App:       "blog",
 		Namespace: "apps",
 		Replicas:  1,
-		Labels:    resource.Labels("blog", rabbitmq.ComponentBroker),
+		Labels:    metadata.Labels("blog", metadata.BrokerComponent),
 		Owner: metav1ac.OwnerReference().
 			WithAPIVersion(v1alpha1.GroupVersion.String()).
 			WithKind("MicroserviceApp").
@@ -44,7 +45,7 @@ func testBroker(opts ...BrokerOption) nats.Broker {
 			WithController(true).
 			WithBlockOwnerDeletion(true),
 		Network: rabbitmq.Network{
-			Clients:           resource.AppLabels("blog"),
+			Clients:           metadata.AppLabels("blog"),
 			OperatorNamespace: "courier-system",
 			Monitoring:        resource.MonitoringPeer(fixture.App("apps", "blog")),
 		},
@@ -125,7 +126,7 @@ func TestConnectionSecret(t *testing.T) {
 	b := testBroker()
 	s := nats.ConnectionSecret(nats.Connection{
 		App: "blog", Service: "mailer", Namespace: "apps", URL: b.URL(),
-		Creds: []byte("CREDS"), Labels: resource.Labels("blog", "mailer"), Owner: b.Owner,
+		Creds: []byte("CREDS"), Labels: metadata.Labels("blog", "mailer"), Owner: b.Owner,
 	})
 	out, err := yaml.Marshal(s)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
@@ -57,7 +58,7 @@ func Config(b Broker, keys natsbroker.Managed) string {
 	w("}")
 	if b.clustered() {
 		w("cluster {")
-		w("  name: %s", rabbitmq.NamesFor(b.App).StatefulSet)
+		w("  name: %s", metadata.BrokerNamesFor(b.App).StatefulSet)
 		w("  port: %d", ClusterPort)
 		w("  routes: [")
 		for i := range b.Replicas {
@@ -84,7 +85,7 @@ func Config(b Broker, keys natsbroker.Managed) string {
 // ConfigMap holds nats.conf. It holds only public material: JWTs are
 // signed, not secret.
 func ConfigMap(b Broker, keys natsbroker.Managed) *corev1ac.ConfigMapApplyConfiguration {
-	return corev1ac.ConfigMap(rabbitmq.NamesFor(b.App).ConfigMap, b.Namespace).
+	return corev1ac.ConfigMap(metadata.BrokerNamesFor(b.App).ConfigMap, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithData(map[string]string{ConfigKey: Config(b, keys)})
@@ -94,7 +95,7 @@ func ConfigMap(b Broker, keys natsbroker.Managed) *corev1ac.ConfigMapApplyConfig
 // (natsbroker.Managed.SecretData): the operator and system account seeds
 // and a system user's creds. The servers do not mount it.
 func AdminSecret(b Broker, keys natsbroker.Managed) *corev1ac.SecretApplyConfiguration {
-	return corev1ac.Secret(rabbitmq.NamesFor(b.App).AdminSecret, b.Namespace).
+	return corev1ac.Secret(metadata.BrokerNamesFor(b.App).AdminSecret, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithType("Opaque").

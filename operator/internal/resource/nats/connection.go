@@ -1,11 +1,10 @@
 package nats
 
 import (
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	corev1 "k8s.io/api/core/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
-
-	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
 // Keys of a service's NATS connection Secret.
@@ -28,7 +27,7 @@ const (
 
 // Connection is what a service's NATS connection Secret is built from.
 type Connection struct {
-	// App and Service name the Secret (rabbitmq.ConnectionSecretName: the
+	// App and Service name the Secret (metadata.ConnectionSecretName: the
 	// same name whatever the kind).
 	App, Service string
 	Namespace    string
@@ -43,7 +42,7 @@ type Connection struct {
 // ConnectionSecret is a service's NATS connection. The pod template carries
 // rabbitmq.ConnectionHash of its data, so new creds roll the pods.
 func ConnectionSecret(c Connection) *corev1ac.SecretApplyConfiguration {
-	s := corev1ac.Secret(rabbitmq.ConnectionSecretName(c.App, c.Service), c.Namespace).
+	s := corev1ac.Secret(metadata.ConnectionSecretName(c.App, c.Service), c.Namespace).
 		WithLabels(c.Labels).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(ConnectionData(c))

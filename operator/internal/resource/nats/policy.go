@@ -1,6 +1,7 @@
 package nats
 
 import (
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -8,8 +9,6 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
-
-	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
 // PodDisruptionBudget lets drains take one server at a time from a
@@ -20,11 +19,11 @@ func PodDisruptionBudget(b Broker) *policyv1ac.PodDisruptionBudgetApplyConfigura
 	if !b.clustered() {
 		return nil
 	}
-	return policyv1ac.PodDisruptionBudget(rabbitmq.NamesFor(b.App).PodDisruptionBudget, b.Namespace).
+	return policyv1ac.PodDisruptionBudget(metadata.BrokerNamesFor(b.App).PodDisruptionBudget, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithSpec(policyv1ac.PodDisruptionBudgetSpec().
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(rabbitmq.SelectorLabels(b.App))).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(metadata.BrokerSelectorLabels(b.App))).
 			WithMaxUnavailable(intstr.FromInt32(1)).
 			WithUnhealthyPodEvictionPolicy(policyv1.IfHealthyBudget))
 }
@@ -65,12 +64,12 @@ func NetworkPolicy(b Broker) *networkingv1ac.NetworkPolicyApplyConfiguration {
 	rules = append(rules, networkingv1ac.NetworkPolicyIngressRule().
 		WithPorts(tcpPort(ClusterPort)).
 		WithFrom(networkingv1ac.NetworkPolicyPeer().
-			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(rabbitmq.SelectorLabels(b.App)))))
-	return networkingv1ac.NetworkPolicy(rabbitmq.NamesFor(b.App).NetworkPolicy, b.Namespace).
+			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(metadata.BrokerSelectorLabels(b.App)))))
+	return networkingv1ac.NetworkPolicy(metadata.BrokerNamesFor(b.App).NetworkPolicy, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithSpec(networkingv1ac.NetworkPolicySpec().
-			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(rabbitmq.SelectorLabels(b.App))).
+			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(metadata.BrokerSelectorLabels(b.App))).
 			WithPolicyTypes(networkingv1.PolicyTypeIngress).
 			WithIngress(rules...))
 }

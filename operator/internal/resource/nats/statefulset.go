@@ -12,6 +12,7 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
@@ -34,14 +35,14 @@ const (
 // up, and OrderedReady would wait for pod 0 to be ready, which it only is
 // once it has that majority.
 func StatefulSet(b Broker, keys natsbroker.Managed) *appsv1ac.StatefulSetApplyConfiguration {
-	n := rabbitmq.NamesFor(b.App)
+	n := metadata.BrokerNamesFor(b.App)
 	return appsv1ac.StatefulSet(n.StatefulSet, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithSpec(appsv1ac.StatefulSetSpec().
 			WithReplicas(b.Replicas).
 			WithServiceName(n.Headless).
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(rabbitmq.SelectorLabels(b.App))).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(metadata.BrokerSelectorLabels(b.App))).
 			WithPodManagementPolicy(appsv1.ParallelPodManagement).
 			WithUpdateStrategy(appsv1ac.StatefulSetUpdateStrategy().
 				WithType(appsv1.RollingUpdateStatefulSetStrategyType)).
@@ -70,13 +71,13 @@ func volumeClaimTemplate(b Broker) *corev1ac.PersistentVolumeClaimApplyConfigura
 		WithAPIVersion("v1").
 		WithKind("PersistentVolumeClaim").
 		WithName(volumeData).
-		WithLabels(rabbitmq.SelectorLabels(b.App)).
+		WithLabels(metadata.BrokerSelectorLabels(b.App)).
 		WithSpec(spec).
 		WithStatus(corev1ac.PersistentVolumeClaimStatus().WithPhase(corev1.ClaimPending))
 }
 
 func podTemplate(b Broker, keys natsbroker.Managed) *corev1ac.PodTemplateSpecApplyConfiguration {
-	n := rabbitmq.NamesFor(b.App)
+	n := metadata.BrokerNamesFor(b.App)
 	return corev1ac.PodTemplateSpec().
 		WithLabels(b.labels()).
 		WithAnnotations(map[string]string{
@@ -104,7 +105,7 @@ func podTemplate(b Broker, keys natsbroker.Managed) *corev1ac.PodTemplateSpecApp
 						WithPodAffinityTerm(corev1ac.PodAffinityTerm().
 							WithTopologyKey(corev1.LabelHostname).
 							WithLabelSelector(metav1ac.LabelSelector().
-								WithMatchLabels(rabbitmq.SelectorLabels(b.App))))))).
+								WithMatchLabels(metadata.BrokerSelectorLabels(b.App))))))).
 			WithContainers(natsContainer(b), exporterContainer(b)).
 			WithVolumes(corev1ac.Volume().
 				WithName(volumeConfig).

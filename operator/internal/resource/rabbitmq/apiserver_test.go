@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/courier-dev/courier/operator/internal/broker"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
@@ -92,7 +92,7 @@ func TestObjectsPassServerSideDryRun(t *testing.T) {
 			}
 			b := testBroker(append(tc.opts, func(b *rabbitmq.Broker) { b.Namespace = ns })...)
 			n := b.Replicas
-			in := rabbitmq.Input{Broker: b, Credentials: rabbitmq.GenerateCredentials()}
+			in := rabbitmq.Input{Broker: b, Credentials: testCredentials}
 
 			built := 0
 			for _, bl := range rabbitmq.Builders {
@@ -115,14 +115,14 @@ func TestObjectsPassServerSideDryRun(t *testing.T) {
 				App: b.App, Service: "users", Namespace: ns,
 				Host: b.AMQPHost(), Port: rabbitmq.AMQPPort, VHost: b.App,
 				Username: broker.UserName(b.App, "users"), Password: broker.GeneratePassword(),
-				Labels: resource.Labels(b.App, "users"), Owner: b.Owner,
+				Labels: metadata.Labels(b.App, "users"), Owner: b.Owner,
 			})
 			dryRunApply(ctx, t, c, kind.Secret, conn)
 
 			dryRunPod(ctx, t, c, b)
 
 			// Dry runs store nothing.
-			err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: rabbitmq.NamesFor(b.App).StatefulSet}, &appsv1.StatefulSet{})
+			err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: metadata.BrokerNamesFor(b.App).StatefulSet}, &appsv1.StatefulSet{})
 			if !apierrors.IsNotFound(err) {
 				t.Errorf("get StatefulSet after dry runs = %v, want not found", err)
 			}
@@ -140,7 +140,7 @@ func dryRunApply(ctx context.Context, t *testing.T, c client.Client, k kind.Obje
 	// which a typed apply configuration has no field for.
 	u := &unstructured.Unstructured{Object: toMap(t, obj)}
 	err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u),
-		client.FieldOwner(resource.FieldOwner), client.ForceOwnership, client.DryRunAll)
+		client.FieldOwner(metadata.FieldOwner), client.ForceOwnership, client.DryRunAll)
 	if err != nil {
 		t.Errorf("dry-run apply %s %s: %v", k.Kind, u.GetName(), err)
 		return
@@ -152,7 +152,7 @@ func dryRunApply(ctx context.Context, t *testing.T, c client.Client, k kind.Obje
 	if typed.GetUID() == "" || len(typed.GetManagedFields()) == 0 {
 		t.Fatalf("%s %s: the answer is not a stored object (no uid or managed fields): %+v", k.Kind, u.GetName(), u.Object)
 	}
-	got, err := k.Owned(typed, resource.FieldOwner)
+	got, err := k.Owned(typed, metadata.FieldOwner)
 	if err != nil {
 		t.Fatalf("extract the operator's fields of %s %s: %v", k.Kind, u.GetName(), err)
 	}

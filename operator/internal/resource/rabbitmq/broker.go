@@ -17,8 +17,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 )
 
@@ -58,7 +60,7 @@ func DefaultResources() corev1.ResourceRequirements {
 // fills it from the MicroserviceApp; zero values mean the documented default.
 type Broker struct {
 	// App is the MicroserviceApp's name; every object name derives from it
-	// (NamesFor). At most MaxAppNameLength characters.
+	// (metadata.BrokerNamesFor). At most metadata.MaxBrokerAppNameLength characters.
 	App string
 	// Namespace is the app's namespace, where every object goes.
 	Namespace string
@@ -159,22 +161,53 @@ func (b Broker) clusterDomain() string {
 // nodeDomain is the DNS suffix of every node: a StatefulSet pod with the
 // headless Service as its subdomain is "<pod>.<headless>.<ns>.svc.<domain>".
 func (b Broker) nodeDomain() string {
-	return NamesFor(b.App).Headless + "." + b.Namespace + ".svc." + b.clusterDomain()
+	return metadata.BrokerNamesFor(b.App).Headless + "." + b.Namespace + ".svc." + b.clusterDomain()
 }
 
 // NodeName is the RabbitMQ node name of the pod with the given ordinal, as
 // the node itself and peer discovery compute it.
 func (b Broker) NodeName(ordinal int) string {
-	return fmt.Sprintf("rabbit@%s-%d.%s", NamesFor(b.App).StatefulSet, ordinal, b.nodeDomain())
+	return fmt.Sprintf("rabbit@%s-%d.%s", metadata.BrokerNamesFor(b.App).StatefulSet, ordinal, b.nodeDomain())
 }
 
 // AMQPHost is the host services and the operator dial for AMQP: the client
 // Service's namespace-qualified name, which resolves from every namespace.
 func (b Broker) AMQPHost() string {
-	return NamesFor(b.App).Client + "." + b.Namespace + ".svc"
+	return metadata.BrokerNamesFor(b.App).Client + "." + b.Namespace + ".svc"
 }
 
 // ManagementURL is the base URL of the broker's HTTP API, without /api.
 func (b Broker) ManagementURL() string {
 	return fmt.Sprintf("http://%s:%d", b.AMQPHost(), ManagementPort)
+}
+
+// labels are the caller's labels plus the selector labels, which win: the
+// pods must match the selector whatever the caller passed.
+func (b Broker) labels() map[string]string {
+	out := make(map[string]string, len(b.Labels)+2)
+	for k, v := range b.Labels {
+		out[k] = v
+	}
+	for k, v := range metadata.BrokerSelectorLabels(b.App) {
+		out[k] = v
+	}
+	return out
+}
+
+// validateAppName checks that every name derived from app is a valid object
+// name and label value.
+func validateAppName(app string) error {
+	if app == "" {
+		return fmt.Errorf("app name is empty")
+	}
+	if len(app) > metadata.MaxBrokerAppNameLength {
+		return fmt.Errorf("app name %q is %d characters; a managed broker allows at most %d", app, len(app), metadata.MaxBrokerAppNameLength)
+	}
+	n := metadata.BrokerNamesFor(app)
+	for _, name := range []string{n.StatefulSet, n.Headless, n.Client} {
+		if errs := validation.IsDNS1035Label(name); len(errs) > 0 {
+			return fmt.Errorf("app name %q gives the invalid object name %q: %v", app, name, errs)
+		}
+	}
+	return nil
 }

@@ -11,7 +11,7 @@ type Input struct {
 	// Broker describes the managed broker.
 	Broker Broker
 	// Credentials are the admin Secret's values: those of the existing
-	// Secret (CredentialsFromSecret), or GenerateCredentials when there is
+	// Secret (CredentialsFromSecret), or new ones the controller generates when there is
 	// none yet. See AdminSecret.
 	Credentials Credentials
 }

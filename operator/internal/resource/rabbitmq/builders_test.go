@@ -16,6 +16,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/fixture"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
@@ -32,7 +33,7 @@ func testBroker(opts ...BrokerOption) rabbitmq.Broker {
 		App:       "blog",
 		Namespace: "apps",
 		Replicas:  1,
-		Labels:    resource.Labels("blog", rabbitmq.ComponentBroker),
+		Labels:    metadata.Labels("blog", metadata.BrokerComponent),
 		Owner: metav1ac.OwnerReference().
 			WithAPIVersion(v1alpha1.GroupVersion.String()).
 			WithKind("MicroserviceApp").
@@ -41,7 +42,7 @@ func testBroker(opts ...BrokerOption) rabbitmq.Broker {
 			WithController(true).
 			WithBlockOwnerDeletion(true),
 		Network: rabbitmq.Network{
-			Clients:           resource.AppLabels("blog"),
+			Clients:           metadata.AppLabels("blog"),
 			OperatorNamespace: "courier-system",
 			Monitoring:        resource.MonitoringPeer(fixture.App("apps", "blog")),
 		},
@@ -74,7 +75,7 @@ func podOptions(b *rabbitmq.Broker) {
 			MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.ScheduleAnyway,
 		}},
 		PriorityClassName: "infrastructure",
-		Labels:            map[string]string{"team": "platform", rabbitmq.LabelInstance: "someone-else"},
+		Labels:            map[string]string{"team": "platform", metadata.LabelInstance: "someone-else"},
 		Annotations:       map[string]string{"example.org/owner": "platform", rabbitmq.AnnotationConfigHash: "spoofed"},
 	}
 }
@@ -265,8 +266,8 @@ func copyPodOptions(o podspec.Options) podspec.Options {
 func TestPodOptionsCannotReplaceTheBuilders(t *testing.T) {
 	b := testBroker(replicas(3), podOptions)
 	tmpl := rabbitmq.StatefulSet(b).Spec.Template
-	if got := tmpl.Labels[rabbitmq.LabelInstance]; got != "blog" {
-		t.Errorf("pod label %s = %q, want the builder's %q", rabbitmq.LabelInstance, got, "blog")
+	if got := tmpl.Labels[metadata.LabelInstance]; got != "blog" {
+		t.Errorf("pod label %s = %q, want the builder's %q", metadata.LabelInstance, got, "blog")
 	}
 	if got := tmpl.Annotations[rabbitmq.AnnotationConfigHash]; got == "spoofed" {
 		t.Errorf("pod annotation %s = %q, want the builder's hash", rabbitmq.AnnotationConfigHash, got)
@@ -285,27 +286,19 @@ func TestPodOptionsCannotReplaceTheBuilders(t *testing.T) {
 func TestSelectorLabelsWin(t *testing.T) {
 	b := testBroker(func(b *rabbitmq.Broker) {
 		b.Labels = map[string]string{
-			rabbitmq.LabelInstance:  "someone-else",
-			rabbitmq.LabelComponent: "web",
+			metadata.LabelInstance:  "someone-else",
+			metadata.LabelComponent: "web",
 			"team":                  "mail",
 		}
 	})
 	got := rabbitmq.StatefulSet(b).Spec.Template.Labels
-	for k, v := range rabbitmq.SelectorLabels("blog") {
+	for k, v := range metadata.BrokerSelectorLabels("blog") {
 		if got[k] != v {
 			t.Errorf("pod label %s = %q, want %q", k, got[k], v)
 		}
 	}
 	if got["team"] != "mail" {
 		t.Errorf("pod label team = %q, want the caller's %q", got["team"], "mail")
-	}
-}
-
-// TestLabelKeysMatchResource keeps this package's spelled-out label key in
-// step with package resource, whose cache and clean-up select on it.
-func TestLabelKeysMatchResource(t *testing.T) {
-	if rabbitmq.LabelInstance != resource.LabelInstance {
-		t.Errorf("LabelInstance = %q, resource.LabelInstance = %q", rabbitmq.LabelInstance, resource.LabelInstance)
 	}
 }
 
@@ -316,8 +309,8 @@ func TestValidate(t *testing.T) {
 		wantErr string
 	}{
 		{name: "valid", broker: testBroker()},
-		{name: "longest app name", broker: testBroker(func(b *rabbitmq.Broker) { b.App = strings.Repeat("a", rabbitmq.MaxAppNameLength) })},
-		{name: "app name too long", broker: testBroker(func(b *rabbitmq.Broker) { b.App = strings.Repeat("a", rabbitmq.MaxAppNameLength+1) }), wantErr: "at most 45"},
+		{name: "longest app name", broker: testBroker(func(b *rabbitmq.Broker) { b.App = strings.Repeat("a", metadata.MaxBrokerAppNameLength) })},
+		{name: "app name too long", broker: testBroker(func(b *rabbitmq.Broker) { b.App = strings.Repeat("a", metadata.MaxBrokerAppNameLength+1) }), wantErr: "at most 45"},
 		{name: "no app", broker: testBroker(func(b *rabbitmq.Broker) { b.App = "" }), wantErr: "app name is empty"},
 		{name: "app name not a DNS label", broker: testBroker(func(b *rabbitmq.Broker) { b.App = "Blog" }), wantErr: "invalid object name"},
 		{name: "no namespace", broker: testBroker(func(b *rabbitmq.Broker) { b.Namespace = "" }), wantErr: "namespace is empty"},
@@ -336,26 +329,8 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// TestNames pins the names other code and people rely on.
+// TestNames pins the addresses other code and people rely on.
 func TestNames(t *testing.T) {
-	want := rabbitmq.Names{
-		StatefulSet:         "blog-broker",
-		Headless:            "blog-broker-nodes",
-		Client:              "blog-broker",
-		AdminSecret:         "blog-broker-admin",
-		ConfigMap:           "blog-broker-config",
-		ServiceAccount:      "blog-broker",
-		Role:                "blog-broker-peer-discovery",
-		RoleBinding:         "blog-broker-peer-discovery",
-		PodDisruptionBudget: "blog-broker",
-		NetworkPolicy:       "blog-broker",
-	}
-	if diff := cmp.Diff(want, rabbitmq.NamesFor("blog")); diff != "" {
-		t.Errorf("NamesFor (-want +got):\n%s", diff)
-	}
-	if got := rabbitmq.ConnectionSecretName("blog", "users"); got != "blog-users-broker" {
-		t.Errorf("ConnectionSecretName = %q, want blog-users-broker", got)
-	}
 	b := testBroker()
 	ep := rabbitmq.Endpoint(b, testCredentials)
 	for _, tt := range []struct{ what, got, want string }{

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	corev1 "k8s.io/api/core/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 )
@@ -89,7 +90,7 @@ func availableMemory(r corev1.ResourceRequirements) int64 {
 // environment, so the ConfigMap can be read by anyone who can read the
 // namespace's configuration.
 func rabbitmqConf(b Broker) string {
-	n := NamesFor(b.App)
+	n := metadata.BrokerNamesFor(b.App)
 	var conf strings.Builder
 	comment := func(text string) { conf.WriteString("# " + text + "\n") }
 	set := func(key, value string) { conf.WriteString(key + " = " + value + "\n") }
@@ -149,7 +150,7 @@ func configData(b Broker) map[string]string {
 // at boot, so the StatefulSet's pod template carries their hash
 // (AnnotationConfigHash) and a change rolls the nodes one by one.
 func ConfigMap(b Broker) *corev1ac.ConfigMapApplyConfiguration {
-	return corev1ac.ConfigMap(NamesFor(b.App).ConfigMap, b.Namespace).
+	return corev1ac.ConfigMap(metadata.BrokerNamesFor(b.App).ConfigMap, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithData(configData(b))

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
@@ -96,7 +97,7 @@ func TestConfigAcceptedByRabbitMQ(t *testing.T) {
 
 			got := runErl(t, erl, pluginsDir, conf, plugins)
 
-			n := rabbitmq.NamesFor(b.App)
+			n := metadata.BrokerNamesFor(b.App)
 			domain := b.ClusterDomain
 			if domain == "" {
 				domain = rabbitmq.DefaultClusterDomain

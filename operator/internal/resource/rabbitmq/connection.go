@@ -11,6 +11,7 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
 	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // Keys of a service's connection Secret.
@@ -28,7 +29,7 @@ const (
 // managed brokers (Host from Broker.AMQPHost, Port AMQPPort) and external
 // ones (the address the app's spec gives) alike.
 type Connection struct {
-	// App and Service name the Secret (ConnectionSecretName).
+	// App and Service name the Secret (metadata.ConnectionSecretName).
 	App     string
 	Service string
 	// Namespace is the app's namespace.
@@ -54,7 +55,7 @@ type Connection struct {
 // separately. The service's pod template carries ConnectionHash of its data,
 // so changing the password rolls the service's pods onto the new one.
 func ConnectionSecret(c Connection) *corev1ac.SecretApplyConfiguration {
-	s := corev1ac.Secret(ConnectionSecretName(c.App, c.Service), c.Namespace).
+	s := corev1ac.Secret(metadata.ConnectionSecretName(c.App, c.Service), c.Namespace).
 		WithLabels(c.Labels).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(ConnectionData(c))

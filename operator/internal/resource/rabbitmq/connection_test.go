@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/courier-dev/courier/operator/internal/broker"
-	"github.com/courier-dev/courier/operator/internal/resource"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
@@ -28,7 +28,7 @@ func testConnection(opts ...func(*rabbitmq.Connection)) rabbitmq.Connection {
 		VHost:     b.App,
 		Username:  broker.UserName(b.App, "users"),
 		Password:  "USERSPASSWORDUSERSPASSWORD",
-		Labels:    resource.Labels(b.App, "users"),
+		Labels:    metadata.Labels(b.App, "users"),
 		Owner:     b.Owner,
 	}
 	for _, o := range opts {
@@ -68,8 +68,8 @@ func TestConnectionSecret(t *testing.T) {
 			}
 			golden.Assert(t, "---\n"+string(out), tt.name+".yaml")
 
-			if *s.Name != rabbitmq.ConnectionSecretName(tt.conn.App, tt.conn.Service) {
-				t.Errorf("name = %q, want %q", *s.Name, rabbitmq.ConnectionSecretName(tt.conn.App, tt.conn.Service))
+			if *s.Name != metadata.ConnectionSecretName(tt.conn.App, tt.conn.Service) {
+				t.Errorf("name = %q, want %q", *s.Name, metadata.ConnectionSecretName(tt.conn.App, tt.conn.Service))
 			}
 			uri, err := amqp.ParseURI(string(s.Data[rabbitmq.ConnectionURLKey]))
 			if err != nil {
@@ -160,28 +160,8 @@ func TestConnectionHash(t *testing.T) {
 	})
 }
 
-func TestGenerateCredentials(t *testing.T) {
-	a, b := rabbitmq.GenerateCredentials(), rabbitmq.GenerateCredentials()
-	if a.Username == b.Username || a.Password == b.Password || a.ErlangCookie == b.ErlangCookie {
-		t.Errorf("two generations share a value: %+v and %+v", a, b)
-	}
-	for _, c := range []rabbitmq.Credentials{a, b} {
-		// Safe in a URL's userinfo and an environment variable unescaped.
-		if !regexp.MustCompile(`^admin-[a-z2-7]{10}$`).MatchString(c.Username) {
-			t.Errorf("username %q is not admin- and ten base32 letters", c.Username)
-		}
-		if !regexp.MustCompile(`^[A-Z2-7]{26}$`).MatchString(c.Password) {
-			t.Errorf("password %q is not 26 base32 letters (130 bits)", c.Password)
-		}
-		// Erlang accepts up to 255 characters; 52 base32 letters are 260 bits.
-		if !regexp.MustCompile(`^[A-Z2-7]{52}$`).MatchString(c.ErlangCookie) {
-			t.Errorf("cookie %q is not 52 base32 letters", c.ErlangCookie)
-		}
-	}
-}
-
 func TestCredentialsFromSecret(t *testing.T) {
-	want := rabbitmq.GenerateCredentials()
+	want := testCredentials
 	built := rabbitmq.AdminSecret(testBroker(), want)
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: *built.Namespace, Name: *built.Name},

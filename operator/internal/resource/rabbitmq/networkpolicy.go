@@ -1,6 +1,7 @@
 package rabbitmq
 
 import (
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -50,7 +51,7 @@ func NetworkPolicy(b Broker) *networkingv1ac.NetworkPolicyApplyConfiguration {
 				WithMatchLabels(map[string]string{labelNamespaceName: n.OperatorNamespace})))
 	}
 	nodes := networkingv1ac.NetworkPolicyPeer().
-		WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(b.App)))
+		WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(metadata.BrokerSelectorLabels(b.App)))
 
 	rules := []*networkingv1ac.NetworkPolicyIngressRuleApplyConfiguration{clients}
 	if n.Monitoring != nil {
@@ -62,11 +63,11 @@ func NetworkPolicy(b Broker) *networkingv1ac.NetworkPolicyApplyConfiguration {
 		WithPorts(tcpPort(EPMDPort), tcpPort(DistributionPort)).
 		WithFrom(nodes))
 
-	return networkingv1ac.NetworkPolicy(NamesFor(b.App).NetworkPolicy, b.Namespace).
+	return networkingv1ac.NetworkPolicy(metadata.BrokerNamesFor(b.App).NetworkPolicy, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithSpec(networkingv1ac.NetworkPolicySpec().
-			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(b.App))).
+			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(metadata.BrokerSelectorLabels(b.App))).
 			WithPolicyTypes(networkingv1.PolicyTypeIngress).
 			WithIngress(rules...))
 }

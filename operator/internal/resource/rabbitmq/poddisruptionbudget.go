@@ -1,6 +1,7 @@
 package rabbitmq
 
 import (
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
@@ -16,11 +17,11 @@ func PodDisruptionBudget(b Broker) *policyv1ac.PodDisruptionBudgetApplyConfigura
 	if b.Replicas <= 1 {
 		return nil
 	}
-	return policyv1ac.PodDisruptionBudget(NamesFor(b.App).PodDisruptionBudget, b.Namespace).
+	return policyv1ac.PodDisruptionBudget(metadata.BrokerNamesFor(b.App).PodDisruptionBudget, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithSpec(policyv1ac.PodDisruptionBudgetSpec().
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(b.App))).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(metadata.BrokerSelectorLabels(b.App))).
 			WithMaxUnavailable(intstr.FromInt32(1)).
 			// Unlike the services' budgets: a node that is not ready may still
 			// be a member of its quorum queues (it is booting and catching

@@ -1,6 +1,7 @@
 package rabbitmq
 
 import (
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	rbacv1 "k8s.io/api/rbac/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
@@ -9,7 +10,7 @@ import (
 // ServiceAccount is the identity the nodes call the Kubernetes API with for
 // peer discovery. The pods, not the account, opt into a token.
 func ServiceAccount(b Broker) *corev1ac.ServiceAccountApplyConfiguration {
-	return corev1ac.ServiceAccount(NamesFor(b.App).ServiceAccount, b.Namespace).
+	return corev1ac.ServiceAccount(metadata.BrokerNamesFor(b.App).ServiceAccount, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...)
 }
@@ -20,7 +21,7 @@ func ServiceAccount(b Broker) *corev1ac.ServiceAccountApplyConfiguration {
 // The plugin reads the Endpoints API (not EndpointSlices), which Kubernetes
 // still serves.
 func Role(b Broker) *rbacv1ac.RoleApplyConfiguration {
-	return rbacv1ac.Role(NamesFor(b.App).Role, b.Namespace).
+	return rbacv1ac.Role(metadata.BrokerNamesFor(b.App).Role, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithRules(
@@ -36,7 +37,7 @@ func Role(b Broker) *rbacv1ac.RoleApplyConfiguration {
 
 // RoleBinding binds Role to ServiceAccount.
 func RoleBinding(b Broker) *rbacv1ac.RoleBindingApplyConfiguration {
-	n := NamesFor(b.App)
+	n := metadata.BrokerNamesFor(b.App)
 	return rbacv1ac.RoleBinding(n.RoleBinding, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).

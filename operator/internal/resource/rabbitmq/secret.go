@@ -1,15 +1,13 @@
 package rabbitmq
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
-	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // Keys of the admin Secret.
@@ -29,24 +27,6 @@ type Credentials struct {
 	Username     string
 	Password     string
 	ErlangCookie string
-}
-
-// GenerateCredentials returns new random credentials from crypto/rand. Call
-// it only when the admin Secret does not exist yet; otherwise read the
-// existing one with CredentialsFromSecret. New values would lock the
-// operator out: RabbitMQ creates its default user from them only when a node
-// initialises an empty database, and nodes with different cookies cannot
-// talk to each other.
-func GenerateCredentials() Credentials {
-	return Credentials{
-		// A random user name keeps the administrator's name off the list an
-		// attacker would try first; lower case, so it reads like a name.
-		Username: "admin-" + strings.ToLower(rand.Text()[:10]),
-		Password: broker.GeneratePassword(),
-		// Two rand.Text values: 52 characters of A-Z and 2-7, about 260 bits;
-		// Erlang accepts cookies of up to 255 such characters.
-		ErlangCookie: rand.Text() + rand.Text(),
-	}
 }
 
 // CredentialsFromSecret reads the credentials of an existing admin Secret.
@@ -73,15 +53,15 @@ func CredentialsFromSecret(s *corev1.Secret) (Credentials, error) {
 // AdminSecret holds the administrator's credentials, which the pods read as
 // RABBITMQ_DEFAULT_USER and RABBITMQ_DEFAULT_PASS, and the Erlang cookie.
 //
-// The controller must create it only when it is missing, from
-// GenerateCredentials, and otherwise build it from CredentialsFromSecret of
-// the existing Secret, so that applying it again changes nothing: RabbitMQ
+// The controller must create it only when it is missing, from credentials
+// it generates, and otherwise build it from CredentialsFromSecret of the
+// existing Secret, so that applying it again changes nothing: RabbitMQ
 // reads the default user only when a node initialises an empty database, so
 // rotating the values here would lock the operator out, and a new cookie
 // would split the cluster. The Secret is immutable for the same reason;
 // kubelets also stop watching it.
 func AdminSecret(b Broker, c Credentials) *corev1ac.SecretApplyConfiguration {
-	return corev1ac.Secret(NamesFor(b.App).AdminSecret, b.Namespace).
+	return corev1ac.Secret(metadata.BrokerNamesFor(b.App).AdminSecret, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithType(corev1.SecretTypeOpaque).

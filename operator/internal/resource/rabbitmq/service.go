@@ -1,6 +1,7 @@
 package rabbitmq
 
 import (
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -13,13 +14,13 @@ import (
 // resolve its peers, before it is ready, since it only becomes ready once it
 // has joined the cluster.
 func HeadlessService(b Broker) *corev1ac.ServiceApplyConfiguration {
-	return corev1ac.Service(NamesFor(b.App).Headless, b.Namespace).
+	return corev1ac.Service(metadata.BrokerNamesFor(b.App).Headless, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithSpec(corev1ac.ServiceSpec().
 			WithClusterIP(corev1.ClusterIPNone).
 			WithPublishNotReadyAddresses(true).
-			WithSelector(SelectorLabels(b.App)).
+			WithSelector(metadata.BrokerSelectorLabels(b.App)).
 			WithPorts(
 				servicePort(PortNameEPMD, EPMDPort, ""),
 				servicePort(PortNameDistribution, DistributionPort, "")))
@@ -29,12 +30,12 @@ func HeadlessService(b Broker) *corev1ac.ServiceApplyConfiguration {
 // management HTTP API and Prometheus metrics, balanced over ready nodes.
 // Every node serves every queue, forwarding to the node that holds it.
 func ClientService(b Broker) *corev1ac.ServiceApplyConfiguration {
-	return corev1ac.Service(NamesFor(b.App).Client, b.Namespace).
+	return corev1ac.Service(metadata.BrokerNamesFor(b.App).Client, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithSpec(corev1ac.ServiceSpec().
 			WithType(corev1.ServiceTypeClusterIP).
-			WithSelector(SelectorLabels(b.App)).
+			WithSelector(metadata.BrokerSelectorLabels(b.App)).
 			WithPorts(
 				servicePort(PortNameAMQP, AMQPPort, "amqp"),
 				servicePort(PortNameManagement, ManagementPort, "http"),

@@ -12,6 +12,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
@@ -106,14 +107,14 @@ const (
 // once the peers it last saw are back, but OrderedReady starts pod 1 only
 // after pod 0 is ready.
 func StatefulSet(b Broker) *appsv1ac.StatefulSetApplyConfiguration {
-	n := NamesFor(b.App)
+	n := metadata.BrokerNamesFor(b.App)
 	return appsv1ac.StatefulSet(n.StatefulSet, b.Namespace).
 		WithLabels(b.labels()).
 		WithOwnerReferences(b.owners()...).
 		WithSpec(appsv1ac.StatefulSetSpec().
 			WithReplicas(b.Replicas).
 			WithServiceName(n.Headless).
-			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(b.App))).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(metadata.BrokerSelectorLabels(b.App))).
 			WithPodManagementPolicy(appsv1.ParallelPodManagement).
 			WithUpdateStrategy(appsv1ac.StatefulSetUpdateStrategy().
 				WithType(appsv1.RollingUpdateStatefulSetStrategyType)).
@@ -151,13 +152,13 @@ func volumeClaimTemplate(b Broker) *corev1ac.PersistentVolumeClaimApplyConfigura
 		WithAPIVersion("v1").
 		WithKind("PersistentVolumeClaim").
 		WithName(volumeData).
-		WithLabels(SelectorLabels(b.App)).
+		WithLabels(metadata.BrokerSelectorLabels(b.App)).
 		WithSpec(spec).
 		WithStatus(corev1ac.PersistentVolumeClaimStatus().WithPhase(corev1.ClaimPending))
 }
 
 func podTemplate(b Broker) *corev1ac.PodTemplateSpecApplyConfiguration {
-	n := NamesFor(b.App)
+	n := metadata.BrokerNamesFor(b.App)
 	return corev1ac.PodTemplateSpec().
 		WithLabels(podspec.Merge(b.labels(), b.Pod.Labels)).
 		WithAnnotations(podspec.Merge(map[string]string{
@@ -195,7 +196,7 @@ func podTemplate(b Broker) *corev1ac.PodTemplateSpecApplyConfiguration {
 						WithPodAffinityTerm(corev1ac.PodAffinityTerm().
 							WithTopologyKey(corev1.LabelHostname).
 							WithLabelSelector(metav1ac.LabelSelector().
-								WithMatchLabels(SelectorLabels(b.App))))))).
+								WithMatchLabels(metadata.BrokerSelectorLabels(b.App))))))).
 			WithInitContainers(cookieContainer(b)).
 			WithContainers(rabbitmqContainer(b)).
 			WithVolumes(
@@ -223,7 +224,7 @@ func podTemplate(b Broker) *corev1ac.PodTemplateSpecApplyConfiguration {
 						WithItems(corev1ac.DownwardAPIVolumeFile().
 							WithPath("skip-prestop-checks").
 							WithFieldRef(fieldRef(fmt.Sprintf("metadata.annotations['%s']", AnnotationSkipPreStopChecks)))))),
-			b.Pod, SelectorLabels(b.App)))
+			b.Pod, metadata.BrokerSelectorLabels(b.App)))
 }
 
 // cookieContainer installs the Erlang cookie in the rabbitmq user's HOME
@@ -263,7 +264,7 @@ func cookieContainer(b Broker) *corev1ac.ContainerApplyConfiguration {
 }
 
 func rabbitmqContainer(b Broker) *corev1ac.ContainerApplyConfiguration {
-	n := NamesFor(b.App)
+	n := metadata.BrokerNamesFor(b.App)
 	return corev1ac.Container().
 		WithName("rabbitmq").
 		WithImage(b.image()).

@@ -1,4 +1,4 @@
-package controller
+package natsdriver_test
 
 import (
 	"testing"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
+	"github.com/courier-dev/courier/operator/internal/driver/natsdriver"
 	"github.com/courier-dev/courier/operator/internal/fixture"
 )
 
@@ -33,7 +34,7 @@ func TestNATSStreamReplicas(t *testing.T) {
 			} else {
 				app.Spec.Broker.Managed.Replicas = tc.managed
 			}
-			topo, _ := natsDriver{}.topology(app, nil)
+			topo, _ := (&natsdriver.Driver{}).Topology(app, nil)
 			s, err := natsbroker.Generate(topo)
 			if err != nil {
 				t.Fatal(err)

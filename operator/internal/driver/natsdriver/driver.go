@@ -1,4 +1,6 @@
-package controller
+// Package natsdriver is the operator's driver for NATS JetStream
+// (spec.broker.kind nats).
+package natsdriver
 
 import (
 	"context"
@@ -15,20 +17,28 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
+	"github.com/courier-dev/courier/operator/internal/driver"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 	"github.com/courier-dev/courier/operator/internal/resource/nats"
-	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
 
-// natsDriver runs NATS JetStream in operator mode: one account per app
+// Driver runs NATS JetStream in operator mode: one account per app
 // (its key kept in AccountSecretName), one user per service signed by a
 // scoped key holding its permissions, one stream with a durable consumer
 // per queue (package natsbroker); a managed system is a StatefulSet of
 // nats-server (package resource/nats) whose operator key and system
 // account are generated once and kept in its admin Secret.
-type natsDriver struct{}
+type Driver struct {
+	admin *natsbroker.NATS
+}
+
+// New is the NATS driver doing the work on NATS systems through admin.
+func New(admin *natsbroker.NATS) *Driver { return &Driver{admin: admin} }
+
+var _ driver.Driver = (*Driver)(nil)
 
 // natsConn is a NATS system as one reconcile reaches it.
 type natsConn struct {
@@ -42,17 +52,8 @@ type natsConn struct {
 	creds natsbroker.Credentials
 }
 
-// natsAdmin is the NATS admin client, natsbroker.New() unless set.
-func (r *MicroserviceAppReconciler) natsAdmin() *natsbroker.NATS {
-	if r.NATSAdmin == nil {
-		return defaultNATSAdmin
-	}
-	return r.NATSAdmin
-}
-
-var defaultNATSAdmin = natsbroker.New()
-
-func (natsDriver) kinds() []kind.Object {
+// Kinds are the managed system's kinds of object.
+func (*Driver) Kinds() []kind.Object {
 	out := make([]kind.Object, 0, len(nats.Builders))
 	for _, b := range nats.Builders {
 		out = append(out, b.Object)
@@ -60,28 +61,28 @@ func (natsDriver) kinds() []kind.Object {
 	return out
 }
 
-// topology is RabbitMQ's mapping without queue types: one stream holds
+// Topology is RabbitMQ's mapping without queue types: one stream holds
 // every queue (the API refuses spec.queues[].type for nats). On a managed
 // cluster of three or more servers the stream and its consumers keep three
 // copies, so a server lost (a drain, a restart) loses no message and stops
 // no queue; an external system's streams keep one, its operators' choice
 // being unknown to the app.
-func (natsDriver) topology(app *v1alpha1.MicroserviceApp, observed []v1alpha1.QueueStatus) (broker.Topology, map[string]v1alpha1.QueueType) {
-	t, _ := topologyOf(app, observed)
-	if m := app.Spec.Broker.Managed; app.Spec.Broker.External == nil && m != nil && ptr.Deref(m.Replicas, 1) >= natsClusterReplicas {
-		t.Replicas = natsClusterReplicas
+func (*Driver) Topology(app *v1alpha1.MicroserviceApp, observed []v1alpha1.QueueStatus) (broker.Topology, map[string]v1alpha1.QueueType) {
+	t, _ := driver.TopologyOf(app, observed)
+	if m := app.Spec.Broker.Managed; app.Spec.Broker.External == nil && m != nil && ptr.Deref(m.Replicas, 1) >= clusterReplicas {
+		t.Replicas = clusterReplicas
 	}
 	return t, nil
 }
 
-// natsClusterReplicas is the replica count of a replicated stream: a
+// clusterReplicas is the replica count of a replicated stream: a
 // JetStream cluster's majority survives one server lost of three.
-const natsClusterReplicas = 3
+const clusterReplicas = 3
 
-// natsManagedBroker maps spec.broker.managed to the nats builders' input,
+// managedBroker maps spec.broker.managed to the nats builders' input,
 // with the labels, owner and network peers of resource.ManagedBroker.
-func natsManagedBroker(app *v1alpha1.MicroserviceApp, r *MicroserviceAppReconciler) nats.Broker {
-	rb := resource.ManagedBroker(app, r.ClusterDomain, r.OperatorNamespace)
+func managedBroker(app *v1alpha1.MicroserviceApp, h driver.Host) nats.Broker {
+	rb := resource.ManagedBroker(app, h.Config().ClusterDomain, h.Config().OperatorNamespace)
 	return nats.Broker{
 		App: rb.App, Namespace: rb.Namespace, Image: rb.Image, Replicas: rb.Replicas,
 		StorageSize: rb.StorageSize, StorageClassName: rb.StorageClassName, Resources: rb.Resources,
@@ -89,46 +90,47 @@ func natsManagedBroker(app *v1alpha1.MicroserviceApp, r *MicroserviceAppReconcil
 	}
 }
 
-func (d natsDriver) open(ctx context.Context, r *MicroserviceAppReconciler, s *scope) (brokerConn, []error, error) {
-	if s.app.Spec.Broker.Managed != nil {
-		return d.openManaged(ctx, r, s)
+// Open reaches the managed or external system (driver.Driver).
+func (d *Driver) Open(ctx context.Context, h driver.Host, s *driver.State) (driver.Conn, []error, error) {
+	if s.App.Spec.Broker.Managed != nil {
+		return d.openManaged(ctx, h, s)
 	}
-	c, err := d.openExternal(ctx, r, s)
+	c, err := d.openExternal(ctx, h, s)
 	return c, nil, err
 }
 
-func (natsDriver) openManaged(ctx context.Context, r *MicroserviceAppReconciler, s *scope) (brokerConn, []error, error) {
-	b := natsManagedBroker(s.app, r)
-	names := rabbitmq.NamesFor(b.App)
-	c := &natsConn{admin: r.natsAdmin(), url: b.URL()}
-	keys, reason, err := r.natsManagedKeys(ctx, b)
+func (d *Driver) openManaged(ctx context.Context, h driver.Host, s *driver.State) (driver.Conn, []error, error) {
+	b := managedBroker(s.App, h)
+	names := metadata.BrokerNamesFor(b.App)
+	c := &natsConn{admin: d.admin, url: b.URL()}
+	keys, reason, err := managedKeys(ctx, h, b)
 	switch {
 	case err != nil && reason == "":
 		return nil, nil, err
 	case err != nil:
-		s.broker.blockedReason, s.broker.blockedMessage = reason, err.Error()
+		s.BlockedReason, s.BlockedMessage = reason, err.Error()
 	}
 
 	// As for RabbitMQ; the servers' configuration names the operator they
 	// trust, so it waits for the Secret too.
-	sts, errs := applyManagedBroker(ctx, r, s, nats.Builders, nats.Input{Broker: b, Keys: keys},
+	sts, errs := driver.ApplyManagedBroker(ctx, h, s, nats.Builders, nats.Input{Broker: b, Keys: keys},
 		map[string]string{"Secret": names.AdminSecret, "StatefulSet": names.StatefulSet, "ConfigMap": names.ConfigMap})
-	if s.broker.blockedReason != "" {
+	if s.BlockedReason != "" {
 		return c, errs, nil
 	}
 	c.sys = keys.System(b.URL())
-	s.broker.blockedReason, s.broker.blockedMessage, s.broker.podsWaiting = podsReady(sts, b.Replicas)
+	s.BlockedReason, s.BlockedMessage, s.PodsWaiting = driver.PodsReady(sts, b.Replicas)
 	return c, errs, nil
 }
 
-// natsManagedKeys are the managed system's operator key, system account
+// managedKeys are the managed system's operator key, system account
 // and system user: those of its admin Secret, or new ones for a system
 // that does not exist yet, never new ones for one that does (its servers
 // trust the operator key they were configured with).
-func (r *MicroserviceAppReconciler) natsManagedKeys(ctx context.Context, b nats.Broker) (natsbroker.Managed, string, error) {
-	names := rabbitmq.NamesFor(b.App)
+func managedKeys(ctx context.Context, h driver.Host, b nats.Broker) (natsbroker.Managed, string, error) {
+	names := metadata.BrokerNamesFor(b.App)
 	secret := &corev1.Secret{}
-	found, err := r.getSecret(ctx, client.ObjectKey{Namespace: b.Namespace, Name: names.AdminSecret}, secret)
+	found, err := h.GetSecret(ctx, client.ObjectKey{Namespace: b.Namespace, Name: names.AdminSecret}, secret)
 	if err != nil {
 		return natsbroker.Managed{}, "", err
 	}
@@ -139,7 +141,7 @@ func (r *MicroserviceAppReconciler) natsManagedKeys(ctx context.Context, b nats.
 		}
 		return keys, "", nil
 	}
-	reason, err := r.adminSecretLost(ctx, b.Namespace, names.AdminSecret, names.StatefulSet)
+	reason, err := driver.AdminSecretLost(ctx, h, b.Namespace, names.AdminSecret, names.StatefulSet)
 	if reason != "" || err != nil {
 		return natsbroker.Managed{}, reason, err
 	}
@@ -152,12 +154,12 @@ func (r *MicroserviceAppReconciler) natsManagedKeys(ctx context.Context, b nats.
 
 // openExternal reads the external system's Secret; a missing or malformed
 // one blocks the broker work, naming the Secret and the key.
-func (natsDriver) openExternal(ctx context.Context, r *MicroserviceAppReconciler, s *scope) (brokerConn, error) {
-	c := natsExternal(r, s.app)
-	sys, reason, err := r.natsExternalSystem(ctx, s.app)
+func (d *Driver) openExternal(ctx context.Context, h driver.Host, s *driver.State) (driver.Conn, error) {
+	c := d.external(s.App)
+	sys, reason, err := externalSystem(ctx, h, s.App)
 	switch {
 	case reason != "":
-		s.broker.blockedReason, s.broker.blockedMessage = reason, err.Error()
+		s.BlockedReason, s.BlockedMessage = reason, err.Error()
 		return c, nil
 	case err != nil:
 		return nil, err
@@ -166,19 +168,20 @@ func (natsDriver) openExternal(ctx context.Context, r *MicroserviceAppReconciler
 	return c, nil
 }
 
-// natsExternal is the conn of an external system before its Secret is
+// external is the conn of an external system before its Secret is
 // read: the client address the spec gives.
-func natsExternal(r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) *natsConn {
+func (d *Driver) external(app *v1alpha1.MicroserviceApp) *natsConn {
 	ext := app.Spec.Broker.External
 	port := ext.Port
 	if port == 0 {
 		port = nats.ClientPort
 	}
-	return &natsConn{admin: r.natsAdmin(), url: fmt.Sprintf("nats://%s:%d", ext.Host, port)}
+	return &natsConn{admin: d.admin, url: fmt.Sprintf("nats://%s:%d", ext.Host, port)}
 }
 
-func (r *MicroserviceAppReconciler) natsExternalSystem(ctx context.Context, app *v1alpha1.MicroserviceApp) (natsbroker.System, string, error) {
-	secret, reason, err := r.externalSecret(ctx, app)
+// externalSystem reads the external system's Secret.
+func externalSystem(ctx context.Context, h driver.Host, app *v1alpha1.MicroserviceApp) (natsbroker.System, string, error) {
+	secret, reason, err := h.ExternalSecret(ctx, app)
 	if reason != "" || err != nil {
 		return natsbroker.System{}, reason, err
 	}
@@ -189,11 +192,11 @@ func (r *MicroserviceAppReconciler) natsExternalSystem(ctx context.Context, app 
 	return sys, "", nil
 }
 
-// wire keeps the app's account key and every service's creds, makes the
+// Wire keeps the app's account key and every service's creds, makes the
 // missing ones, and applies the account Secret. Creds signed for another
 // account (the account Secret was lost and made anew) are issued again.
-func (c *natsConn) wire(ctx context.Context, r *MicroserviceAppReconciler, s *scope) ([]error, error) {
-	seed, _, err := r.keptSecretValue(ctx, s.app.Namespace, resource.AccountSecretName(s.app.Name), natsbroker.AccountSecretKey,
+func (c *natsConn) Wire(ctx context.Context, h driver.Host, s *driver.State) ([]error, error) {
+	seed, _, err := h.KeptSecretValue(ctx, s.App.Namespace, metadata.AccountSecretName(s.App.Name), natsbroker.AccountSecretKey,
 		func() ([]byte, error) {
 			seed, err := natsbroker.GenerateAccount()
 			return []byte(seed), err
@@ -203,32 +206,32 @@ func (c *natsConn) wire(ctx context.Context, r *MicroserviceAppReconciler, s *sc
 	}
 	account, err := accountOf(string(seed))
 	if err != nil {
-		return nil, fmt.Errorf("the Secret %s: %w", resource.AccountSecretName(s.app.Name), err)
+		return nil, fmt.Errorf("the Secret %s: %w", metadata.AccountSecretName(s.App.Name), err)
 	}
 	c.creds = natsbroker.Credentials{AccountSeed: string(seed), Services: map[string][]byte{}}
-	for i := range s.app.Spec.Services {
-		svc := &s.app.Spec.Services[i]
-		if !resource.UsesBroker(s.app, svc) {
+	for i := range s.App.Spec.Services {
+		svc := &s.App.Spec.Services[i]
+		if !resource.UsesBroker(s.App, svc) {
 			continue
 		}
-		name := resource.ConnectionSecretName(s.app.Name, svc.Name)
-		creds, kept, err := r.keptSecretValue(ctx, s.app.Namespace, name, nats.ConnectionCredsKey, func() ([]byte, error) {
-			return natsbroker.IssueUser(s.app.Name, svc.Name, string(seed))
+		name := metadata.ConnectionSecretName(s.App.Name, svc.Name)
+		creds, kept, err := h.KeptSecretValue(ctx, s.App.Namespace, name, nats.ConnectionCredsKey, func() ([]byte, error) {
+			return natsbroker.IssueUser(s.App.Name, svc.Name, string(seed))
 		})
 		if err != nil {
 			return nil, err
 		}
 		if kept && !issuedFor(creds, account) {
-			if creds, err = natsbroker.IssueUser(s.app.Name, svc.Name, string(seed)); err != nil {
+			if creds, err = natsbroker.IssueUser(s.App.Name, svc.Name, string(seed)); err != nil {
 				return nil, fmt.Errorf("issue the creds of %s: %w", svc.Name, err)
 			}
 			kept = false
 		}
 		if kept {
-			s.keptSecrets[name] = true
+			s.KeptSecrets[name] = true
 		}
 		c.creds.Services[svc.Name] = creds
-		s.wiring[svc.Name] = &resource.Broker{
+		s.Wiring[svc.Name] = &resource.Broker{
 			Kind:            contract.BrokerNATS,
 			Data:            nats.ConnectionData(nats.Connection{URL: c.url, Creds: creds}),
 			URLKey:          nats.ConnectionURLKey,
@@ -236,7 +239,7 @@ func (c *natsConn) wire(ctx context.Context, r *MicroserviceAppReconciler, s *sc
 			CredentialsFile: nats.CredentialsFile,
 		}
 	}
-	if _, err := r.applyChild(ctx, s, kind.Secret, resource.AccountSecret(s.app, natsbroker.AccountSecretKey, seed)); err != nil {
+	if _, err := h.Apply(ctx, kind.Secret, resource.AccountSecret(s.App, natsbroker.AccountSecretKey, seed)); err != nil {
 		return []error{err}, nil
 	}
 	return nil, nil
@@ -265,37 +268,44 @@ func issuedFor(creds []byte, account string) bool {
 	return err == nil && uc.IssuerAccount == account
 }
 
-func (c *natsConn) holdDeclare(*scope) (string, string) { return "", "" }
+// HoldDeclare never holds: a stream has no members to wait for.
+func (c *natsConn) HoldDeclare(*driver.State) (string, string) { return "", "" }
 
-func (c *natsConn) memoInput() any {
+// MemoInput is the system and the credentials.
+func (c *natsConn) MemoInput() any {
 	return struct {
 		System      natsbroker.System
 		Credentials natsbroker.Credentials
 	}{c.sys, c.creds}
 }
 
-func (c *natsConn) declare(ctx context.Context, t broker.Topology) ([]broker.Change, error) {
+// Declare declares the account, stream and consumers.
+func (c *natsConn) Declare(ctx context.Context, t broker.Topology) ([]broker.Change, error) {
 	return c.admin.Declare(ctx, c.sys, t, c.creds)
 }
 
-func (c *natsConn) verify(ctx context.Context, t broker.Topology) error {
+// Verify checks the account and its scoped keys.
+func (c *natsConn) Verify(ctx context.Context, t broker.Topology) error {
 	return c.admin.Verify(ctx, c.sys, t, c.creds)
 }
 
-func (c *natsConn) queueStats(ctx context.Context, t broker.Topology) ([]broker.QueueStat, error) {
+// QueueStats reads the app's stream as its account: NATS keeps every
+// account's streams apart, so each app is read on its own (two requests).
+func (c *natsConn) QueueStats(ctx context.Context, t broker.Topology, _ time.Time) ([]broker.QueueStat, error) {
 	return c.admin.QueueStats(ctx, c.sys, t, c.creds.AccountSeed)
 }
 
-func (c *natsConn) remove(ctx context.Context, t broker.Topology) (broker.DeleteResult, error) {
+// Remove deletes the app's account, stream and consumers.
+func (c *natsConn) Remove(ctx context.Context, t broker.Topology) (broker.DeleteResult, error) {
 	return c.admin.Delete(ctx, c.sys, t, c.creds.AccountSeed)
 }
 
-// openForCleanup reaches a deleting app's system with the account key it
+// OpenForCleanup reaches a deleting app's system with the account key it
 // was declared with, or says why it cannot.
-func (natsDriver) openForCleanup(ctx context.Context, r *MicroserviceAppReconciler, app *v1alpha1.MicroserviceApp) (brokerConn, string, error) {
-	c := &natsConn{admin: r.natsAdmin()}
+func (d *Driver) OpenForCleanup(ctx context.Context, h driver.Host, app *v1alpha1.MicroserviceApp) (driver.Conn, string, error) {
+	c := &natsConn{admin: d.admin}
 	if app.Spec.Broker.External != nil {
-		sys, reason, err := r.natsExternalSystem(ctx, app)
+		sys, reason, err := externalSystem(ctx, h, app)
 		switch {
 		case reason != "":
 			return nil, err.Error(), nil
@@ -304,13 +314,13 @@ func (natsDriver) openForCleanup(ctx context.Context, r *MicroserviceAppReconcil
 		}
 		c.sys = sys
 	} else {
-		b := natsManagedBroker(app, r)
-		names := rabbitmq.NamesFor(app.Name)
-		if skip, err := r.managedBrokerGone(ctx, app.Namespace, names.StatefulSet); skip != "" || err != nil {
+		b := managedBroker(app, h)
+		names := metadata.BrokerNamesFor(app.Name)
+		if skip, err := driver.ManagedBrokerGone(ctx, h, app.Namespace, names.StatefulSet); skip != "" || err != nil {
 			return nil, skip, err
 		}
 		secret := &corev1.Secret{}
-		found, err := r.getSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: names.AdminSecret}, secret)
+		found, err := h.GetSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: names.AdminSecret}, secret)
 		switch {
 		case err != nil:
 			return nil, "", err
@@ -324,19 +334,19 @@ func (natsDriver) openForCleanup(ctx context.Context, r *MicroserviceAppReconcil
 		c.sys = keys.System(b.URL())
 	}
 	secret := &corev1.Secret{}
-	found, err := r.getSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: resource.AccountSecretName(app.Name)}, secret)
+	found, err := h.GetSecret(ctx, client.ObjectKey{Namespace: app.Namespace, Name: metadata.AccountSecretName(app.Name)}, secret)
 	switch {
 	case err != nil:
 		return nil, "", err
 	case !found || len(secret.Data[natsbroker.AccountSecretKey]) == 0:
-		return nil, "the app's account Secret " + resource.AccountSecretName(app.Name) + " is missing", nil
+		return nil, "the app's account Secret " + metadata.AccountSecretName(app.Name) + " is missing", nil
 	}
 	c.creds.AccountSeed = string(secret.Data[natsbroker.AccountSecretKey])
 	return c, "", nil
 }
 
-// stop has nothing to add: the garbage collector deletes the servers with
+// Stop has nothing to add: the garbage collector deletes the servers with
 // the app, and each leaves in lame duck mode within its grace period.
-func (natsDriver) stop(context.Context, *MicroserviceAppReconciler, *v1alpha1.MicroserviceApp) (time.Duration, error) {
+func (*Driver) Stop(context.Context, driver.Host, *v1alpha1.MicroserviceApp) (time.Duration, error) {
 	return 0, nil
 }
