@@ -390,7 +390,7 @@ func reconcileOnce(t *testing.T, app *v1alpha1.MicroserviceApp) (int64, *events.
 	t.Helper()
 	counter := newWriteCounter(mgrClient)
 	recorder := events.NewFakeRecorder(10)
-	r := &MicroserviceAppReconciler{Client: counter, APIReader: k8s, Recorder: recorder, Admin: testAdmin,
+	r := &MicroserviceAppReconciler{Client: counter, APIReader: k8s, Recorder: recorder, Admin: testAdmin, NATSAdmin: testNATSAdmin,
 		OperatorNamespace: reconciler.OperatorNamespace}
 	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}); err != nil {
 		t.Fatalf("reconcile: %v", err)
