@@ -577,13 +577,12 @@ var natsKind = brokerKind{
 		_, err := accountJetStream(t, app).Consumer(ctx, contract.StreamName(app.Name), contract.ConsumerName(p))
 		return err
 	},
-	extraDrift: nil,
 	onBroker: func(t *testing.T, app *v1alpha1.MicroserviceApp) error {
-		jwt, err := lookupAccount(t.Context(), t, appAccount(t, app))
+		tok, err := lookupAccount(t.Context(), t, appAccount(t, app))
 		switch {
 		case err != nil:
 			return err
-		case jwt == "":
+		case tok == "":
 			return errNotOnBroker
 		}
 		return nil
@@ -656,6 +655,7 @@ func dialNATS(t *testing.T, app *v1alpha1.MicroserviceApp, svc string, data map[
 		natsgo.UserCredentials(path),
 		natsgo.CustomInboxPrefix(contract.InboxPrefix(svc)),
 		natsgo.NoReconnect(),
+		natsgo.Timeout(natsConnectTimeout),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) {
 			c.mu.Lock()
 			c.violations = append(c.violations, err.Error())
@@ -819,7 +819,7 @@ func systemConn(t *testing.T) *natsgo.Conn {
 	if err := os.WriteFile(path, keys.SystemUserCreds, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsgo.Connect(addr, natsgo.UserCredentials(path))
+	nc, err := natsgo.Connect(addr, natsgo.UserCredentials(path), natsgo.Timeout(natsConnectTimeout))
 	if err != nil {
 		t.Fatalf("connect as the system user: %v", err)
 	}
@@ -938,7 +938,7 @@ func accountConn(t *testing.T, acct nkeys.KeyPair) (*natsgo.Conn, error) {
 		return nil, err
 	}
 	_, addr := testNATS(t)
-	return natsgo.Connect(addr, natsgo.UserCredentials(path), natsgo.NoReconnect())
+	return natsgo.Connect(addr, natsgo.UserCredentials(path), natsgo.NoReconnect(), natsgo.Timeout(natsConnectTimeout))
 }
 
 // natsTopology checks the app's stream, its durable consumer and the

@@ -44,8 +44,16 @@ var testNATSServer struct {
 }
 
 // testNATSAdmin is the NATS admin the suite's reconciler uses, dialling
-// through the resolver.
-var testNATSAdmin = natsbroker.New(natsbroker.WithResolver(resolver.resolve), natsbroker.WithDialTimeout(2*time.Second))
+// through the resolver. The suite retries a failed broker call only after
+// ten minutes, so one connect timing out fails the test: at a load of 35
+// on the shared 2 cores a JWT handshake with the embedded server took more
+// than the 2 s this once had (seen as "i/o timeout" and, from the server's
+// own 2 s auth timeout, "broken pipe").
+var testNATSAdmin = natsbroker.New(natsbroker.WithResolver(resolver.resolve), natsbroker.WithDialTimeout(natsConnectTimeout))
+
+// natsConnectTimeout bounds every connect to the suite's server, the
+// server's wait for a client's credentials too.
+const natsConnectTimeout = 15 * time.Second
 
 // testNATS starts the shared server on first use.
 func testNATS(t *testing.T) (natsbroker.Managed, string) {
@@ -85,6 +93,7 @@ resolver_preload: {%s: %s}
 		return fmt.Errorf("nats.conf: %w", err)
 	}
 	opts.NoLog, opts.NoSigs = true, true
+	opts.AuthTimeout = natsConnectTimeout.Seconds()
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return err
@@ -136,7 +145,7 @@ func natsConnects(creds []byte) error {
 	if err := os.WriteFile(path, creds, 0o600); err != nil {
 		return err
 	}
-	nc, err := natsgo.Connect("nats://"+testNATSServer.addr, natsgo.UserCredentials(path), natsgo.NoReconnect())
+	nc, err := natsgo.Connect("nats://"+testNATSServer.addr, natsgo.UserCredentials(path), natsgo.NoReconnect(), natsgo.Timeout(natsConnectTimeout))
 	if err != nil {
 		return err
 	}
