@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/courier-dev/courier/operator/internal/broker"
-	"github.com/courier-dev/courier/operator/internal/metadata"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/courier-dev/courier/operator/internal/broker"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"

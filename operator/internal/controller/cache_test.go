@@ -3,10 +3,11 @@ package controller
 import (
 	"testing"
 
-	"github.com/courier-dev/courier/operator/internal/metadata"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 func TestKeepOwnManagedFields(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,8 +43,16 @@ var testNATSServer struct {
 }
 
 // testNATSAdmin is the NATS admin the suite's reconciler uses, dialling
-// through the resolver.
-var testNATSAdmin = natsbroker.New(natsbroker.WithResolver(resolver.resolve), natsbroker.WithDialTimeout(2*time.Second))
+// through the resolver. The suite retries a failed broker call only after
+// ten minutes, so one connect timing out fails the test: at a load of 35
+// on the shared 2 cores a JWT handshake with the embedded server took more
+// than the 2 s this once had (seen as "i/o timeout" and, from the server's
+// own 2 s auth timeout, "broken pipe").
+var testNATSAdmin = natsbroker.New(natsbroker.WithResolver(resolver.resolve), natsbroker.WithDialTimeout(natsConnectTimeout))
+
+// natsConnectTimeout bounds every connect to the suite's server, the
+// server's wait for a client's credentials too.
+const natsConnectTimeout = 15 * time.Second
 
 // testNATS starts the shared server on first use.
 func testNATS(t *testing.T) (natsbroker.Managed, string) {
@@ -85,6 +92,7 @@ resolver_preload: {%s: %s}
 		return fmt.Errorf("nats.conf: %w", err)
 	}
 	opts.NoLog, opts.NoSigs = true, true
+	opts.AuthTimeout = natsConnectTimeout.Seconds()
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return err
@@ -125,65 +133,6 @@ func natsExternalSecret(ns, name string, keys natsbroker.Managed) *corev1.Secret
 	}
 }
 
-// kitFromEnv connects the service kit as a pod of the service would: only
-// from the env the operator rendered into its Deployment and the files of
-// its connection Secret, the in-cluster address mapped by the resolver.
-func kitFromEnv(t *testing.T, app *v1alpha1.MicroserviceApp, service string) messaging.Broker {
-	t.Helper()
-	d := get(t, app.Namespace, metadata.Name(app.Name, service), &appsv1.Deployment{})
-	env := envOf(d)
-	secret := connectionSecret(t, app, service)
-	// The Secret volume: the key the Deployment mounts, at the path the
-	// env names.
-	var items []corev1.KeyToPath
-	for _, v := range d.Spec.Template.Spec.Volumes {
-		if v.Secret != nil && v.Secret.SecretName == secret.Name {
-			items = v.Secret.Items
-		}
-	}
-	if len(items) != 1 {
-		t.Fatalf("%s: the Deployment mounts %v of its connection Secret, want the creds file alone", service, items)
-	}
-	file := env[contract.EnvBrokerCredentialsFile]
-	if filepath.Base(file) != items[0].Path {
-		t.Fatalf("%s: %s=%q, but the Secret's key is mounted as %q", service, contract.EnvBrokerCredentialsFile, file, items[0].Path)
-	}
-	local := filepath.Join(t.TempDir(), items[0].Path)
-	if err := os.WriteFile(local, secret.Data[items[0].Key], 0o400); err != nil {
-		t.Fatal(err)
-	}
-	urlKey, ok := strings.CutPrefix(env[contract.EnvBrokerURL], "secret "+secret.Name+"/")
-	if !ok {
-		t.Fatalf("%s: BROKER_URL is %q, want it from its connection Secret", service, env[contract.EnvBrokerURL])
-	}
-	u, err := url.Parse(string(secret.Data[urlKey]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := resolver.resolve(t.Context(), u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	queues := map[string]string{}
-	for k, v := range env {
-		if name, ok := strings.CutPrefix(k, "QUEUE_"); ok && !strings.HasSuffix(name, "_MAX_DELIVERIES") {
-			queues[strings.ToLower(strings.ReplaceAll(name, "_", "-"))] = v
-		}
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	b, err := messaging.Connect(ctx, messaging.Config{
-		Kind: env[contract.EnvBrokerKind], URL: "nats://" + addr, App: env[contract.EnvAppName], Queues: queues,
-		CredentialsFile: local, InboxPrefix: contract.InboxPrefix(env[contract.EnvServiceName]),
-		AuthRetryFor: 2 * time.Second,
-	})
-	if err != nil {
-		t.Fatalf("kit connect as %s from its env: %v", service, err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	return b
-}
-
 // natsConnects reports whether creds still let a client in.
 func natsConnects(creds []byte) error {
 	dir, err := os.MkdirTemp("", "creds-")
@@ -195,7 +144,7 @@ func natsConnects(creds []byte) error {
 	if err := os.WriteFile(path, creds, 0o600); err != nil {
 		return err
 	}
-	nc, err := natsgo.Connect("nats://"+testNATSServer.addr, natsgo.UserCredentials(path), natsgo.NoReconnect())
+	nc, err := natsgo.Connect("nats://"+testNATSServer.addr, natsgo.UserCredentials(path), natsgo.NoReconnect(), natsgo.Timeout(natsConnectTimeout))
 	if err != nil {
 		return err
 	}
@@ -245,8 +194,8 @@ func TestNATSExternal(t *testing.T) {
 
 	// users publishes, the mailer receives, each with what the operator
 	// rendered for it alone.
-	publisher := kitFromEnv(t, app, "users")
-	consumer := kitFromEnv(t, app, "mailer")
+	publisher := connectAs(t.Context(), t, app, "users", "emails")
+	consumer := connectAs(t.Context(), t, app, "mailer", "emails")
 	got := make(chan messaging.Message, 1)
 	ctx, cancel := context.WithCancel(t.Context())
 	consumed := make(chan error, 1)

@@ -12,9 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	rh "github.com/michaelklishin/rabbit-hole/v2"
+
 	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
-	rh "github.com/michaelklishin/rabbit-hole/v2"
 
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 
