@@ -89,7 +89,10 @@ func (o options) writeReport(lat []time.Duration, perApp map[string]int, convs [
 
 	p("## 3. Memory per app, against the peer")
 	p("")
-	p("RSS of the operator process (VmRSS) with no app and once N apps converged (the operator's workqueue empty).")
+	p("The operator process's memory with no app and once N apps converged, at rest (its workqueue empty), after a")
+	p("forced GC, read the same way in both operators: %d rounds a second apart, each a heap profile with `gc=1` from", memoryRounds)
+	p("`--pprof-bind-address` (net/http/pprof runs `runtime.GC` first), then `go_memstats_heap_inuse_bytes` from its")
+	p("metrics and VmRSS; the median of the rounds (the raw output gives their range).")
 	p("The peer (`bench/operator/peer`) is written the way the kubebuilder scaffold writes a controller by default:")
 	p("`Owns()` on every kind it creates, so the manager caches every object of those kinds whole (managedFields and")
 	p("all, cluster-wide), and `controllerutil.CreateOrUpdate` per object. It writes the same objects (copies of")
