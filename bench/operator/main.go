@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/pprof/profile"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -247,6 +248,12 @@ type memory struct {
 	// rssRange and heapRange are the smallest and largest reading.
 	rssRange  [2]int64
 	heapRange [2]float64
+	// eventsHeap is what the last round's heap profile finds in use
+	// under client-go's events broadcaster (tools/events): the events it
+	// keeps 6 to 12 minutes after they were sent, to fold repeats into
+	// series. The profile samples (one per 512 KiB allocated, by default),
+	// so this is an estimate.
+	eventsHeap float64
 }
 
 // memory reads the operator's memory once its workqueue is empty: in each
@@ -265,6 +272,7 @@ func (s *scenario) memory(ctx context.Context, label string) (memory, error) {
 	}
 	var rss []int64
 	var heap []float64
+	var events float64
 	for i := range memoryRounds {
 		if i > 0 {
 			select {
@@ -276,6 +284,11 @@ func (s *scenario) memory(ctx context.Context, label string) (memory, error) {
 		profile, err := s.proc.heapProfile()
 		if err != nil {
 			return memory{}, err
+		}
+		if i == memoryRounds-1 {
+			if events, err = inUseUnder(profile, eventsBroadcaster); err != nil {
+				return memory{}, err
+			}
 		}
 		if s.profiles != "" && i == memoryRounds-1 {
 			if err := os.WriteFile(filepath.Join(s.profiles, s.name+"-"+label+".pb.gz"), profile, 0o644); err != nil {
@@ -297,14 +310,42 @@ func (s *scenario) memory(ctx context.Context, label string) (memory, error) {
 	return memory{
 		rss: rss[len(rss)/2], heapInuse: heap[len(heap)/2],
 		rssRange: [2]int64{rss[0], rss[len(rss)-1]}, heapRange: [2]float64{heap[0], heap[len(heap)-1]},
+		eventsHeap: events,
 	}, nil
+}
+
+// eventsBroadcaster is the package of client-go's events broadcaster.
+const eventsBroadcaster = "k8s.io/client-go/tools/events."
+
+// inUseUnder sums the in-use bytes of a heap profile's samples allocated
+// with a function of the package prefix pkg on the stack.
+func inUseUnder(raw []byte, pkg string) (float64, error) {
+	p, err := profile.ParseData(raw)
+	if err != nil {
+		return 0, fmt.Errorf("parse heap profile: %w", err)
+	}
+	idx := slices.IndexFunc(p.SampleType, func(t *profile.ValueType) bool { return t.Type == "inuse_space" })
+	if idx < 0 {
+		return 0, errors.New("heap profile has no inuse_space")
+	}
+	var sum int64
+	for _, smp := range p.Sample {
+		if slices.ContainsFunc(smp.Location, func(l *profile.Location) bool {
+			return slices.ContainsFunc(l.Line, func(ln profile.Line) bool {
+				return ln.Function != nil && strings.HasPrefix(ln.Function.Name, pkg)
+			})
+		}) {
+			sum += smp.Value[idx]
+		}
+	}
+	return float64(sum), nil
 }
 
 // String prints the reading and its range over the rounds.
 func (m memory) String() string {
-	return fmt.Sprintf("RSS %.1f MiB (%.1f-%.1f), heap in use %.1f MiB (%.1f-%.1f)",
+	return fmt.Sprintf("RSS %.1f MiB (%.1f-%.1f), heap in use %.1f MiB (%.1f-%.1f), of it the events broadcaster's %.1f MiB",
 		mib(m.rss), mib(m.rssRange[0]), mib(m.rssRange[1]),
-		m.heapInuse/(1<<20), m.heapRange[0]/(1<<20), m.heapRange[1]/(1<<20))
+		m.heapInuse/(1<<20), m.heapRange[0]/(1<<20), m.heapRange[1]/(1<<20), m.eventsHeap/(1<<20))
 }
 
 // convergence is one run of N apps to Ready.
