@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -138,6 +139,7 @@ type process struct {
 	cmd     *exec.Cmd
 	log     string
 	metrics string
+	pprof   string // net/http/pprof's base URL
 	// done is closed when the process has exited.
 	done chan struct{}
 }
@@ -152,10 +154,14 @@ func freeAddr() (string, error) {
 }
 
 // startProcess runs bin with args against the API server as operatorUser,
-// serving plain-HTTP metrics on a free port, and waits until its
+// serving plain-HTTP metrics and pprof on free ports, and waits until its
 // controller's workers start (its caches are synced).
 func startProcess(ctx context.Context, bin, logPath string, a *apiServer, args ...string) (*process, error) {
 	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	pprofAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +169,7 @@ func startProcess(ctx context.Context, bin, logPath string, a *apiServer, args .
 	if err != nil {
 		return nil, fmt.Errorf("create log: %w", err)
 	}
-	args = append([]string{"--metrics-bind-address", addr, "--health-probe-bind-address", "0"}, args...)
+	args = append([]string{"--metrics-bind-address", addr, "--health-probe-bind-address", "0", "--pprof-bind-address", pprofAddr}, args...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+a.kubeconfig)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -172,7 +178,8 @@ func startProcess(ctx context.Context, bin, logPath string, a *apiServer, args .
 		_ = logf.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	p := &process{cmd: cmd, log: logPath, metrics: "http://" + addr + "/metrics", done: make(chan struct{})}
+	p := &process{cmd: cmd, log: logPath, metrics: "http://" + addr + "/metrics", pprof: "http://" + pprofAddr + "/debug/pprof/",
+		done: make(chan struct{})}
 	go func() {
 		// Its exit status tells nothing: it is stopped, or its log says why.
 		_ = cmd.Wait()
@@ -236,6 +243,25 @@ func (p *process) scrape() (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// heapProfile forces a garbage collection in the process (gc=1 makes
+// net/http/pprof run runtime.GC before it writes the profile) and returns
+// its heap profile.
+func (p *process) heapProfile() ([]byte, error) {
+	resp, err := http.Get(p.pprof + "heap?gc=1")
+	if err != nil {
+		return nil, fmt.Errorf("get heap profile: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %s", resp.Status)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get heap profile: %w", err)
+	}
+	return b, nil
 }
 
 func (p *process) stop() {

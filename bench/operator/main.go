@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/pprof/profile"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -41,6 +43,7 @@ import (
 
 type options struct {
 	operatorBin, peerBin, crdDir, work, report string
+	profiles                                   string
 	sizes, queueSizes, peerSizes               []int
 	qps                                        float64
 	burst, workers, latencyRuns                int
@@ -55,6 +58,7 @@ func main() {
 	flag.StringVar(&o.crdDir, "crds", "config/crd/bases", "the CRD directory")
 	flag.StringVar(&o.work, "work", "", "a directory for logs, audit logs and kubeconfigs")
 	flag.StringVar(&o.report, "report", "", "write the Markdown report here")
+	flag.StringVar(&o.profiles, "profiles", "", "keep the heap profile of every memory reading in this directory")
 	flag.StringVar(&sizes, "sizes", "100,500,1000", "app counts without queues (convergence and memory)")
 	flag.StringVar(&queueSizes, "queue-sizes", "100,500,1000", "app counts with queues on one external RabbitMQ")
 	flag.StringVar(&peerSizes, "peer-sizes", "100,500,1000", "app counts for the peer's memory")
@@ -143,10 +147,12 @@ func benchApp(name string, rb *rabbit) *v1alpha1.MicroserviceApp {
 // observer.
 type scenario struct {
 	name string
-	api  *apiServer
-	obs  *observer
-	proc *process
-	stop context.CancelFunc
+	// profiles is where memory keeps heap profiles; empty keeps none.
+	profiles string
+	api      *apiServer
+	obs      *observer
+	proc     *process
+	stop     context.CancelFunc
 }
 
 func (o options) start(ctx context.Context, name, bin string, rb *rabbit, args ...string) (*scenario, error) {
@@ -158,7 +164,7 @@ func (o options) start(ctx context.Context, name, bin string, rb *rabbit, args .
 	if err != nil {
 		return nil, err
 	}
-	s := &scenario{name: name, api: api}
+	s := &scenario{name: name, api: api, profiles: o.profiles}
 	var octx context.Context
 	octx, s.stop = context.WithCancel(ctx)
 	fail := func(err error) (*scenario, error) { s.close(); return nil, err }
@@ -230,13 +236,33 @@ func (s *scenario) createApps(ctx context.Context, prefix string, n int, rb *rab
 	return errors.Join(err, <-errs)
 }
 
-// memory is the operator's memory after its apps converged.
+// memoryRounds is how many readings memory takes, each after a forced GC;
+// it reports their median.
+const memoryRounds = 5
+
+// memory is the operator's memory at rest, after a forced GC: what its
+// caches and other state hold, without the garbage of the work before.
 type memory struct {
-	rss       int64
-	heapInuse float64
+	rss       int64   // VmRSS, median of the rounds
+	heapInuse float64 // go_memstats_heap_inuse_bytes, median of the rounds
+	// rssRange and heapRange are the smallest and largest reading.
+	rssRange  [2]int64
+	heapRange [2]float64
+	// eventsHeap is what the last round's heap profile finds in use
+	// under client-go's events broadcaster (tools/events): the events it
+	// keeps 6 to 12 minutes after they were sent, to fold repeats into
+	// series. The profile samples (one per 512 KiB allocated, by default),
+	// so this is an estimate.
+	eventsHeap float64
 }
 
-func (s *scenario) memory(ctx context.Context) (memory, error) {
+// memory reads the operator's memory once its workqueue is empty: in each
+// of memoryRounds rounds, a second apart, it asks the process for a heap
+// profile with gc=1 (net/http/pprof runs runtime.GC first; ours and the
+// peer serve the same endpoint, so both are read the same way), then reads
+// go_memstats_heap_inuse_bytes from its metrics and VmRSS. With -profiles,
+// the last round's heap profile is kept as <profiles>/<scenario>-<label>.pb.gz.
+func (s *scenario) memory(ctx context.Context, label string) (memory, error) {
 	err := waitFor(ctx, 5*time.Minute, s.name+": the operator's workqueue empty", func() bool {
 		m, err := s.proc.scrape()
 		return err == nil && m["workqueue_depth"] == 0
@@ -244,12 +270,82 @@ func (s *scenario) memory(ctx context.Context) (memory, error) {
 	if err != nil {
 		return memory{}, err
 	}
-	rss, err := s.proc.rss()
-	if err != nil {
-		return memory{}, err
+	var rss []int64
+	var heap []float64
+	var events float64
+	for i := range memoryRounds {
+		if i > 0 {
+			select {
+			case <-time.After(time.Second): // the interval between readings, not a wait for a condition
+			case <-ctx.Done():
+				return memory{}, ctx.Err()
+			}
+		}
+		profile, err := s.proc.heapProfile()
+		if err != nil {
+			return memory{}, err
+		}
+		if i == memoryRounds-1 {
+			if events, err = inUseUnder(profile, eventsBroadcaster); err != nil {
+				return memory{}, err
+			}
+		}
+		if s.profiles != "" && i == memoryRounds-1 {
+			if err := os.WriteFile(filepath.Join(s.profiles, s.name+"-"+label+".pb.gz"), profile, 0o644); err != nil {
+				return memory{}, fmt.Errorf("keep heap profile: %w", err)
+			}
+		}
+		m, err := s.proc.scrape()
+		if err != nil {
+			return memory{}, err
+		}
+		r, err := s.proc.rss()
+		if err != nil {
+			return memory{}, err
+		}
+		rss, heap = append(rss, r), append(heap, m["go_memstats_heap_inuse_bytes"])
 	}
-	m, err := s.proc.scrape()
-	return memory{rss: rss, heapInuse: m["go_memstats_heap_inuse_bytes"]}, err
+	slices.Sort(rss)
+	slices.Sort(heap)
+	return memory{
+		rss: rss[len(rss)/2], heapInuse: heap[len(heap)/2],
+		rssRange: [2]int64{rss[0], rss[len(rss)-1]}, heapRange: [2]float64{heap[0], heap[len(heap)-1]},
+		eventsHeap: events,
+	}, nil
+}
+
+// eventsBroadcaster is the package of client-go's events broadcaster.
+const eventsBroadcaster = "k8s.io/client-go/tools/events."
+
+// inUseUnder sums the in-use bytes of a heap profile's samples allocated
+// with a function of the package prefix pkg on the stack.
+func inUseUnder(raw []byte, pkg string) (float64, error) {
+	p, err := profile.ParseData(raw)
+	if err != nil {
+		return 0, fmt.Errorf("parse heap profile: %w", err)
+	}
+	idx := slices.IndexFunc(p.SampleType, func(t *profile.ValueType) bool { return t.Type == "inuse_space" })
+	if idx < 0 {
+		return 0, errors.New("heap profile has no inuse_space")
+	}
+	var sum int64
+	for _, smp := range p.Sample {
+		if slices.ContainsFunc(smp.Location, func(l *profile.Location) bool {
+			return slices.ContainsFunc(l.Line, func(ln profile.Line) bool {
+				return ln.Function != nil && strings.HasPrefix(ln.Function.Name, pkg)
+			})
+		}) {
+			sum += smp.Value[idx]
+		}
+	}
+	return float64(sum), nil
+}
+
+// String prints the reading and its range over the rounds.
+func (m memory) String() string {
+	return fmt.Sprintf("RSS %.1f MiB (%.1f-%.1f), heap in use %.1f MiB (%.1f-%.1f), of it the events broadcaster's %.1f MiB",
+		mib(m.rss), mib(m.rssRange[0]), mib(m.rssRange[1]),
+		m.heapInuse/(1<<20), m.heapRange[0]/(1<<20), m.heapRange[1]/(1<<20), m.eventsHeap/(1<<20))
 }
 
 // convergence is one run of N apps to Ready.
@@ -280,7 +376,7 @@ func (o options) converge(ctx context.Context, prefix string, n int, rb *rabbit)
 		return c, err
 	}
 	defer s.close()
-	if c.idle, err = s.memory(ctx); err != nil {
+	if c.idle, err = s.memory(ctx, "idle"); err != nil {
 		return c, err
 	}
 	start := time.Now()
@@ -301,13 +397,13 @@ func (o options) converge(ctx context.Context, prefix string, n int, rb *rabbit)
 	if c.metrics, err = s.proc.scrape(); err != nil {
 		return c, err
 	}
-	if c.end, err = s.memory(ctx); err != nil {
+	if c.end, err = s.memory(ctx, "end"); err != nil {
 		return c, err
 	}
 	say("%s: %d apps Ready in %.2fs (creates took %.2fs); operator requests %d writes, %d reads, %d watches: %s",
 		name, n, c.took.Seconds(), c.creating.Seconds(), c.requests.Writes, c.requests.Reads, c.requests.Watches, c.requests.format(n))
-	say("%s: RSS idle %.1f MiB, after %.1f MiB; heap in use %.1f MiB; reconciles %.0f taking %.1fs in all; workqueue wait %.1fs in all",
-		name, mib(c.idle.rss), mib(c.end.rss), c.end.heapInuse/(1<<20), c.metrics["controller_runtime_reconcile_total"],
+	say("%s: after a forced GC, idle: %s; after: %s; reconciles %.0f taking %.1fs in all; workqueue wait %.1fs in all",
+		name, c.idle, c.end, c.metrics["controller_runtime_reconcile_total"],
 		c.metrics["controller_runtime_reconcile_time_seconds_sum"], c.metrics["workqueue_queue_duration_seconds_sum"])
 	window := o.steadyWindow
 	if rb == nil {
@@ -435,7 +531,7 @@ func (o options) peerMemory(ctx context.Context, n int, templates string, perApp
 		return memory{}, memory{}, 0, err
 	}
 	defer s.close()
-	idle, err := s.memory(ctx)
+	idle, err := s.memory(ctx, "idle")
 	if err != nil {
 		return idle, memory{}, 0, err
 	}
@@ -472,9 +568,11 @@ func (o options) peerMemory(ctx context.Context, n int, templates string, perApp
 	if err != nil {
 		return idle, memory{}, 0, err
 	}
-	end, err := s.memory(ctx)
-	say("peer-%d: objects for %d apps in %.2fs; RSS idle %.1f MiB, after %.1f MiB; heap in use %.1f MiB",
-		n, n, took.Seconds(), mib(idle.rss), mib(end.rss), end.heapInuse/(1<<20))
+	end, err := s.memory(ctx, "end")
+	if err != nil {
+		return idle, end, took, err
+	}
+	say("peer-%d: objects for %d apps in %.2fs; after a forced GC, idle: %s; after: %s", n, n, took.Seconds(), idle, end)
 	return idle, end, took, err
 }
 

@@ -58,7 +58,7 @@ func main() {
 
 func run(args []string) error {
 	var (
-		metricsAddr, probeAddr                           string
+		metricsAddr, probeAddr, pprofAddr                string
 		metricsCertPath, metricsCertName, metricsCertKey string
 		enableLeaderElection, secureMetrics, enableHTTP2 bool
 		clusterDomain, operatorNamespace                 string
@@ -72,6 +72,9 @@ func run(args []string) error {
 	fs.StringVar(&metricsAddr, "metrics-bind-address", "0",
 		"The address the metrics endpoint binds to. Use :8443 for HTTPS or :8080 for HTTP, or 0 to disable the metrics endpoint.")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health probe endpoint binds to.")
+	fs.StringVar(&pprofAddr, "pprof-bind-address", "0",
+		"The address the Go profiler (net/http/pprof under /debug/pprof/) binds to, or 0 to disable it. "+
+			"It has no authentication: bind it to localhost.")
 	fs.BoolVar(&enableLeaderElection, "leader-elect", false,
 		"Enable leader election, so that only one replica of the manager reconciles at a time.")
 	fs.BoolVar(&secureMetrics, "metrics-secure", true,
@@ -156,6 +159,7 @@ func run(args []string) error {
 		Scheme:                 scheme,
 		Metrics:                metricsOptions,
 		HealthProbeBindAddress: probeAddr,
+		PprofBindAddress:       pprofAddr,
 		LeaderElection:         enableLeaderElection,
 		LeaderElectionID:       "courier-operator.apps.courier.dev",
 		// The process exits as soon as the manager stops, so handing the

@@ -45,9 +45,12 @@ func main() {
 }
 
 func run() error {
-	var metricsAddr, probeAddr, templates, refApp string
+	var metricsAddr, probeAddr, pprofAddr, templates, refApp string
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "metrics address")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", "0", "probe address")
+	// The scaffold has no profiler; the driver reads both operators' memory
+	// through the same endpoint (a forced GC), so the peer serves it too.
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "pprof address")
 	flag.StringVar(&templates, "templates", "", "JSON list of the objects the Courier operator wrote for the reference app")
 	flag.StringVar(&refApp, "reference-app", "", "the reference app's name, replaced by each app's name")
 	flag.Parse()
@@ -69,6 +72,7 @@ func run() error {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: probeAddr,
+		PprofBindAddress:       pprofAddr,
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

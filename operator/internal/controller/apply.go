@@ -10,7 +10,6 @@ import (
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,15 +61,16 @@ func ownedKinds() []kind.Object {
 }
 
 // applyChild brings one owned object to its desired state and returns the
-// object as the API server holds it.
+// object as the API server holds it: when nothing changed, the cache's slim
+// copy, which holds what the reconciler reads (see readFields).
 //
 // It writes only when the fields the operator owns differ from the desired
 // ones. Server-side apply of an unchanged object would also change nothing,
 // but it is still a request per object per reconcile; comparing against the
-// owned fields (kept in managedFields, so the cache must not strip them) makes
-// a reconcile that changes nothing write nothing. A hand edit moves the edited
-// fields to another manager, so it shows up as a difference and is rolled
-// back.
+// owned fields (extracted from managedFields; the cache keeps only their
+// digest, see ownedFieldsUnchanged) makes a reconcile that changes nothing
+// write nothing. A hand edit moves the edited fields to another manager, so
+// it shows up as a difference and is rolled back.
 //
 // It never writes an object that exists and is not controlled by the app
 // (ForceOwnership would take it over, the same field manager would drop the
@@ -95,11 +95,11 @@ func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b 
 			r.Recorder.Eventf(s.app, nil, corev1.EventTypeWarning, v1alpha1.ReasonNameConflict, "Apply", "%v", conflict)
 			return nil, conflict
 		}
-		owned, err := b.Owned(current, metadata.FieldOwner)
+		unchanged, err := ownedFieldsUnchanged(b, current, desired)
 		if err != nil {
-			return nil, fmt.Errorf("extract owned fields of %s %s: %w", b.Kind, key.Name, err)
+			return nil, fmt.Errorf("compare owned fields of %s %s: %w", b.Kind, key.Name, err)
 		}
-		if equality.Semantic.DeepEqual(owned, desired) {
+		if unchanged {
 			return current, nil
 		}
 	}

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/courier-dev/courier/operator/api/v1alpha1"
 )
 
 // keptSecretValue returns the value in key of the Secret name, and true,
