@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -139,7 +140,7 @@ func (r *MicroserviceAppReconciler) retryInterval() time.Duration {
 
 // Reconcile brings one app's objects and broker to the state its spec
 // describes and records what it observed in the app's status.
-func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	app := &v1alpha1.MicroserviceApp{}
 	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -163,6 +164,9 @@ func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		r.recordChanges(s.app, &s.changes)
 		if err := r.patchStatus(ctx, s, cmp.Or(retErr, heldBack)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+		if s.statusConflict {
+			result.RequeueAfter = minPositive(result.RequeueAfter, statusConflictRetry)
 		}
 	}()
 	if err := r.reconcile(ctx, s); err != nil {
@@ -388,7 +392,7 @@ func (r *MicroserviceAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.MicroserviceApp{}).
+		For(&v1alpha1.MicroserviceApp{}, builder.WithPredicates(specOrMetadataChanged)).
 		Named("microserviceapp").
 		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles)}).
 		WatchesRawSource(source.Kind(secrets, secretMeta,

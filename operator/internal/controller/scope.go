@@ -39,6 +39,9 @@ type scope struct {
 	// changes are the objects the reconcile created, updated and deleted,
 	// recorded as events once it is done.
 	changes changes
+	// statusConflict is true when the status patch was refused because
+	// the app changed since it was read.
+	statusConflict bool
 }
 
 // brokerOutcome is what one reconcile found out about the app's broker, the
