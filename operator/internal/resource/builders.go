@@ -19,10 +19,11 @@ type Builder = kind.Builder[Input]
 // isolate it), broker connection Secrets (pods cannot start without the
 // Secret their BROKER_URL comes from), volume claims (so a pod never waits
 // for the claim it mounts) and Services (so every URL a caller is given
-// resolves before any pod starts); then the Deployments; disruption budgets
-// last, once there are pods for them to protect. The objects of one step
-// do not depend on each other, so the controller applies them concurrently
-// and starts a step once every object of the one before it is applied.
+// resolves before any pod starts); then the Deployments, which make the
+// pods, with their disruption budgets, which select those pods and mean
+// nothing before they exist. The objects of one step do not depend on each
+// other, so the controller applies them concurrently, and starts a step
+// once every object of the one before it is applied.
 var PerServiceSteps = [][]Builder{
 	{
 		{Object: kind.NetworkPolicy, Build: func(in Input) runtime.ApplyConfiguration { return NetworkPolicy(in) }},
@@ -32,8 +33,6 @@ var PerServiceSteps = [][]Builder{
 	},
 	{
 		{Object: kind.Deployment, Build: func(in Input) runtime.ApplyConfiguration { return Deployment(in) }},
-	},
-	{
 		{Object: kind.PodDisruptionBudget, Build: func(in Input) runtime.ApplyConfiguration { return kind.Optional(PodDisruptionBudget(in)) }},
 	},
 }
