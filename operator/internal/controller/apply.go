@@ -74,7 +74,10 @@ const maxConcurrentApplies = 16
 // the resourceVersion (store.Update wipes it, after checking preconditions).
 // No stored object has this one, the largest uint64 (etcd numbers writes
 // with int64 revisions), so the apply creates the object or changes
-// nothing, in one request.
+// nothing, in one request. A create (POST) would refuse a taken name too,
+// but it records the operator's fields under an Update entry of
+// managedFields, which kind.Object.Owned does not read: the next reconcile
+// would find nothing owned and apply the object again.
 const createOnlyResourceVersion = "18446744073709551615"
 
 // applyChild brings one owned object to its desired state, as applyObject
