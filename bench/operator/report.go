@@ -77,8 +77,8 @@ func (o options) writeReport(lat []time.Duration, perApp map[string]int, convs [
 	p("")
 	p("From the create request to the driver's watch seeing the last of the app's objects (%s), over %d apps",
 		formatKinds(perApp), len(lat))
-	p("applied one at a time, each once every object of the one before exists. Earlier apps stay (envtest has no garbage")
-	p("collector), so an app may meet the last one's follow-up reconciles (its Deployments marked available, its status).")
+	p("applied one at a time to an idle operator (its default `--kube-api-qps %d --kube-api-burst %d`): each once the one before", latencyQPS, latencyBurst)
+	p("is Ready, the operator's workqueue is empty, no worker is busy and its client's token bucket has had burst/QPS to fill.")
 	p("")
 	p50, p99 := percentile(lat, 50), percentile(lat, 99)
 	p("| p50 | p99 | min | max | goal |")

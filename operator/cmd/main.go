@@ -22,6 +22,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -154,6 +155,12 @@ func run(args []string) error {
 	// limiter a token bucket of its own, and controller-runtime makes one
 	// REST client per kind (plus the event recorder's): without one shared
 	// bucket, --kube-api-qps would bound each kind apart, not the operator.
+	// The leader election's lease renewals go through a client of their
+	// own (copied before the shared bucket is set, so client-go gives it a
+	// bucket of its own): behind a bucket the writes of a thousand apps
+	// keep empty, a renewal could wait past its deadline and the operator
+	// lose its lease in the middle of the work.
+	leaderConfig := rest.CopyConfig(restConfig)
 	restConfig.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(restConfig.QPS, restConfig.Burst)
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                 scheme,
@@ -162,6 +169,7 @@ func run(args []string) error {
 		PprofBindAddress:       pprofAddr,
 		LeaderElection:         enableLeaderElection,
 		LeaderElectionID:       "courier-operator.apps.courier.dev",
+		LeaderElectionConfig:   leaderConfig,
 		// The process exits as soon as the manager stops, so handing the
 		// lease over early is safe and lets a new leader start at once.
 		LeaderElectionReleaseOnCancel: true,

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/utils/ptr"
@@ -60,9 +61,44 @@ func ownedKinds() []kind.Object {
 	return out
 }
 
-// applyChild brings one owned object to its desired state and returns the
-// object as the API server holds it: when nothing changed, the cache's slim
-// copy, which holds what the reconciler reads (see readFields).
+// maxConcurrentApplies bounds how many objects of one app's ordering step
+// (resource.PerServiceSteps) are applied at once. The API client's rate
+// limit bounds the requests of all apps together; this only keeps an app
+// with many services from holding as many goroutines and requests in flight.
+const maxConcurrentApplies = 16
+
+// createOnlyResourceVersion is the resourceVersion of an apply that may
+// only create its object. The API server compares the resourceVersion of
+// an apply with the stored object's and refuses the apply with a Conflict
+// when they differ; when no object has the name it creates one and drops
+// the resourceVersion (store.Update wipes it, after checking preconditions).
+// No stored object has this one, the largest uint64 (etcd numbers writes
+// with int64 revisions), so the apply creates the object or changes
+// nothing, in one request. A create (POST) would refuse a taken name too,
+// but it records the operator's fields under an Update entry of
+// managedFields, which kind.Object.Owned does not read: the next reconcile
+// would find nothing owned and apply the object again.
+const createOnlyResourceVersion = "18446744073709551615"
+
+// applyChild brings one owned object to its desired state, as applyObject
+// does, marks it wanted and records what it changed for the reconcile's
+// events. It must not run concurrently with another applyChild of the same
+// scope; the per-service steps apply concurrently through applyStep.
+func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b kind.Object, desired runtime.ApplyConfiguration) (client.Object, error) {
+	named, ok := desired.(namedApplyConfiguration)
+	if !ok {
+		return nil, fmt.Errorf("%s apply configuration %T has no name", b.Kind, desired)
+	}
+	s.wanted[wantedKey(b.Kind, ptr.Deref(named.GetName(), ""))] = true
+	obj, change, err := r.applyObject(ctx, s.app, b, desired)
+	s.changes.add(change, b.Kind, ptr.Deref(named.GetName(), ""))
+	return obj, err
+}
+
+// applyObject brings one object app owns to its desired state and returns
+// the object as the API server holds it, and eventCreated or eventUpdated
+// when it wrote (empty when the object was up to date). It is safe for
+// concurrent use.
 //
 // It writes only when the fields the operator owns differ from the desired
 // ones. Server-side apply of an unchanged object would also change nothing,
@@ -74,76 +110,92 @@ func ownedKinds() []kind.Object {
 //
 // It never writes an object that exists and is not controlled by the app
 // (ForceOwnership would take it over, the same field manager would drop the
-// other app's owner reference): it returns a nameConflictError instead.
-func (r *MicroserviceAppReconciler) applyChild(ctx context.Context, s *scope, b kind.Object, desired runtime.ApplyConfiguration) (client.Object, error) {
+// other app's owner reference): it returns a nameConflictError instead. The
+// cache holds only objects the operator labelled, so an object missing from
+// it may still exist, made by someone else; rather than ask the API server
+// before every creation, the object is created with an apply that can only
+// create (createOnlyResourceVersion), and only when that finds an object
+// under the name is the object read from the API server and its owner
+// checked. A creation is one request, a name conflict two.
+func (r *MicroserviceAppReconciler) applyObject(ctx context.Context, app *v1alpha1.MicroserviceApp, b kind.Object, desired runtime.ApplyConfiguration) (client.Object, string, error) {
 	named, ok := desired.(namedApplyConfiguration)
 	if !ok {
-		return nil, fmt.Errorf("%s apply configuration %T has no name", b.Kind, desired)
+		return nil, "", fmt.Errorf("%s apply configuration %T has no name", b.Kind, desired)
 	}
 	key := client.ObjectKey{Namespace: ptr.Deref(named.GetNamespace(), ""), Name: ptr.Deref(named.GetName(), "")}
-	s.wanted[wantedKey(b.Kind, key.Name)] = true
 
 	current := b.New()
-	found, err := r.getChild(ctx, key, current)
-	if err != nil {
-		return nil, fmt.Errorf("read %s %s: %w", b.Kind, key.Name, err)
+	err := r.Get(ctx, key, current)
+	if apierrors.IsNotFound(err) {
+		created, createErr := r.create(ctx, b, desired)
+		switch {
+		case createErr == nil:
+			logf.FromContext(ctx).Info("applied", "kind", b.Kind, "object", key.Name, "created", true)
+			return created, eventCreated, nil
+		case !apierrors.IsConflict(createErr):
+			r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, eventApplyFailed, "Apply", "apply %s %s: %v", b.Kind, key.Name, createErr)
+			return nil, "", fmt.Errorf("apply %s %s: %w", b.Kind, key.Name, createErr)
+		}
+		// An object the cache does not hold has the name: one made by
+		// someone else, or the app's own, written by an earlier reconcile
+		// whose event the cache has not seen yet.
+		err = r.apiReader().Get(ctx, key, current)
 	}
-	created := !found
-	if found {
-		if !metav1.IsControlledBy(current, s.app) {
-			conflict := newNameConflict(b.Kind, current)
-			r.Recorder.Eventf(s.app, nil, corev1.EventTypeWarning, v1alpha1.ReasonNameConflict, "Apply", "%v", conflict)
-			return nil, conflict
-		}
-		unchanged, err := ownedFieldsUnchanged(b, current, desired)
-		if err != nil {
-			return nil, fmt.Errorf("compare owned fields of %s %s: %w", b.Kind, key.Name, err)
-		}
-		if unchanged {
-			return current, nil
-		}
+	if err != nil {
+		return nil, "", fmt.Errorf("read %s %s: %w", b.Kind, key.Name, err)
+	}
+	if !metav1.IsControlledBy(current, app) {
+		conflict := newNameConflict(b.Kind, current)
+		r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, v1alpha1.ReasonNameConflict, "Apply", "%v", conflict)
+		return nil, "", conflict
+	}
+	unchanged, err := ownedFieldsUnchanged(b, current, desired)
+	if err != nil {
+		return nil, "", fmt.Errorf("compare owned fields of %s %s: %w", b.Kind, key.Name, err)
+	}
+	if unchanged {
+		return current, "", nil
 	}
 
 	if err := r.Apply(ctx, desired, client.FieldOwner(metadata.FieldOwner), client.ForceOwnership); err != nil {
-		r.Recorder.Eventf(s.app, nil, corev1.EventTypeWarning, eventApplyFailed, "Apply",
-			"apply %s %s: %v", b.Kind, key.Name, err)
-		return nil, fmt.Errorf("apply %s %s: %w", b.Kind, key.Name, err)
+		r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, eventApplyFailed, "Apply", "apply %s %s: %v", b.Kind, key.Name, err)
+		return nil, "", fmt.Errorf("apply %s %s: %w", b.Kind, key.Name, err)
 	}
 	// The client decodes the API server's answer, the whole object, into the
 	// apply configuration; converting it spares a read that the cache could
 	// only answer with the object as it was before the write.
 	applied := b.New()
 	if err := convert(desired, applied); err != nil {
-		return nil, fmt.Errorf("decode applied %s %s: %w", b.Kind, key.Name, err)
+		return nil, "", fmt.Errorf("decode applied %s %s: %w", b.Kind, key.Name, err)
 	}
-
-	reason := eventUpdated
-	if created {
-		reason = eventCreated
-	}
-	logf.FromContext(ctx).Info("applied", "kind", b.Kind, "object", key.Name, "created", created)
-	r.Recorder.Eventf(s.app, applied, corev1.EventTypeNormal, reason, "Apply", "%s %s %s", reason, b.Kind, key.Name)
-	return applied, nil
+	logf.FromContext(ctx).Info("applied", "kind", b.Kind, "object", key.Name, "created", false)
+	return applied, eventUpdated, nil
 }
 
-// getChild reads the object named key into obj and reports whether it
-// exists. The cache holds only objects the operator labelled, so an object
-// someone else made under the same name reads as not found there; before
-// taking an object for missing, and creating it, the API server is asked.
-// That costs one read per creation, and per retry of an app held back by a
-// name conflict.
-func (r *MicroserviceAppReconciler) getChild(ctx context.Context, key client.ObjectKey, obj client.Object) (bool, error) {
-	err := r.Get(ctx, key, obj)
-	if apierrors.IsNotFound(err) {
-		err = r.apiReader().Get(ctx, key, obj)
+// create applies desired with createOnlyResourceVersion and returns the
+// object the API server created; an object that already has the name makes
+// it fail with a Conflict and stays as it is. The generated apply
+// configurations offer no common way to set a resourceVersion, so desired
+// goes as unstructured content (the same JSON the typed apply sends), which
+// the client decodes the answer into.
+func (r *MicroserviceAppReconciler) create(ctx context.Context, b kind.Object, desired runtime.ApplyConfiguration) (client.Object, error) {
+	raw, err := json.Marshal(desired)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", b.Kind, err)
 	}
-	switch {
-	case apierrors.IsNotFound(err):
-		return false, nil
-	case err != nil:
-		return false, err
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(raw); err != nil {
+		return nil, fmt.Errorf("encode %s: %w", b.Kind, err)
 	}
-	return true, nil
+	u.SetResourceVersion(createOnlyResourceVersion)
+	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(metadata.FieldOwner), client.ForceOwnership); err != nil {
+		return nil, err
+	}
+	created := b.New()
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, created); err != nil {
+		return nil, fmt.Errorf("decode created %s %s: %w", b.Kind, u.GetName(), err)
+	}
+	return created, nil
 }
 
 // nameConflictError says that an object the app needs exists under its name
@@ -221,8 +273,7 @@ func (r *MicroserviceAppReconciler) prune(ctx context.Context, s *scope) error {
 				return fmt.Errorf("delete %s %s: %w", b.Kind, obj.GetName(), err)
 			}
 			logf.FromContext(ctx).Info("deleted", "kind", b.Kind, "object", obj.GetName())
-			r.Recorder.Eventf(s.app, nil, corev1.EventTypeNormal, eventDeleted, "Delete",
-				"Deleted %s %s", b.Kind, obj.GetName())
+			s.changes.add(eventDeleted, b.Kind, obj.GetName())
 			return nil
 		})
 		if err != nil {

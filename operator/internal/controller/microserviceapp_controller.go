@@ -11,15 +11,19 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -160,7 +164,7 @@ func (r *MicroserviceAppReconciler) retryInterval() time.Duration {
 
 // Reconcile brings one app's objects and broker to the state its spec
 // describes and records what it observed in the app's status.
-func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	app := &v1alpha1.MicroserviceApp{}
 	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -181,8 +185,12 @@ func (r *MicroserviceAppReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	s := newScope(app)
 	var heldBack error
 	defer func() {
+		r.recordChanges(s.app, &s.changes)
 		if err := r.patchStatus(ctx, s, cmp.Or(retErr, heldBack)); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+		if s.statusConflict {
+			result.RequeueAfter = minPositive(result.RequeueAfter, statusConflictRetry)
 		}
 	}()
 	if err := r.reconcile(ctx, s); err != nil {
@@ -223,11 +231,11 @@ func minPositive(a, b time.Duration) time.Duration {
 
 // reconcile does the broker work first (see reconcileBroker), so that the
 // topology exists and every password is settled before any Deployment
-// refers to them; then it applies every service's objects, in the order of
-// resource.PerService, and deletes the owned objects no longer wanted. One
-// object failing does not stop the others, so one bad service cannot hold
-// back the rest of the app; the broker not being ready holds back nothing
-// but the broker's conditions.
+// refers to them; then it applies every service's objects, step by step
+// in the order of resource.PerServiceSteps, and deletes the owned objects
+// no longer wanted. One object failing does not stop the others, so one bad
+// service cannot hold back the rest of the app; the broker not being ready
+// holds back nothing but the broker's conditions.
 func (r *MicroserviceAppReconciler) reconcile(ctx context.Context, s *scope) error {
 	var errs []error
 	if s.app.Spec.Broker != nil {
@@ -238,42 +246,82 @@ func (r *MicroserviceAppReconciler) reconcile(ctx context.Context, s *scope) err
 		errs = append(errs, applyErrs...)
 		s.requeueAfter = r.brokerRequeue(s)
 	}
-	for _, b := range resource.PerService {
-		for i := range s.app.Spec.Services {
-			svc := &s.app.Spec.Services[i]
-			desired := b.Build(resource.Input{App: s.app, Service: svc, Broker: s.wiring[svc.Name]})
-			if desired == nil {
-				continue
-			}
-			if b.Kind == "Secret" {
-				key := client.ObjectKey{Namespace: s.app.Namespace, Name: metadata.ConnectionSecretName(s.app.Name, svc.Name)}
-				if r.deletedMeanwhile(ctx, s, key) {
-					s.wanted[wantedKey(b.Kind, key.Name)] = true
-					continue
-				}
-			}
-			if b.Kind == "Deployment" && r.holdBackDeployment(ctx, s, svc) {
-				s.wanted[wantedKey(b.Kind, metadata.Name(s.app.Name, svc.Name))] = true
-				continue
-			}
-			obj, err := r.applyChild(ctx, s, b.Object, desired)
-			if err != nil {
-				if s.broker != nil && b.Kind == "Secret" {
-					s.broker.secretsFailed = true
-				}
-				errs = append(errs, err)
-				continue
-			}
-			if d, ok := obj.(*appsv1.Deployment); ok {
-				s.deployments[svc.Name] = d
-			}
-		}
+	for _, step := range resource.PerServiceSteps {
+		errs = append(errs, r.applyStep(ctx, s, step)...)
 	}
 	errs = append(errs, r.reconcileMonitoring(ctx, s)...)
 	if err := r.prune(ctx, s); err != nil {
 		errs = append(errs, err)
 	}
 	return kerrors.NewAggregate(errs)
+}
+
+// stepObject is one object of an ordering step: the builder's result for
+// one service, and what applying it returned.
+type stepObject struct {
+	b       resource.Builder
+	svc     *v1alpha1.Service
+	desired runtime.ApplyConfiguration
+	applied client.Object
+	change  string
+	err     error
+}
+
+// applyStep applies the objects step's builders make for every service,
+// at most maxConcurrentApplies at once, and returns the errors of those
+// that failed. What needs the scope (which objects are wanted, whether a
+// Deployment is held back, the results) is done before and after, in one
+// goroutine; the applies themselves share nothing.
+func (r *MicroserviceAppReconciler) applyStep(ctx context.Context, s *scope, step []resource.Builder) []error {
+	var objects []*stepObject
+	for _, b := range step {
+		for i := range s.app.Spec.Services {
+			svc := &s.app.Spec.Services[i]
+			desired := b.Build(resource.Input{App: s.app, Service: svc, Broker: s.wiring[svc.Name]})
+			if desired == nil {
+				continue
+			}
+			named, ok := desired.(namedApplyConfiguration)
+			if !ok {
+				return []error{fmt.Errorf("%s apply configuration %T has no name", b.Kind, desired)}
+			}
+			key := client.ObjectKey{Namespace: s.app.Namespace, Name: ptr.Deref(named.GetName(), "")}
+			s.wanted[wantedKey(b.Kind, key.Name)] = true
+			if b.Kind == "Secret" && r.deletedMeanwhile(ctx, s, key) {
+				continue
+			}
+			if b.Kind == "Deployment" && r.holdBackDeployment(ctx, s, svc) {
+				continue
+			}
+			objects = append(objects, &stepObject{b: b, svc: svc, desired: desired})
+		}
+	}
+
+	var g errgroup.Group
+	g.SetLimit(maxConcurrentApplies)
+	for _, o := range objects {
+		g.Go(func() error {
+			o.applied, o.change, o.err = r.applyObject(ctx, s.app, o.b.Object, o.desired)
+			return nil // each object's error is its own; the others go on
+		})
+	}
+	_ = g.Wait() // every goroutine returns nil
+
+	var errs []error
+	for _, o := range objects {
+		s.changes.add(o.change, o.b.Kind, ptr.Deref(o.desired.(namedApplyConfiguration).GetName(), ""))
+		if o.err != nil {
+			if s.broker != nil && o.b.Kind == "Secret" {
+				s.broker.secretsFailed = true
+			}
+			errs = append(errs, o.err)
+			continue
+		}
+		if d, ok := o.applied.(*appsv1.Deployment); ok {
+			s.deployments[o.svc.Name] = d
+		}
+	}
+	return errs
 }
 
 // holdBackDeployment reports whether a service's Deployment must wait:
@@ -369,7 +417,7 @@ func (r *MicroserviceAppReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	secretMeta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.MicroserviceApp{}).
+		For(&v1alpha1.MicroserviceApp{}, builder.WithPredicates(specOrMetadataChanged)).
 		Named("microserviceapp").
 		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.MaxConcurrentReconciles, DefaultMaxConcurrentReconciles)}).
 		WatchesRawSource(source.Kind(secrets, secretMeta,

@@ -171,23 +171,42 @@ func TestCreate(t *testing.T) {
 	})
 
 	t.Run("events record the creations", func(t *testing.T) {
-		eventually(t, "Created events for every object", func(ctx context.Context) error {
+		owned := ownedObjects(t, app)
+		eventually(t, "Created events naming every object", func(ctx context.Context) error {
 			list := &eventsv1.EventList{}
 			if err := k8s.List(ctx, list, client.InNamespace(ns)); err != nil {
 				return err
 			}
-			created := 0
+			named := map[string]bool{}
 			for _, e := range list.Items {
 				if e.Regarding.UID == live.UID && e.Reason == eventCreated {
-					created++
+					for _, o := range noteObjects(e.Note, eventCreated) {
+						named[o] = true
+					}
 				}
 			}
-			if want := countOwned(t, app); created < want {
-				return fmt.Errorf("%d Created events, want %d", created, want)
+			for _, o := range owned {
+				if !named[o] {
+					return fmt.Errorf("no Created event names %s (named: %v)", o, named)
+				}
 			}
 			return nil
 		})
 	})
+}
+
+// noteObjects reads the objects a summarising event's note names, as
+// "Kind/name": "Created NetworkPolicy a, b; Service a" gives
+// NetworkPolicy/a, NetworkPolicy/b and Service/a.
+func noteObjects(note, reason string) []string {
+	var out []string
+	for group := range strings.SplitSeq(strings.TrimPrefix(note, reason+" "), "; ") {
+		kind, names, _ := strings.Cut(group, " ")
+		for name := range strings.SplitSeq(names, ", ") {
+			out = append(out, kind+"/"+name)
+		}
+	}
+	return out
 }
 
 // TestFollowsSpecChanges changes images and replicas, adds and removes a
@@ -563,24 +582,30 @@ func readyCondition(ctx context.Context, app *v1alpha1.MicroserviceApp) *metav1.
 // countOwned counts the objects of every builder's kind controlled by app.
 func countOwned(t *testing.T, app *v1alpha1.MicroserviceApp) int {
 	t.Helper()
+	return len(ownedObjects(t, app))
+}
+
+// ownedObjects lists the per-service objects app controls, as "Kind/name".
+func ownedObjects(t *testing.T, app *v1alpha1.MicroserviceApp) []string {
+	t.Helper()
 	live := &v1alpha1.MicroserviceApp{}
 	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(app), live); err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	var out []string
 	for _, b := range resource.PerService {
 		list := b.NewList()
 		if err := k8s.List(context.Background(), list, client.InNamespace(app.Namespace)); err != nil {
 			t.Fatal(err)
 		}
 		_ = meta.EachListItem(list, func(o runtime.Object) error {
-			if metav1.IsControlledBy(o.(client.Object), live) {
-				n++
+			if obj := o.(client.Object); metav1.IsControlledBy(obj, live) {
+				out = append(out, b.Kind+"/"+obj.GetName())
 			}
 			return nil
 		})
 	}
-	return n
+	return out
 }
 
 func diffYAML(want, got any) string {

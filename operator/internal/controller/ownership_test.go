@@ -194,3 +194,44 @@ func TestObjectOfAnotherControllerIsLeftAlone(t *testing.T) {
 	reconcileOnce(t, app)
 	unchanged(t, foreign, &appsv1.Deployment{}, func(d *appsv1.Deployment) any { return d.Spec })
 }
+
+// TestOwnObjectMissingFromCacheIsKept: an object the app controls that the
+// cache does not hold (its managed-by label removed by hand, as an object
+// the cache has not caught up with yet) makes the create-only apply find
+// the name taken; the operator reads it, sees it is the app's, and repairs
+// it in place rather than reporting a conflict.
+func TestOwnObjectMissingFromCacheIsKept(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	app := fixture.App(ns, "shop", fixture.WithService("api"))
+	app.UID = ""
+	create(t, app)
+	dep := get(t, ns, "shop-api", &appsv1.Deployment{})
+	markAvailable(t, ns, "shop-api")
+	waitReady(t, app, metav1.ConditionTrue)
+
+	eventually(t, "remove the managed-by label", func(ctx context.Context) error {
+		d := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(dep), d); err != nil {
+			return err
+		}
+		delete(d.Labels, metadata.LabelManagedBy)
+		return k8s.Update(ctx, d, client.FieldOwner("kubectl-edit"))
+	})
+	eventually(t, "the label restored on the same Deployment", func(ctx context.Context) error {
+		d := &appsv1.Deployment{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(dep), d); err != nil {
+			return err
+		}
+		if d.UID != dep.UID {
+			return fmt.Errorf("Deployment recreated: UID %s, was %s", d.UID, dep.UID)
+		}
+		if d.Labels[metadata.LabelManagedBy] != metadata.ManagedBy {
+			return fmt.Errorf("labels %v", d.Labels)
+		}
+		return nil
+	})
+	if c := readyCondition(context.Background(), app); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("Ready = %+v, want True", c)
+	}
+}

@@ -36,6 +36,12 @@ type scope struct {
 	// requeueAfter asks for the next reconcile without an event: the next
 	// queue depth poll, broker resync or retry.
 	requeueAfter time.Duration
+	// changes are the objects the reconcile created, updated and deleted,
+	// recorded as events once it is done.
+	changes changes
+	// statusConflict is true when the status patch was refused because
+	// the app changed since it was read.
+	statusConflict bool
 }
 
 // brokerOutcome is what one reconcile found out about the app's broker, the

@@ -66,14 +66,17 @@ func (r *MicroserviceAppReconciler) patchStatus(ctx context.Context, s *scope, r
 	// reconcile that read the app from a cache not yet holding the status
 	// the previous one wrote would otherwise write its conditions anew
 	// (new transition times, for the same cause); the API server refuses it
-	// instead, and the event of the newer version, on its way to the cache,
-	// brings the app back.
+	// instead, and the reconcile asks to run again shortly
+	// (statusConflictRetry): the newer version is on its way to the cache,
+	// but its event may bring nothing back, since the controller ignores
+	// changes of status alone (specOrMetadataChanged).
 	if err := r.Status().Patch(ctx, app, client.MergeFromWithOptions(s.original, client.MergeFromWithOptimisticLock{})); err != nil {
 		switch {
 		case apierrors.IsNotFound(err):
 			return nil // deleted meanwhile; nothing left to report on
 		case apierrors.IsConflict(err):
 			logf.FromContext(ctx).V(1).Info("status not written: the app changed since it was read")
+			s.statusConflict = true
 			return nil
 		}
 		return fmt.Errorf("update status: %w", err)
