@@ -72,8 +72,10 @@ func natsManagedBroker(app *v1alpha1.MicroserviceApp, r *MicroserviceAppReconcil
 	rb := resource.ManagedBroker(app, r.ClusterDomain, r.OperatorNamespace)
 	return nats.Broker{
 		App: rb.App, Namespace: rb.Namespace, Image: rb.Image, Replicas: rb.Replicas,
-		StorageSize: rb.StorageSize, StorageClassName: rb.StorageClassName, Resources: rb.Resources,
+		ExporterImage: app.Spec.Broker.Managed.ExporterImage,
+		StorageSize:   rb.StorageSize, StorageClassName: rb.StorageClassName, Resources: rb.Resources,
 		ClusterDomain: rb.ClusterDomain, Labels: rb.Labels, Owner: rb.Owner, Network: rb.Network,
+		Pod: rb.Pod,
 	}
 }
 
