@@ -31,7 +31,7 @@ if [[ "$cluster" == node ]]; then
   pull_policy=Never
   source hack/cluster/lib.sh
   echo "test-e2e: no kind here; using the local node (hack/cluster)" >&2
-  DEMO_FRESH=1 DEMO_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" DEMO_APP="${E2E_APP:-blog}" IMAGE_TAG=e2e BROKER_REPLICAS=3 ./hack/demo.sh install
+  DEMO_FRESH=1 DEMO_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" DEMO_APP="${E2E_APP:-blog}" IMAGE_TAG=e2e BROKER_KIND=rabbitmq BROKER_REPLICAS=3 ./hack/demo.sh install
   export KUBECONFIG="$KUBECONFIG_ADMIN"
   # The connection checks of the NetworkPolicy step use the node's busybox.
   export E2E_PROBE_IMAGE="$BUSYBOX_IMAGE" E2E_PROBE_PULL_POLICY=Never
@@ -54,7 +54,7 @@ if [[ "$cluster" == node ]]; then
   kubectl -n "${E2E_OPERATOR_NAMESPACE:-courier-system}" scale deployment --all --replicas=0 >/dev/null
   kubectl -n "${E2E_OPERATOR_NAMESPACE:-courier-system}" wait --for=delete pod --all --timeout=2m >/dev/null
   kubectl apply --server-side --force-conflicts -f test/e2e/kind/testdata/crd-previous.yaml >/dev/null
-  E2E_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" E2E_APP="${E2E_APP:-blog}" PULL_POLICY=Never BROKER_REPLICAS=3 \
+  E2E_NAMESPACE="${E2E_NAMESPACE:-courier-e2e}" E2E_APP="${E2E_APP:-blog}" PULL_POLICY=Never BROKER_KIND=rabbitmq BROKER_REPLICAS=3 \
     hack/kind/install.sh
   kubectl -n "${E2E_NAMESPACE:-courier-e2e}" wait --for=condition=Ready "msa/${E2E_APP:-blog}" --timeout=5m
 fi
