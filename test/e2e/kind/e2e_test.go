@@ -66,7 +66,7 @@ func TestBlog(t *testing.T) {
 	case contract.BrokerRabbitMQ:
 		broker = step{"a three-node broker loses a node and no job", s.brokerSurvivesNodeLoss}
 	case contract.BrokerNATS:
-		broker = step{"NATS servers ready, clustered, exporting metrics; credentials least privileged", s.natsBroker}
+		broker = step{"NATS servers ready in one cluster with metrics and least-privileged credentials; one leaves in lame duck mode and no job", s.natsBroker}
 	default:
 		t.Fatalf("E2E_BROKER_KIND %q: want %s or %s", s.cfg.brokerKind, contract.BrokerRabbitMQ, contract.BrokerNATS)
 	}

@@ -75,10 +75,13 @@ func checkNATSConnection(t *testing.T, d *appsv1.Deployment, c *corev1.Container
 // natsBroker checks the managed NATS system the blog ran on: every server
 // is ready with its startup, liveness and readiness probes on the
 // monitoring port; the servers form one JetStream cluster; the exporter
-// sidecar serves the servers' and the app stream's metrics; and the
-// services' credentials are least privileged: the mailer, which only
-// consumes, may not publish to the e-mail queue, and users, which only
-// publishes, may not take messages from its consumer.
+// sidecar serves the servers' and the app stream's metrics; the services'
+// credentials are least privileged: the mailer, which only consumes, may
+// not publish to the e-mail queue, and users, which only publishes, may not
+// take messages from its consumer. Last, one server is deleted as a drain
+// or a rollout deletes it: its preStop hook puts it in lame duck mode,
+// which its clients are told of, and no job published meanwhile is lost
+// or mailed twice.
 func (s *suite) natsBroker(t *testing.T) {
 	ctx := t.Context()
 	app := s.getApp(t, ctx)
@@ -94,6 +97,9 @@ func (s *suite) natsBroker(t *testing.T) {
 	pods, err := s.c.readyPods(ctx, s.cfg.namespace, sel)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if servers < 3 {
+		t.Fatalf("the broker runs %d server(s); the suite installs three (hack/kind/install.sh BROKER_REPLICAS=3)", servers)
 	}
 	if int32(len(pods)) != servers {
 		t.Fatalf("%d ready server pod(s), want %d:\n%s", len(pods), servers, s.c.describePods(ctx, s.cfg.namespace, sel))
@@ -162,6 +168,61 @@ func (s *suite) natsBroker(t *testing.T) {
 			}
 		})
 	}
+	if t.Failed() {
+		return
+	}
+
+	// A client of the server about to go, told of its lame duck mode.
+	victim := &pods[len(pods)-1]
+	ldm := make(chan struct{})
+	nc := s.connectAs(t, app.Name, "mailer", victim, nats.LameDuckModeHandler(func(*nats.Conn) {
+		select {
+		case <-ldm:
+		default:
+			close(ldm)
+		}
+	}))
+	defer nc.Close()
+	s.jobsSurvivePodLoss(t, ctx, app.Name, victim.Name, func(pod *corev1.Pod) error {
+		return s.c.client.Delete(ctx, pod) // with the pod's grace period, as a drain
+	})
+	select {
+	case <-ldm:
+	default:
+		t.Errorf("server %s was deleted and its client was never told of lame duck mode: did its preStop hook run?", victim.Name)
+	}
+}
+
+// connectAs connects to the client port of a server pod with the creds of
+// service's connection Secret.
+func (s *suite) connectAs(t *testing.T, app, service string, pod *corev1.Pod, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	creds, err := s.credsFile(t, app, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forward := s.c.forwardPod(t, pod, containerPort(pod, natsClientPortName))
+	nc, err := nats.Connect("nats://"+strings.TrimPrefix(forward, "http://"),
+		append([]nats.Option{nats.UserCredentials(creds), nats.NoReconnect()}, opts...)...)
+	if err != nil {
+		t.Fatalf("connect to %s as %s: %v", pod.Name, service, err)
+	}
+	return nc
+}
+
+// credsFile writes the creds of service's connection Secret to a file of
+// the test's and returns its path.
+func (s *suite) credsFile(t *testing.T, app, service string) (string, error) {
+	t.Helper()
+	secret := &corev1.Secret{}
+	if err := s.c.client.Get(t.Context(), client.ObjectKey{Namespace: s.cfg.namespace, Name: connectionSecretName(app, service)}, secret); err != nil {
+		return "", err
+	}
+	creds := filepath.Join(t.TempDir(), "nats.creds")
+	if err := os.WriteFile(creds, secret.Data[natsCredsKey], 0o600); err != nil {
+		return "", err
+	}
+	return creds, nil
 }
 
 // checkNATSProbes checks that a server pod runs the server with its three
@@ -202,12 +263,8 @@ func checkNATSProbes(t *testing.T, pod *corev1.Pod) {
 // and keeps the connection.
 func (s *suite) publishRefused(t *testing.T, ctx context.Context, app, service, addr, subject string) error {
 	t.Helper()
-	secret := &corev1.Secret{}
-	if err := s.c.client.Get(ctx, client.ObjectKey{Namespace: s.cfg.namespace, Name: connectionSecretName(app, service)}, secret); err != nil {
-		return err
-	}
-	creds := filepath.Join(t.TempDir(), "nats.creds")
-	if err := os.WriteFile(creds, secret.Data[natsCredsKey], 0o600); err != nil {
+	creds, err := s.credsFile(t, app, service)
+	if err != nil {
 		return err
 	}
 	errs := make(chan error, 16)
@@ -225,7 +282,7 @@ func (s *suite) publishRefused(t *testing.T, ctx context.Context, app, service, 
 	if err := nc.Publish(subject, []byte("{}")); err != nil {
 		return fmt.Errorf("publish: %w", err)
 	}
-	if err := nc.FlushWithContext(ctx); err != nil {
+	if err := nc.FlushTimeout(permissionTimeout); err != nil {
 		return fmt.Errorf("flush: %w", err)
 	}
 	deadline := time.NewTimer(permissionTimeout)
