@@ -11,6 +11,10 @@
 #   4. waits for the MicroserviceApp's Ready condition, then port-forwards
 #      the gateway and Mailpit to localhost and prints a curl to try.
 #
+# BROKER_KIND=nats make demo runs the blog on a managed NATS JetStream
+# instead of RabbitMQ (hack/kind/install.sh reads it); BROKER_REPLICAS sets
+# the broker's nodes (1).
+#
 # make demo-down (hack/demo.sh down) stops the port-forwards and the node.
 # `hack/demo.sh install` does steps 1 to 3 and the wait only: make test-e2e
 # uses it, with DEMO_NAMESPACE=courier-e2e, to set up the kind suite's

@@ -8,16 +8,24 @@
 #   - RabbitMQ from Debian's packages (mmdebstrap, with the machine's package
 #     sources), laid out like the official image the operator expects
 #     (user rabbitmq uid/gid 999, HOME /var/lib/rabbitmq, logs to stdout);
+#   - NATS: nats-server from the Go module proxy, at the version go.mod
+#     requires (the one the tests embed), laid out like the official
+#     nats:<version>-alpine image the operator defaults to (nats-server on
+#     the PATH, run with the operator's flags as arguments); and the
+#     Prometheus exporter of the managed NATS StatefulSet's sidecar, from
+#     this tree (hack/images/natsexporter: the upstream
+#     prometheus-nats-exporter is not on the module proxy);
 #   - Mailpit, the SMTP catcher the suite reads e-mail from, from the Go
 #     module proxy.
 #
 #   hack/images/build.sh [OUT_DIR]   # prints one archive path per line
 #
 # OUT_DIR/images.env names the images for the installers (BROKER_IMAGE,
-# MAILPIT_IMAGE, REGISTRY, IMAGE_TAG).
+# NATS_IMAGE, NATS_EXPORTER_IMAGE, MAILPIT_IMAGE, REGISTRY, IMAGE_TAG).
 #
 # Environment: REGISTRY (ghcr.io/courier-dev) and IMAGE_TAG (dev) name the
-# project's images; RABBITMQ_IMAGE and MAILPIT_IMAGE the others (see below).
+# project's images; RABBITMQ_IMAGE, NATS_IMAGE, NATS_EXPORTER_IMAGE and
+# MAILPIT_IMAGE the others (see below).
 # Everything is cached outside the tree; an unchanged input is not rebuilt,
 # and hack/image writes identical archives for identical inputs.
 set -euo pipefail
@@ -30,6 +38,12 @@ RABBITMQ_VERSION=3.10.8
 RABBITMQ_DEBIAN_VERSION=3.10.8-1.1+deb12u1
 RABBITMQ_IMAGE="${RABBITMQ_IMAGE:-courier.local/rabbitmq:$RABBITMQ_VERSION}"
 MAILPIT_VERSION=v1.33.1
+# nats-server: the version go.mod requires, so the pods run the server the
+# tests embed.
+NATS_VERSION=$(go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2) ||
+  { echo "images: cannot read nats-server's version from go.mod" >&2; exit 1; }
+NATS_IMAGE="${NATS_IMAGE:-courier.local/nats:${NATS_VERSION#v}}"
+NATS_EXPORTER_IMAGE="${NATS_EXPORTER_IMAGE:-courier.local/nats-exporter:$IMAGE_TAG}"
 MAILPIT_IMAGE="${MAILPIT_IMAGE:-courier.local/mailpit:$MAILPIT_VERSION}"
 DEBIAN_SUITE=bookworm
 
@@ -90,6 +104,39 @@ fi
   >/dev/null || die "image rabbitmq failed"
 echo "$OUT/rabbitmq.tar"
 
+# nats-server from the module proxy, in a throwaway module so that it
+# builds with its own go.mod's dependencies, as its releases do; static,
+# like the official image's binary.
+nats_server="$CACHE/bin/nats-server-$NATS_VERSION"
+if [[ ! -x "$nats_server" ]]; then
+  log "building nats-server $NATS_VERSION from the module proxy (about 2 min)"
+  work=$(mktemp -d)
+  (cd "$work" && go mod init natsbuild >/dev/null 2>&1 &&
+    go get "github.com/nats-io/nats-server/v2@$NATS_VERSION" >&2 &&
+    CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags "-s -w" \
+      -o "$nats_server.partial" github.com/nats-io/nats-server/v2) ||
+    { rm -rf "$work" "$nats_server.partial"; die "building nats-server failed"; }
+  rm -rf "$work"
+  mv "$nats_server.partial" "$nats_server"
+fi
+# The official alpine image's layout: nats-server in /usr/local/bin on the
+# PATH (the operator's preStop hook runs `nats-server --signal`), the
+# arguments the pod gives it appended. No user of its own is needed: the
+# pods run it as 1000:1000, as here.
+"$IMAGE_TOOL" -ref "$NATS_IMAGE" -o "$OUT/nats.tar" -file "$nats_server=/usr/local/bin/nats-server" \
+  -entrypoint /usr/local/bin/nats-server -user 1000:1000 \
+  -env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin >/dev/null ||
+  die "image nats failed"
+echo "$OUT/nats.tar"
+
+# The NATS exporter, from this tree, as the project's binaries.
+CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags "-s -w" \
+  -o "$CACHE/bin/nats-exporter" ./hack/images/natsexporter || die "go build ./hack/images/natsexporter failed"
+"$IMAGE_TOOL" -ref "$NATS_EXPORTER_IMAGE" -o "$OUT/nats-exporter.tar" \
+  -file "$CACHE/bin/nats-exporter=/prometheus-nats-exporter" -entrypoint /prometheus-nats-exporter \
+  -user 65532:65532 >/dev/null || die "image nats-exporter failed"
+echo "$OUT/nats-exporter.tar"
+
 # Mailpit from the module proxy, in a throwaway module.
 mailpit="$CACHE/bin/mailpit-$MAILPIT_VERSION"
 if [[ ! -x "$mailpit" ]]; then
@@ -111,5 +158,7 @@ cat >"$OUT/images.env" <<EOF
 REGISTRY=$REGISTRY
 IMAGE_TAG=$IMAGE_TAG
 BROKER_IMAGE=$RABBITMQ_IMAGE
+NATS_IMAGE=$NATS_IMAGE
+NATS_EXPORTER_IMAGE=$NATS_EXPORTER_IMAGE
 MAILPIT_IMAGE=$MAILPIT_IMAGE
 EOF

@@ -21,10 +21,13 @@
 #
 # Environment: REGISTRY (ghcr.io/courier-dev) and IMAGE_TAG (e2e) name the
 # images, PULL_POLICY (IfNotPresent) is their pull policy, MAILPIT_IMAGE
-# overrides Mailpit's, BROKER_IMAGE the managed RabbitMQ's (the operator's
-# default otherwise), BROKER_REPLICAS its nodes (3: the suite checks that a
-# quorum queue survives losing one), HELM the helm binary (./bin/helm),
-# KUBECTL kubectl.
+# overrides Mailpit's. BROKER_KIND (rabbitmq) is the app's broker, the
+# chart's broker.kind: rabbitmq or nats. BROKER_IMAGE overrides the managed
+# RabbitMQ's image, NATS_IMAGE and NATS_EXPORTER_IMAGE the managed NATS
+# servers' and their exporter's (the operator's defaults otherwise);
+# BROKER_REPLICAS is the broker's nodes (3: the suite checks that a quorum
+# queue survives losing one). HELM is the helm binary (./bin/helm), KUBECTL
+# kubectl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -93,11 +96,28 @@ fi
 # waits for its Ready condition and prints why when it does not come.
 # The kind node's local-path provisioner ignores the volume size, so 1Gi
 # only keeps the claim honest about what a test broker needs.
-app_flags=(--set broker.managed.replicas="${BROKER_REPLICAS:-3}")
-if [[ -n "${BROKER_IMAGE:-}" ]]; then
-  app_flags+=(--set broker.managed.image="$BROKER_IMAGE")
-fi
-log "app: $APP into $NAMESPACE, mail through $MAILPIT.$NAMESPACE.svc:1025"
+BROKER_KIND="${BROKER_KIND:-rabbitmq}"
+app_flags=(--set broker.kind="$BROKER_KIND" --set broker.managed.replicas="${BROKER_REPLICAS:-3}")
+case "$BROKER_KIND" in
+  rabbitmq)
+    if [[ -n "${BROKER_IMAGE:-}" ]]; then
+      app_flags+=(--set broker.managed.image="$BROKER_IMAGE")
+    fi
+    ;;
+  nats)
+    if [[ -n "${NATS_IMAGE:-}" ]]; then
+      app_flags+=(--set broker.managed.image="$NATS_IMAGE")
+    fi
+    if [[ -n "${NATS_EXPORTER_IMAGE:-}" ]]; then
+      app_flags+=(--set broker.managed.exporterImage="$NATS_EXPORTER_IMAGE")
+    fi
+    ;;
+  *)
+    echo "kind-install: BROKER_KIND=$BROKER_KIND: want rabbitmq or nats" >&2
+    exit 1
+    ;;
+esac
+log "app: $APP into $NAMESPACE on $BROKER_KIND, mail through $MAILPIT.$NAMESPACE.svc:1025"
 "$HELM" upgrade --install "$APP" charts/blog \
   --namespace "$NAMESPACE" \
   --set image.registry="$REGISTRY" \

@@ -175,6 +175,21 @@ func TestInstallersApplyToARealAPIServer(t *testing.T) {
 			"--set", "broker.external.secretName=rabbit-admin", "--set", "broker.external.host=rabbitmq.shared.svc")
 		requireKinds(t, dryRunApply(t, c, "blog", objs), "MicroserviceApp")
 	})
+	t.Run("helm chart blog on NATS: one value switches the broker", func(t *testing.T) {
+		objs := render(t, helm, "template", "blog", "charts/blog", "--namespace", "blog", "--set", "broker.kind=nats",
+			"--set", "broker.managed.replicas=3", "--set", "broker.managed.exporterImage=registry.example/exporter:1")
+		requireKinds(t, dryRunApply(t, c, "blog", objs), "MicroserviceApp")
+		for _, o := range objs {
+			if o.GetKind() != "MicroserviceApp" {
+				continue
+			}
+			kind, _, _ := unstructured.NestedString(o.Object, "spec", "broker", "kind")
+			exporter, _, _ := unstructured.NestedString(o.Object, "spec", "broker", "managed", "exporterImage")
+			if kind != "nats" || exporter != "registry.example/exporter:1" {
+				t.Errorf("spec.broker.kind %q, managed.exporterImage %q; want nats and the value set", kind, exporter)
+			}
+		}
+	})
 	t.Run("helm chart blog with an invalid value is refused naming the field", func(t *testing.T) {
 		objs := render(t, helm, "template", "blog", "charts/blog", "--namespace", "blog", "--set", "emails.maxDeliveries=0")
 		for _, o := range objs {
@@ -281,6 +296,16 @@ func TestInstallersApplyToARealAPIServer(t *testing.T) {
 		createNamespace(t, c, "samples")
 		objs := render(t, kustomize, "build", "config/samples")
 		requireKinds(t, dryRunApply(t, c, "samples", objs), "MicroserviceApp")
+	})
+	t.Run("config/samples-nats", func(t *testing.T) {
+		createNamespace(t, c, "samples-nats")
+		objs := render(t, kustomize, "build", "config/samples-nats")
+		requireKinds(t, dryRunApply(t, c, "samples-nats", objs), "MicroserviceApp", "Secret")
+		for _, o := range objs {
+			if kind, _, _ := unstructured.NestedString(o.Object, "spec", "broker", "kind"); o.GetKind() == "MicroserviceApp" && kind != "nats" {
+				t.Errorf("config/samples-nats: spec.broker.kind %q, want nats", kind)
+			}
+		}
 	})
 }
 

@@ -164,6 +164,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.managed) != has(self.external)",message="spec.broker must set exactly one of managed and external"
 // +kubebuilder:validation:XValidation:rule="self.kind == oldSelf.kind",fieldPath=".kind",message="spec.broker.kind cannot change once set"
 // +kubebuilder:validation:XValidation:rule="has(self.managed) == has(oldSelf.managed)",message="spec.broker cannot switch between managed and external once set"
+// +kubebuilder:validation:XValidation:rule="self.kind == 'nats' || !has(self.managed) || !has(self.managed.exporterImage)",fieldPath=".managed.exporterImage",message="spec.broker.managed.exporterImage is only for kind nats: RabbitMQ serves its own metrics"
 // +kubebuilder:validation:XValidation:rule="self.kind != 'nats' || !has(self.managed) || !has(self.managed.replicas) || self.managed.replicas != 2",fieldPath=".managed.replicas",message="spec.broker.managed.replicas cannot be 2 with kind nats: a JetStream cluster needs a majority, so 0, 1, or 3 and more servers"
 type Broker struct {
 	// kind is the broker's kind: "rabbitmq" (RabbitMQ 3.x: a vhost per
@@ -204,14 +205,28 @@ type ManagedBroker struct {
 	// image is the broker's image. For rabbitmq: the official RabbitMQ
 	// 3.x image with the management plugin, or one built on it (the pods
 	// rely on its user, uid 999, and its paths); unset,
-	// rabbitmq:3.13.7-management. For nats: a nats-server 2.x image;
-	// unset, nats:2.15.2-alpine. The default is pinned, so a broker changes
-	// version only when this field does.
+	// rabbitmq:3.13.7-management. For nats: a nats-server 2.x image that
+	// runs nats-server with the pod's arguments and has it on its PATH
+	// (the preStop hook runs `nats-server --signal`), as the official
+	// alpine image does; unset, nats:2.15.2-alpine. The default is pinned,
+	// so a broker changes version only when this field does.
 	//
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:Pattern=`^\S+$`
 	// +optional
 	Image string `json:"image,omitempty"`
+
+	// exporterImage is, for nats only, the image of the servers'
+	// Prometheus exporter sidecar: natsio/prometheus-nats-exporter or one
+	// taking its command line (-port, -varz, -jsz, -connz, -routez,
+	// -healthz and the monitoring URL); unset,
+	// natsio/prometheus-nats-exporter:0.16.0. RabbitMQ serves its own
+	// metrics and has no sidecar.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:Pattern=`^\S+$`
+	// +optional
+	ExporterImage string `json:"exporterImage,omitempty"`
 
 	// replicas is the number of RabbitMQ nodes. Three or more make quorum
 	// queues the default and let them survive the loss of a node.

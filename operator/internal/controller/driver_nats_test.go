@@ -296,6 +296,11 @@ func TestNATSManaged(t *testing.T) {
 	app.UID = ""
 	app.Spec.Broker.Kind = v1alpha1.BrokerNATS
 	app.Spec.Broker.Managed.Image = "" // the kind's default
+	// The exporter's image and the pod options reach the servers' pods,
+	// as RabbitMQ's pod options reach its nodes.
+	app.Spec.Broker.Managed.ExporterImage = "registry.example/prometheus-nats-exporter:1"
+	app.Spec.Broker.Managed.PodLabels = map[string]string{"team": "mail"}
+	app.Spec.Broker.Managed.NodeSelector = map[string]string{"kubernetes.io/os": "linux"}
 	names := metadata.BrokerNamesFor(app.Name)
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: names.AdminSecret, Labels: metadata.Labels(app.Name, metadata.BrokerComponent)},
@@ -312,6 +317,12 @@ func TestNATSManaged(t *testing.T) {
 	sts := get(t, ns, names.StatefulSet, &appsv1.StatefulSet{})
 	if img := sts.Spec.Template.Spec.Containers[0].Image; img != nats.DefaultImage {
 		t.Errorf("server image %q, want %q", img, nats.DefaultImage)
+	}
+	if img := sts.Spec.Template.Spec.Containers[1].Image; img != app.Spec.Broker.Managed.ExporterImage {
+		t.Errorf("exporter image %q, want spec.broker.managed.exporterImage %q", img, app.Spec.Broker.Managed.ExporterImage)
+	}
+	if tmpl := sts.Spec.Template; tmpl.Labels["team"] != "mail" || tmpl.Spec.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("pod labels %v, node selector %v: want spec.broker.managed's podLabels and nodeSelector", tmpl.Labels, tmpl.Spec.NodeSelector)
 	}
 	cm := get(t, ns, names.ConfigMap, &corev1.ConfigMap{})
 	if !strings.Contains(cm.Data[nats.ConfigKey], keys.OperatorJWT) {

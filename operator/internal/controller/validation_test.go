@@ -203,6 +203,9 @@ func TestValidation(t *testing.T) {
 		{"two NATS servers", queueApp(ns, "a", func(spec map[string]any) {
 			spec["broker"] = map[string]any{"kind": "nats", "managed": map[string]any{"replicas": 2}}
 		}), []string{"spec.broker.managed.replicas", "cannot be 2 with kind nats"}},
+		{"exporter image with rabbitmq", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"].(map[string]any)["managed"].(map[string]any)["exporterImage"] = "exporter:1"
+		}), []string{"spec.broker.managed.exporterImage", "only for kind nats"}},
 		{"broker both managed and external", queueApp(ns, "a", func(spec map[string]any) {
 			spec["broker"].(map[string]any)["external"] = map[string]any{"secretRef": map[string]any{"name": "s"}, "host": "mq"}
 		}), []string{"spec.broker", "spec.broker must set exactly one of managed and external"}},
@@ -313,8 +316,8 @@ func TestValidation(t *testing.T) {
 		name string
 		app  *unstructured.Unstructured
 	}{
-		{"nats managed, equal limits", queueApp(ns, "a", func(spec map[string]any) {
-			spec["broker"] = map[string]any{"kind": "nats", "managed": map[string]any{"replicas": 3}}
+		{"nats managed, equal limits, an exporter image", queueApp(ns, "a", func(spec map[string]any) {
+			spec["broker"] = map[string]any{"kind": "nats", "managed": map[string]any{"replicas": 3, "exporterImage": "exporter:1"}}
 			queue(spec)["messageTTL"] = "1h"
 			queue(spec)["maxLength"] = 10
 			spec["queues"] = append(spec["queues"].([]any), map[string]any{"name": "pings", "messageTTL": "60m", "maxLength": 10})

@@ -77,7 +77,23 @@ func (s *suite) brokerSurvivesNodeLoss(t *testing.T) {
 		t.Fatalf("queue %s is %q with members %v, want a quorum queue on all %d nodes", physical, queue.Type, queue.Members, nodes)
 	}
 
-	gateway, _ := s.c.forwardService(t, ctx, s.cfg.namespace, objectName(app.Name, "gateway"), "http")
+	victim := fmt.Sprintf("%s-%d", sts.Name, nodes-1)
+	// The node goes down hard (no grace: no drain, as in a crash).
+	s.jobsSurvivePodLoss(t, ctx, app.Name, victim, func(pod *corev1.Pod) error {
+		return s.c.client.Delete(ctx, pod, client.GracePeriodSeconds(0))
+	})
+}
+
+// jobsSurvivePodLoss publishes jobs through the blog while one of its
+// broker's pods, victim, is stopped by stop and replaced: a user comments
+// haComments times on their post, two comments before the stop and the
+// others one a second while the pod is gone and while its replacement
+// rejoins. Every comment must be mailed exactly once, counted once the pod
+// is back and Ready and the app Ready again, so a duplicate redelivered
+// after the recovery shows too.
+func (s *suite) jobsSurvivePodLoss(t *testing.T, ctx context.Context, app, victim string, stop func(*corev1.Pod) error) {
+	t.Helper()
+	gateway, _ := s.c.forwardService(t, ctx, s.cfg.namespace, objectName(app, "gateway"), "http")
 	mailpitURL, _ := s.c.forwardService(t, ctx, s.cfg.namespace, s.cfg.mailpit, "http")
 	inbox := mailpit{base: mailpitURL}
 	if err := inbox.deleteAll(ctx); err != nil {
@@ -91,20 +107,17 @@ func (s *suite) brokerSurvivesNodeLoss(t *testing.T) {
 	title := "Quorum " + run
 	post, _ := api.CreatePost(token, title, "Three nodes, one queue.")
 
-	// The node goes down hard (no grace: no drain, as in a crash) after two
-	// comments; the others are made one a second while it is gone and while
-	// its replacement rejoins.
-	victim := &corev1.Pod{}
-	if err := s.c.client.Get(ctx, client.ObjectKey{Namespace: s.cfg.namespace, Name: fmt.Sprintf("%s-%d", sts.Name, nodes-1)}, victim); err != nil {
+	pod := &corev1.Pod{}
+	if err := s.c.client.Get(ctx, client.ObjectKey{Namespace: s.cfg.namespace, Name: victim}, pod); err != nil {
 		t.Fatalf("broker pod: %v", err)
 	}
-	oldUID := victim.UID
+	oldUID := pod.UID
 	for i := range haComments {
 		if i == 2 {
-			if err := s.c.client.Delete(ctx, victim, client.GracePeriodSeconds(0)); err != nil {
-				t.Fatalf("delete broker pod %s: %v", victim.Name, err)
+			if err := stop(pod); err != nil {
+				t.Fatalf("stop broker pod %s: %v", victim, err)
 			}
-			t.Logf("killed broker pod %s after %d comments", victim.Name, i)
+			t.Logf("stopped broker pod %s after %d comments", victim, i)
 		}
 		if i >= 2 {
 			select {
@@ -129,9 +142,9 @@ func (s *suite) brokerSurvivesNodeLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = waitFor(ctx, readyTimeout, "the killed broker pod replaced and Ready, the app Ready", func(ctx context.Context) (bool, string, error) {
+	err = waitFor(ctx, readyTimeout, "the stopped broker pod replaced and Ready, the app Ready", func(ctx context.Context) (bool, string, error) {
 		pod := &corev1.Pod{}
-		if err := s.c.client.Get(ctx, client.ObjectKeyFromObject(victim), pod); err != nil {
+		if err := s.c.client.Get(ctx, client.ObjectKey{Namespace: s.cfg.namespace, Name: victim}, pod); err != nil {
 			return false, "", err
 		}
 		app := s.getApp(t, ctx)

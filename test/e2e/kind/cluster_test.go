@@ -40,6 +40,10 @@ type config struct {
 	app       string
 	// mailpit is the name of Mailpit's Service in namespace.
 	mailpit string
+	// brokerKind is the app's spec.broker.kind (contract.BrokerRabbitMQ or
+	// contract.BrokerNATS), what hack/kind/install.sh installed with
+	// BROKER_KIND. The steps that look at the broker itself follow it.
+	brokerKind string
 }
 
 func configFromEnv() config {
@@ -55,6 +59,7 @@ func configFromEnv() config {
 		namespace:          get("E2E_NAMESPACE", "courier-e2e"),
 		app:                get("E2E_APP", "blog"),
 		mailpit:            get("E2E_MAILPIT", "mailpit"),
+		brokerKind:         get("E2E_BROKER_KIND", "rabbitmq"),
 	}
 }
 

@@ -51,13 +51,26 @@ var blogServices = []string{"gateway", "mailer", "posts", "users"}
 // services count those requests in their metrics, and deleting the app
 // removes what the operator made. Each step needs the previous one, so the
 // first failure ends the run.
+//
+// The app's broker is RabbitMQ or NATS JetStream (E2E_BROKER_KIND): every
+// step but the broker's own runs the same on both.
 func TestBlog(t *testing.T) {
 	s := &suite{cfg: configFromEnv(), c: connect(t)}
-	t.Logf("operator %s/%s, app %s/%s", s.cfg.operatorNamespace, s.cfg.operatorDeployment, s.cfg.namespace, s.cfg.app)
-	for _, step := range []struct {
+	t.Logf("operator %s/%s, app %s/%s on %s", s.cfg.operatorNamespace, s.cfg.operatorDeployment, s.cfg.namespace, s.cfg.app, s.cfg.brokerKind)
+	type step struct {
 		name string
 		run  func(*testing.T)
-	}{
+	}
+	var broker step
+	switch s.cfg.brokerKind {
+	case contract.BrokerRabbitMQ:
+		broker = step{"a three-node broker loses a node and no job", s.brokerSurvivesNodeLoss}
+	case contract.BrokerNATS:
+		broker = step{"NATS servers ready in one cluster with metrics and least-privileged credentials; one leaves in lame duck mode and no job", s.natsBroker}
+	default:
+		t.Fatalf("E2E_BROKER_KIND %q: want %s or %s", s.cfg.brokerKind, contract.BrokerRabbitMQ, contract.BrokerNATS)
+	}
+	for _, step := range []step{
 		{"operator available", s.operatorAvailable},
 		{"owned objects", s.ownedObjects},
 		{"app ready", s.appReady},
@@ -66,7 +79,7 @@ func TestBlog(t *testing.T) {
 		{"sign-up and comment send two e-mails", s.emails},
 		{"metrics", s.metrics},
 		{"NetworkPolicies admit only the service graph", s.networkPolicies},
-		{"a three-node broker loses a node and no job", s.brokerSurvivesNodeLoss},
+		broker,
 		{"delete", s.deleteApp},
 		{"delete the namespace", s.deleteNamespace},
 	} {
@@ -169,6 +182,9 @@ func (s *suite) ownedObjects(t *testing.T) {
 	}
 	if app.Spec.Broker == nil || app.Spec.Broker.Managed == nil {
 		t.Fatalf("msa %s has no managed broker; charts/blog's default is one", s.appKey())
+	}
+	if kind := string(app.Spec.Broker.Kind); kind != s.cfg.brokerKind {
+		t.Fatalf("msa %s has spec.broker.kind %q, want E2E_BROKER_KIND %q", s.appKey(), kind, s.cfg.brokerKind)
 	}
 
 	// Every object, by kind and name, waited for together: the operator
@@ -292,8 +308,10 @@ func checkService(t *testing.T, svc *corev1.Service, selector map[string]string)
 // checkBrokerWiring checks how a service that uses queues reaches the
 // broker: BROKER_URL comes from its own connection Secret (never a literal
 // in the Deployment), that Secret's URL is the app's vhost on the managed
-// broker as the service's own user, every queue it uses has its variable,
-// and the pod template carries the hash that rolls pods on rotation.
+// broker as the service's own user (RabbitMQ) or the managed system's client
+// Service with the service's own creds file beside it (NATS), every queue it
+// uses has its variable, and the pod template carries the hash that rolls
+// pods on rotation.
 func (s *suite) checkBrokerWiring(t *testing.T, app *v1alpha1.MicroserviceApp, svc *v1alpha1.Service, d *appsv1.Deployment, c *corev1.Container, secret *corev1.Secret) {
 	t.Helper()
 	env := findEnv(c, contract.EnvBrokerURL)
@@ -306,8 +324,8 @@ func (s *suite) checkBrokerWiring(t *testing.T, app *v1alpha1.MicroserviceApp, s
 		t.Errorf("deployment/%s: %s from secret %s key %s, want secret %s key %s", d.Name, contract.EnvBrokerURL,
 			env.ValueFrom.SecretKeyRef.Name, env.ValueFrom.SecretKeyRef.Key, secret.Name, connectionURLKey)
 	}
-	if kind := findEnv(c, contract.EnvBrokerKind); kind == nil || kind.Value != contract.BrokerRabbitMQ {
-		t.Errorf("deployment/%s: %s is %+v, want %q", d.Name, contract.EnvBrokerKind, kind, contract.BrokerRabbitMQ)
+	if kind := findEnv(c, contract.EnvBrokerKind); kind == nil || kind.Value != s.cfg.brokerKind {
+		t.Errorf("deployment/%s: %s is %+v, want %q", d.Name, contract.EnvBrokerKind, kind, s.cfg.brokerKind)
 	}
 	for _, q := range slices.Concat(svc.Publishes, svc.Consumes) {
 		if v := findEnv(c, contract.QueueEnv(q)); v == nil || v.Value != contract.QueueName(app.Name, q) {
@@ -325,6 +343,10 @@ func (s *suite) checkBrokerWiring(t *testing.T, app *v1alpha1.MicroserviceApp, s
 		return
 	}
 	wantHost := brokerName(app.Name) + "." + app.Namespace + ".svc"
+	if s.cfg.brokerKind == contract.BrokerNATS {
+		checkNATSConnection(t, d, c, secret, u, wantHost)
+		return
+	}
 	user, pass := u.User.Username(), ""
 	if p, ok := u.User.Password(); ok {
 		pass = p

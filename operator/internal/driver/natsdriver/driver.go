@@ -85,8 +85,10 @@ func managedBroker(app *v1alpha1.MicroserviceApp, h driver.Host) nats.Broker {
 	rb := resource.ManagedBroker(app, h.Config().ClusterDomain, h.Config().OperatorNamespace)
 	return nats.Broker{
 		App: rb.App, Namespace: rb.Namespace, Image: rb.Image, Replicas: rb.Replicas,
-		StorageSize: rb.StorageSize, StorageClassName: rb.StorageClassName, Resources: rb.Resources,
+		ExporterImage: app.Spec.Broker.Managed.ExporterImage,
+		StorageSize:   rb.StorageSize, StorageClassName: rb.StorageClassName, Resources: rb.Resources,
 		ClusterDomain: rb.ClusterDomain, Labels: rb.Labels, Owner: rb.Owner, Network: rb.Network,
+		Pod: rb.Pod,
 	}
 }
 

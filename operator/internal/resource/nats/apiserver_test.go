@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -65,16 +66,31 @@ func TestObjectsPassServerSideDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, n := range []int32{1, 3} {
-		t.Run(fmt.Sprintf("replicas=%d", n), func(t *testing.T) {
-			ns := fmt.Sprintf("nats-%d", n)
+	// podOptions names this PriorityClass; admission refuses a pod of an
+	// unknown one.
+	if err := c.Create(ctx, &schedulingv1.PriorityClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "infrastructure"}, Value: 1000,
+	}); err != nil {
+		t.Fatalf("create PriorityClass: %v", err)
+	}
+	for i, tc := range []struct {
+		name string
+		opts []BrokerOption
+	}{
+		{"replicas=1", []BrokerOption{replicas(1)}},
+		{"replicas=3", []BrokerOption{replicas(3)}},
+		{"pod-options", []BrokerOption{replicas(3), podOptions}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := fmt.Sprintf("nats-%d", i)
 			if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 				Name:   ns,
 				Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
 			}}); err != nil {
 				t.Fatalf("create namespace: %v", err)
 			}
-			b := testBroker(replicas(n), func(b *nats.Broker) { b.Namespace = ns })
+			b := testBroker(append(tc.opts, func(b *nats.Broker) { b.Namespace = ns })...)
+			n := b.Replicas
 			in := nats.Input{Broker: b, Keys: keys}
 			built := 0
 			for _, bl := range nats.Builders {

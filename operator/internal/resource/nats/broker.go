@@ -25,6 +25,7 @@ import (
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
 	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource/kind"
+	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
@@ -92,6 +93,9 @@ type Broker struct {
 	Owner *metav1ac.OwnerReferenceApplyConfiguration
 	// Network says who may reach the servers; see NetworkPolicy.
 	Network rabbitmq.Network
+	// Pod adds the user's scheduling settings, pull Secrets, labels and
+	// annotations to the servers' pod template.
+	Pod podspec.Options
 }
 
 // Input is what the builders build from.

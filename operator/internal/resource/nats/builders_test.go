@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats-server/v2/server"
@@ -24,6 +25,7 @@ import (
 	"github.com/courier-dev/courier/operator/internal/metadata"
 	"github.com/courier-dev/courier/operator/internal/resource"
 	"github.com/courier-dev/courier/operator/internal/resource/nats"
+	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 )
 
@@ -57,6 +59,32 @@ func testBroker(opts ...BrokerOption) nats.Broker {
 }
 
 func replicas(n int32) BrokerOption { return func(b *nats.Broker) { b.Replicas = n } }
+
+// podOptions sets every pod option a cluster policy may ask for, with a
+// label and an annotation that try to replace the builder's own, as the
+// RabbitMQ builders' test does.
+func podOptions(b *nats.Broker) {
+	b.Pod = podspec.Options{
+		ImagePullSecrets: []string{"registry-creds"},
+		NodeSelector:     map[string]string{"node-role.example.org/broker": "true"},
+		Tolerations: []corev1.Toleration{{
+			Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "broker", Effect: corev1.TaintEffectNoSchedule,
+		}},
+		Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{
+					Key: corev1.LabelTopologyZone, Operator: corev1.NodeSelectorOpIn, Values: []string{"a", "b", "c"},
+				}},
+			}}},
+		}},
+		TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
+			MaxSkew: 1, TopologyKey: corev1.LabelTopologyZone, WhenUnsatisfiable: corev1.ScheduleAnyway,
+		}},
+		PriorityClassName: "infrastructure",
+		Labels:            map[string]string{"team": "platform", metadata.LabelInstance: "someone-else"},
+		Annotations:       map[string]string{"example.org/owner": "platform", rabbitmq.AnnotationConfigHash: "spoofed"},
+	}
+}
 
 // testKeys are fixed so that golden files are stable: real seeds from fixed
 // bytes, placeholder JWTs (the builders copy them and never parse them).
@@ -92,6 +120,7 @@ var builderCases = []struct {
 		b.ClusterDomain = "corp.internal"
 	})},
 	{name: "scaled-to-zero", broker: testBroker(replicas(0))},
+	{name: "pod-options", broker: testBroker(replicas(3), podOptions)},
 }
 
 // TestBuilders renders every object in apply order and compares it with
@@ -205,6 +234,72 @@ func TestBuildersArePure(t *testing.T) {
 	}
 	if got := broker.Resources.Limits[corev1.ResourceMemory]; got.String() != "1Gi" {
 		t.Errorf("builders changed the input resources: %s", got.String())
+	}
+}
+
+// TestPodOptionsCannotReplaceTheBuilders checks that the caller's pod labels
+// and annotations never replace the builder's own, and that an affinity
+// without podAntiAffinity keeps the default spread over nodes.
+func TestPodOptionsCannotReplaceTheBuilders(t *testing.T) {
+	b := testBroker(replicas(3), podOptions)
+	tmpl := nats.StatefulSet(b, testKeys(t)).Spec.Template
+	if got := tmpl.Labels[metadata.LabelInstance]; got != "blog" {
+		t.Errorf("pod label %s = %q, want the builder's %q", metadata.LabelInstance, got, "blog")
+	}
+	if got := tmpl.Annotations[rabbitmq.AnnotationConfigHash]; got == "spoofed" {
+		t.Errorf("pod annotation %s = %q, want the builder's hash", rabbitmq.AnnotationConfigHash, got)
+	}
+	if tmpl.Labels["team"] != "platform" || tmpl.Annotations["example.org/owner"] != "platform" {
+		t.Errorf("pod labels %v, annotations %v: want the caller's team and example.org/owner beside the builder's", tmpl.Labels, tmpl.Annotations)
+	}
+	a := tmpl.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.PodAntiAffinity == nil {
+		t.Errorf("affinity = %+v, want the caller's node affinity and the default pod anti-affinity", a)
+	}
+}
+
+// TestLameDuckOnStop checks that a stopping server is put in lame duck mode
+// through the PID file nats.conf names, and that the grace period covers
+// the lame duck settings of nats.conf with time to spare for the shutdown.
+func TestLameDuckOnStop(t *testing.T) {
+	b := testBroker(replicas(3))
+	keys, err := natsbroker.GenerateManaged("blog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := nats.StatefulSet(b, keys).Spec.Template.Spec
+	c := spec.Containers[0]
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Exec == nil {
+		t.Fatalf("container %s has no preStop exec hook", *c.Name)
+	}
+	t.Setenv("POD_NAME", "blog-broker-0")
+	path := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(path, []byte(nats.Config(b, keys)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("parse nats.conf: %v", err)
+	}
+	want := []string{"nats-server", "--signal", "ldm=" + opts.PidFile}
+	if diff := cmp.Diff(want, c.Lifecycle.PreStop.Exec.Command); opts.PidFile == "" || diff != "" {
+		t.Errorf("preStop command (-want +got), with nats.conf's pid_file %q:\n%s", opts.PidFile, diff)
+	}
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		if strings.HasPrefix(opts.PidFile, *m.MountPath+"/") && (m.ReadOnly == nil || !*m.ReadOnly) {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("pid_file %s is on no writable volume of container %s", opts.PidFile, *c.Name)
+	}
+	if opts.LameDuckDuration == 0 {
+		t.Fatal("nats.conf sets no lame_duck_duration")
+	}
+	stop := opts.LameDuckGracePeriod + opts.LameDuckDuration
+	if grace := time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second; grace < stop+10*time.Second {
+		t.Errorf("terminationGracePeriodSeconds %s, want at least lame duck grace and duration (%s) plus 10 s for the shutdown", grace, stop)
 	}
 }
 

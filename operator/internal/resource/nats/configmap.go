@@ -31,11 +31,18 @@ const ConfigKey = "nats.conf"
 const (
 	configDir = "/etc/nats"
 	dataDir   = "/data"
+	pidDir    = "/var/run/nats"
+	pidFile   = pidDir + "/nats.pid"
 )
 
 // lameDuckSeconds is how long a stopping server takes to move its clients
-// to the others (lame duck mode) before it shuts down.
-const lameDuckSeconds = 30
+// to the others (lame duck mode) before it shuts down, and
+// lameDuckGraceSeconds how long it waits, no longer accepting clients,
+// before it starts closing them.
+const (
+	lameDuckSeconds      = 30
+	lameDuckGraceSeconds = 10
+)
 
 // Config renders nats.conf: operator mode trusting keys' operator, the
 // system account preloaded into a full resolver whose account JWTs live on
@@ -51,8 +58,9 @@ func Config(b Broker, keys natsbroker.Managed) string {
 	w("port: %d", ClientPort)
 	w("http_port: %d", MonitorPort)
 	w("server_name: $POD_NAME")
+	w("pid_file: %s", pidFile)
 	w("lame_duck_duration: %ds", lameDuckSeconds)
-	w("lame_duck_grace_period: 10s")
+	w("lame_duck_grace_period: %ds", lameDuckGraceSeconds)
 	w("jetstream {")
 	w("  store_dir: %s/jetstream", dataDir)
 	w("}")

@@ -1,10 +1,11 @@
 package nats
 
 import (
-	"github.com/courier-dev/courier/operator/internal/metadata"
 	corev1 "k8s.io/api/core/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // Keys of a service's NATS connection Secret.

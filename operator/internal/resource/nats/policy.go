@@ -1,7 +1,6 @@
 package nats
 
 import (
-	"github.com/courier-dev/courier/operator/internal/metadata"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -9,6 +8,8 @@ import (
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
+
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // PodDisruptionBudget lets drains take one server at a time from a

@@ -1,10 +1,11 @@
 package nats
 
 import (
-	"github.com/courier-dev/courier/operator/internal/metadata"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // HeadlessService gives every server the stable DNS name its routes use,

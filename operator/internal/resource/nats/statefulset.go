@@ -13,6 +13,7 @@ import (
 
 	"github.com/courier-dev/courier/operator/internal/broker/natsbroker"
 	"github.com/courier-dev/courier/operator/internal/metadata"
+	"github.com/courier-dev/courier/operator/internal/resource/podspec"
 	"github.com/courier-dev/courier/operator/internal/resource/rabbitmq"
 	"github.com/courier-dev/courier/services/kit/contract"
 )
@@ -21,13 +22,19 @@ import (
 // defines no user; nats-server needs none, only a writable data volume.
 const natsID int64 = 1000
 
-// terminationGracePeriodSeconds covers lame duck mode (clients move to the
-// other servers) and the JetStream store's flush after it.
-const terminationGracePeriodSeconds = int64(lameDuckSeconds + 30)
+// terminationGracePeriodSeconds covers what a stopping server does after
+// the preStop hook put it in lame duck mode: the grace period before it
+// stops accepting (lameDuckGraceSeconds), moving its clients to the other
+// servers over lameDuckSeconds, then the JetStream store's flush and the
+// shutdown, for which 20 s is left. The kubelet's SIGTERM, sent when the
+// hook returns, does not cut this short: nats-server ignores SIGTERM while
+// in lame duck mode and exits by itself when it is over.
+const terminationGracePeriodSeconds = int64(lameDuckGraceSeconds + lameDuckSeconds + 20)
 
 const (
 	volumeData   = "data"
 	volumeConfig = "config"
+	volumePID    = "pid"
 )
 
 // StatefulSet runs the servers. Parallel pod management, as for RabbitMQ:
@@ -79,14 +86,17 @@ func volumeClaimTemplate(b Broker) *corev1ac.PersistentVolumeClaimApplyConfigura
 func podTemplate(b Broker, keys natsbroker.Managed) *corev1ac.PodTemplateSpecApplyConfiguration {
 	n := metadata.BrokerNamesFor(b.App)
 	return corev1ac.PodTemplateSpec().
-		WithLabels(b.labels()).
-		WithAnnotations(map[string]string{
+		WithLabels(podspec.Merge(b.labels(), b.Pod.Labels)).
+		WithAnnotations(podspec.Merge(map[string]string{
 			"prometheus.io/scrape":        "true",
 			"prometheus.io/port":          strconv.Itoa(int(MetricsPort)),
 			"prometheus.io/path":          "/metrics",
 			rabbitmq.AnnotationConfigHash: configHash(b, keys),
-		}).
-		WithSpec(corev1ac.PodSpec().
+		}, b.Pod.Annotations)).
+		// As for RabbitMQ: the user's scheduling settings, pull Secrets,
+		// labels and annotations; an affinity without podAntiAffinity
+		// keeps the one below.
+		WithSpec(podspec.Apply(corev1ac.PodSpec().
 			// The servers never call the Kubernetes API.
 			WithAutomountServiceAccountToken(false).
 			WithEnableServiceLinks(false).
@@ -107,11 +117,18 @@ func podTemplate(b Broker, keys natsbroker.Managed) *corev1ac.PodTemplateSpecApp
 							WithLabelSelector(metav1ac.LabelSelector().
 								WithMatchLabels(metadata.BrokerSelectorLabels(b.App))))))).
 			WithContainers(natsContainer(b), exporterContainer(b)).
-			WithVolumes(corev1ac.Volume().
-				WithName(volumeConfig).
-				WithConfigMap(corev1ac.ConfigMapVolumeSource().
-					WithName(n.ConfigMap).
-					WithItems(corev1ac.KeyToPath().WithKey(ConfigKey).WithPath(ConfigKey)))))
+			WithVolumes(
+				corev1ac.Volume().
+					WithName(volumeConfig).
+					WithConfigMap(corev1ac.ConfigMapVolumeSource().
+						WithName(n.ConfigMap).
+						WithItems(corev1ac.KeyToPath().WithKey(ConfigKey).WithPath(ConfigKey))),
+				// The server's PID file, which the preStop hook signals
+				// (the root filesystem is read-only).
+				corev1ac.Volume().
+					WithName(volumePID).
+					WithEmptyDir(corev1ac.EmptyDirVolumeSource())),
+			b.Pod, metadata.BrokerSelectorLabels(b.App)))
 }
 
 func natsContainer(b Broker) *corev1ac.ContainerApplyConfiguration {
@@ -134,11 +151,21 @@ func natsContainer(b Broker) *corev1ac.ContainerApplyConfiguration {
 		WithStartupProbe(httpProbe("/healthz", 10, 5, 90)).
 		WithLivenessProbe(httpProbe("/healthz?js-enabled-only=true", 30, 5, 3)).
 		WithReadinessProbe(httpProbe("/healthz?js-server-only=true", 10, 5, 3)).
+		// Lame duck mode before the SIGTERM, as the NATS chart stops its
+		// servers: the server stops accepting, then closes its clients
+		// over lameDuckSeconds, so they reconnect to the other servers
+		// spread out rather than all at once, and JetStream hands its
+		// stream and consumer leaders over first. The hook only signals
+		// and returns; terminationGracePeriodSeconds covers the rest.
+		WithLifecycle(corev1ac.Lifecycle().
+			WithPreStop(corev1ac.LifecycleHandler().
+				WithExec(corev1ac.ExecAction().WithCommand("nats-server", "--signal", "ldm="+pidFile)))).
 		WithTerminationMessagePolicy(corev1.TerminationMessageFallbackToLogsOnError).
 		WithSecurityContext(containerSecurityContext()).
 		WithVolumeMounts(
 			corev1ac.VolumeMount().WithName(volumeData).WithMountPath(dataDir),
-			corev1ac.VolumeMount().WithName(volumeConfig).WithMountPath(configDir).WithReadOnly(true))
+			corev1ac.VolumeMount().WithName(volumeConfig).WithMountPath(configDir).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName(volumePID).WithMountPath(pidDir))
 }
 
 // exporterContainer serves the server's monitoring endpoint as Prometheus
