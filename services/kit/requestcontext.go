@@ -21,9 +21,11 @@ import (
 // timerCtx, a runtime timer armed and stopped, and a children map
 // allocated in net/http's per-request cancelCtx by propagateCancel), and
 // in process (BenchmarkInProcess/kit) the two cost about 0.75 us of the
-// kit's 3.3 us and five of its allocations. The kit is held to 0.95x bare
-// net/http over loopback, where a request costs the server about 20 us, so
-// that is a third of its whole budget. Most requests never wait on their
+// kit's 3.3 us and six of its allocations (BenchmarkRequestContext
+// prices the pair against this context). The kit is held to 0.95x bare
+// net/http over loopback, where a request costs the server about 20 us and
+// wrk shares its two cores, which leaves the whole kit about a microsecond
+// per request. Most requests never wait on their
 // context, so this one arms the standard deadline context lazily, on the
 // first Done (which is what database/sql, net/http's client, the messaging
 // drivers and context.WithCancel on this context call), and answers
