@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -32,6 +33,23 @@ const (
 	app   = "bench"
 	queue = "jobs"
 )
+
+// rawFirst runs each broker's raw variant before the kit's. run.sh
+// alternates it from round to round, so that neither side always runs
+// first on a broker just started.
+var rawFirst = flag.Bool("rawfirst", false, "run the raw variant before the kit's")
+
+// inOrder runs the kit and raw sub-benchmarks in the order rawFirst says.
+func inOrder(b *testing.B, kit, raw func(*testing.B)) {
+	b.Helper()
+	if *rawFirst {
+		b.Run("raw", raw)
+		b.Run("kit", kit)
+		return
+	}
+	b.Run("kit", kit)
+	b.Run("raw", raw)
+}
 
 // handled receives the sequence number of each job a handler ran.
 type handled chan int
@@ -162,8 +180,7 @@ func serveRaw(b *testing.B, mux *http.ServeMux, done handled) {
 // acks, as the kit does.
 func BenchmarkNATS(b *testing.B) {
 	n := brokertest.StartNATS(b)
-	b.Run("kit", func(b *testing.B) { driveKit(b, contract.BrokerNATS, n.URL) })
-	b.Run("raw", func(b *testing.B) {
+	inOrder(b, func(b *testing.B) { driveKit(b, contract.BrokerNATS, n.URL) }, func(b *testing.B) {
 		nc, err := nats.Connect(n.URL)
 		if err != nil {
 			b.Fatal(err)
@@ -217,8 +234,7 @@ func BenchmarkNATS(b *testing.B) {
 // prefetch runs the handler and acks.
 func BenchmarkRabbitMQ(b *testing.B) {
 	r := brokertest.StartRabbitMQ(b)
-	b.Run("kit", func(b *testing.B) { driveKit(b, contract.BrokerRabbitMQ, r.AMQPURL) })
-	b.Run("raw", func(b *testing.B) {
+	inOrder(b, func(b *testing.B) { driveKit(b, contract.BrokerRabbitMQ, r.AMQPURL) }, func(b *testing.B) {
 		const exchange, rawQueue = "raw.jobs.exchange", "raw.jobs"
 		conn, err := amqp.Dial(r.AMQPURL)
 		if err != nil {

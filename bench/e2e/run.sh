@@ -6,9 +6,10 @@
 #
 #   bench/e2e/run.sh [rounds] [requests-per-run]
 #
-# Each round runs the benchmark binary once (on each broker kit, then raw,
-# back to back), so a round's ratio pairs runs made seconds apart on a
-# shared machine, and both brokers get the same rounds.
+# Each round runs the benchmark binary once (on each broker kit and raw
+# back to back, raw first on even rounds: -rawfirst), so a round's ratio
+# pairs runs made seconds apart on a shared machine, neither side always
+# goes first, and both brokers get the same rounds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,8 +24,10 @@ trap 'rm -rf "$work"' EXIT
 go test -c -o "$work/e2e.test" ./bench/e2e
 for round in $(seq "$rounds"); do
 	echo "round $round of $rounds" >&2
-	echo "round $round, load average $(cut -d" " -f1-3 /proc/loadavg)" >>"$work/raw.txt"
-	"$work/e2e.test" -test.run '^$' -test.bench . -test.benchtime "${requests}x" | tee -a "$work/raw.txt" >&2
+	order=""
+	if ((round % 2 == 0)); then order=-rawfirst; fi
+	echo "round $round${order:+ (raw first)}, load average $(cut -d" " -f1-3 /proc/loadavg)" >>"$work/raw.txt"
+	"$work/e2e.test" -test.run '^$' -test.bench . -test.benchtime "${requests}x" $order | tee -a "$work/raw.txt" >&2
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -2,6 +2,7 @@ package publish_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,23 @@ var (
 	physical = contract.QueueName(app, queue)
 	body     = make([]byte, bodySize)
 )
+
+// rawFirst runs each broker's raw variants before the kit's. run.sh
+// alternates it from round to round, so that neither side always runs
+// first (on a broker just warmed up, or in whatever the machine's other
+// jobs were doing at that moment).
+var rawFirst = flag.Bool("rawfirst", false, "run the raw variants before the kit's")
+
+// inOrder runs kit and raw in the order rawFirst says.
+func inOrder(kit, raw func()) {
+	if *rawFirst {
+		raw()
+		kit()
+		return
+	}
+	kit()
+	raw()
+}
 
 // kitTracer is the tracer provider a kit service without an OTLP endpoint
 // has: it mints (unsampled) producer spans.
@@ -112,9 +130,8 @@ func warmUp(b *testing.B, br messaging.Broker) {
 }
 
 // benchKit measures the kit's two publish paths, Publish and PublishBatch,
-// after a warm-up, each on an emptied queue.
+// each on an emptied queue.
 func benchKit(b *testing.B, kit messaging.Broker, purge func()) {
-	warmUp(b, kit)
 	b.Run("kit", func(b *testing.B) {
 		purge()
 		measure(b, func() { publishKit(b, kit) })
@@ -187,8 +204,12 @@ func BenchmarkRabbitMQ(b *testing.B) {
 		}
 	}
 
-	benchKit(b, kit, purge)
+	warmUp(b, kit)
+	inOrder(func() { benchKit(b, kit, purge) }, func() { rawRabbitMQ(b, conn, purge) })
+}
 
+// rawRabbitMQ measures the raw amqp091-go variants.
+func rawRabbitMQ(b *testing.B, conn *amqp.Connection, purge func()) {
 	// The raw library's idiomatic fast path: one goroutine publishing
 	// persistent messages on a confirm channel, with up to window deferred
 	// confirmations outstanding, awaited in order by a second goroutine.
@@ -308,8 +329,13 @@ func BenchmarkNATS(b *testing.B) {
 		}
 	}
 
-	benchKit(b, kit, purge)
+	warmUp(b, kit)
+	inOrder(func() { benchKit(b, kit, purge) }, func() { rawNATS(b, js, purge, &asyncErrs) })
+}
 
+// rawNATS measures the raw nats.go/jetstream variants; asyncErrs counts
+// the PubAcks that came back as errors.
+func rawNATS(b *testing.B, js jetstream.JetStream, purge func(), asyncErrs *atomic.Int64) {
 	// The raw library's idiomatic fast path: PublishAsync with at most
 	// window PubAcks pending, then wait for all of them. "raw" sends bare
 	// messages; "raw-same-message" sends what the kit sends (Nats-Msg-Id,

@@ -10,7 +10,8 @@
 #
 # Each round runs the benchmark binary once (every variant in turn, each
 # broker started fresh), so a noisy neighbour hurts both sides alike;
-# medians over the rounds are compared.
+# medians over the rounds are compared. Even rounds run the raw variants
+# before the kit's (-rawfirst), so neither side always goes first.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,10 +23,13 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 go test -c -o "$work/publish.test" ./bench/publish
-cmd="publish.test -test.run '^\$' -test.bench . -test.benchtime ${messages}x"
+cmd="publish.test -test.run '^\$' -test.bench . -test.benchtime ${messages}x [-rawfirst on even rounds]"
 for round in $(seq "$rounds"); do
 	echo "round $round of $rounds" >&2
-	"$work/publish.test" -test.run '^$' -test.bench . -test.benchtime "${messages}x" |
+	order=""
+	if ((round % 2 == 0)); then order=-rawfirst; fi
+	echo "round $round${order:+ (raw first)}, load average $(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/raw.txt"
+	"$work/publish.test" -test.run '^$' -test.bench . -test.benchtime "${messages}x" $order |
 		tee -a "$work/raw.txt" >&2
 done
 
@@ -124,10 +128,10 @@ The machine is shared, so each round's ratio pairs runs made seconds apart.
 |---|---:|---:|
 EOF
 awk '
+	/^round / { round++ }
 	/^Benchmark/ {
 		name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
 		for (i = 2; i < NF; i++) if ($(i+1) == "msgs/s") v = $i
-		if (name == "RabbitMQ/kit") round++
 		tput[round, name] = v
 	}
 	END {

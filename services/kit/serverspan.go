@@ -37,8 +37,12 @@ func (s *Service) startServerSpan(ctx context.Context, r *http.Request) (context
 			break
 		}
 	}
-	return s.serverTracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+	return s.serverTracer.Start(ctx, r.Method, serverSpanKind)
 }
+
+// serverSpanKind is allocated once: it is the same option every time, and
+// trace.WithSpanKind allocates on each call.
+var serverSpanKind = trace.WithSpanKind(trace.SpanKindServer)
 
 // traceHeaderKeys are the propagator's headers in canonical form, so a
 // request without trace headers costs map lookups and no Extract (which

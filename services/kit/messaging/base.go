@@ -69,14 +69,18 @@ func (b *base) init(cfg Config, system attribute.KeyValue) {
 // error (retried like any other) instead of killing the consumer.
 func (b *base) runHandler(ctx context.Context, physical string, handler Handler, msg Message) (took time.Duration, err error) {
 	ctx = otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(msg.Headers))
-	ctx, span := b.tracer.Start(ctx, "process "+physical,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(b.system,
+	ctx, span := b.tracer.Start(ctx, "process "+physical, consumerSpanKind)
+	// Attributes only for a span that records, as on the publish path:
+	// building them costs more than the unsampled span itself, and the
+	// kit's samplers do not look at them.
+	if span.IsRecording() {
+		span.SetAttributes(b.system,
 			semconv.MessagingDestinationName(physical),
 			semconv.MessagingMessageID(msg.ID),
 			semconv.MessagingOperationName("process"),
 			semconv.MessagingOperationTypeProcess,
-			attribute.Int("messaging.message.attempt", msg.Attempt)))
+			attribute.Int("messaging.message.attempt", msg.Attempt))
+	}
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
@@ -93,6 +97,16 @@ func (b *base) runHandler(ctx context.Context, physical string, handler Handler,
 	}()
 	return 0, handler(ctx, msg)
 }
+
+// messageLogger returns log with a consumed message's queue and id. The
+// drivers call it only when they write a line: slog's With encodes the
+// attributes at once, which every message would otherwise pay for.
+func messageLogger(log *slog.Logger, queue, id string) *slog.Logger {
+	return log.With("queue", queue, "message_id", id)
+}
+
+// consumerSpanKind is allocated once: it is the same option every time.
+var consumerSpanKind = trace.WithSpanKind(trace.SpanKindConsumer)
 
 // handlerContext is the context handlers run under: it keeps ctx's values
 // but not its cancellation, because Consume's contract is to let in-flight

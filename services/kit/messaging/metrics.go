@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,15 +41,63 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 }
 
-// initConsumer creates the consumer series of queue at zero, so that the
+// consumeSeries are the consume series of one queue, looked up once per
+// Consume call rather than per message: WithLabelValues hashes the label
+// values and takes the vector's lock on every call.
+type consumeSeries struct {
+	outcomes [3]consumeOutcome // by consumeOutcomes' order; zero without Metrics
+}
+
+type consumeOutcome struct {
+	name     string
+	consumed prometheus.Counter
+	// duration is looked up on first use: a histogram series appears on
+	// /metrics once an outcome has a handling time, as before.
+	duration func() prometheus.Observer
+}
+
+var consumeOutcomes = [3]string{contract.OutcomeSuccess, contract.OutcomeRetry, contract.OutcomeDeadLetter}
+
+// consumeSeries creates the consumer counters of queue at zero, so that the
 // first dead letter is an increase an alert can see rather than a series
-// appearing out of nowhere.
-func (m *Metrics) initConsumer(queue string) {
-	if m == nil {
+// appearing out of nowhere, and returns queue's consume series.
+func (m *Metrics) consumeSeries(queue string) *consumeSeries {
+	s := &consumeSeries{}
+	for i, o := range consumeOutcomes {
+		s.outcomes[i].name = o
+		if m != nil {
+			s.outcomes[i].consumed = m.consumed.WithLabelValues(queue, o)
+			s.outcomes[i].duration = sync.OnceValue(func() prometheus.Observer { return m.duration.WithLabelValues(queue, o) })
+		}
+	}
+	return s
+}
+
+func (s *consumeSeries) outcome(name string) *consumeOutcome {
+	for i := range s.outcomes {
+		if s.outcomes[i].name == name {
+			return &s.outcomes[i]
+		}
+	}
+	panic("messaging: unknown consume outcome " + name)
+}
+
+// observe counts a handler run with outcome and its handling time.
+func (s *consumeSeries) observe(outcome string, took time.Duration) {
+	o := s.outcome(outcome)
+	if o.consumed == nil {
 		return
 	}
-	for _, o := range []string{contract.OutcomeSuccess, contract.OutcomeRetry, contract.OutcomeDeadLetter} {
-		m.consumed.WithLabelValues(queue, o)
+	o.consumed.Inc()
+	o.duration().Observe(took.Seconds())
+}
+
+// count counts an outcome that involved no handler run, such as a
+// message dead-lettered on arrival because it had already used up its
+// deliveries.
+func (s *consumeSeries) count(outcome string) {
+	if o := s.outcome(outcome); o.consumed != nil {
+		o.consumed.Inc()
 	}
 }
 
@@ -83,22 +132,4 @@ func (c publishCounters) add(confirmed, failed int) {
 	if failed > 0 {
 		c.failure.Add(float64(failed))
 	}
-}
-
-func (m *Metrics) observeConsume(queue, outcome string, took time.Duration) {
-	if m == nil {
-		return
-	}
-	m.consumed.WithLabelValues(queue, outcome).Inc()
-	m.duration.WithLabelValues(queue, outcome).Observe(took.Seconds())
-}
-
-// countConsume counts an outcome that involved no handler run, such as a
-// message dead-lettered on arrival because it had already used up its
-// deliveries.
-func (m *Metrics) countConsume(queue, outcome string) {
-	if m == nil {
-		return
-	}
-	m.consumed.WithLabelValues(queue, outcome).Inc()
 }

@@ -5,8 +5,9 @@ package messaging
 // Connections: nats.go reconnects by itself (MaxReconnects(-1)), buffering
 // publishes meanwhile; readiness is the connection status it maintains.
 //
-// Publishing: asynchronous JetStream publishes from one writer goroutine,
-// with the message id in Nats-Msg-Id, so the stream's duplicate window turns
+// Publishing: asynchronous JetStream publishes (from the caller's goroutine,
+// or from one writer goroutine while another publish is under way: see
+// sendAll), with the message id in Nats-Msg-Id, so the stream's duplicate window turns
 // a retried publish whose PubAck was lost into a no-op rather than a copy.
 // PubAcks (and their failures: timeouts, disconnects) come back through the
 // JetStream context's ack and error handlers, which route each to the
@@ -89,6 +90,9 @@ type natsBroker struct {
 	closedOnce sync.Once
 	// publishes feeds the publisher goroutine.
 	publishes chan *nats.Msg
+	// publishing is held by whoever calls PublishMsgAsync for a single
+	// Publish: the publisher goroutine, or a caller that found it free.
+	publishing sync.Mutex
 	// acks routes PubAcks to the pipelines awaiting them.
 	acks pubAcks
 	// expectStream is the Nats-Expected-Stream header value every message
@@ -333,9 +337,30 @@ func (c natsHeaderCarrier) Keys() []string {
 // n.acks and handed to the publisher goroutine once it has a window slot;
 // its PubAck, or the failure nats.go reports instead, settles it.
 func (n *natsBroker) sendAll(ctx context.Context, c *publishCall[*nats.Msg], msgs []*outgoing[*nats.Msg]) error {
+	// A batch is sent from its caller's goroutine, in order: one caller is
+	// one writer already. A single Publish is sent from its caller's
+	// goroutine too while no other is being sent, and otherwise handed to
+	// the publisher goroutine (see publisher for why one writer). Handing
+	// every message over cost each Publish a goroutine switch before it
+	// reached the socket: measured with bench/e2e (HTTP -> Publish ->
+	// consume on NATS), that hop was a share of the kit's latency over the
+	// raw client's synchronous PublishMsg on a loaded machine, where every
+	// wake-up waits for a core.
+	batch := len(msgs) > 1
 	stop := c.run(ctx, msgs, func(o *outgoing[*nats.Msg], i int, results chan<- result) error {
 		m := o.wire
 		n.acks.wait(m, ackWaiter{i: i, results: results})
+		if batch || n.publishing.TryLock() {
+			_, err := n.js.PublishMsgAsync(m)
+			if !batch {
+				n.publishing.Unlock()
+			}
+			if err != nil {
+				n.acks.forget(m)
+				return err
+			}
+			return nil
+		}
 		select {
 		case n.publishes <- m:
 			return nil
@@ -404,16 +429,21 @@ func (a *pubAcks) resolve(m *nats.Msg, err error) {
 	}
 }
 
-// publisher sends every message from one goroutine. Many goroutines
-// publishing on one nats.Conn at once queue on its mutex behind the
-// flusher's socket writes; a single writer lets the flusher batch and, in
-// bench/publish, costs about a fifth less CPU per message. It stops when
+// publisher sends the single Publish calls' messages that arrive while
+// another is being sent. Many goroutines publishing on one nats.Conn at
+// once queue on its mutex behind the flusher's socket writes; one writer
+// at a time (n.publishing) lets the flusher batch and, in bench/publish
+// (64 goroutines calling Publish), cost about a fifth less CPU per message
+// than every caller writing. It stops when
 // the connection is closed; a pipeline waiting then sees n.closed.
 func (n *natsBroker) publisher() {
 	for {
 		select {
 		case m := <-n.publishes:
-			if _, err := n.js.PublishMsgAsync(m); err != nil {
+			n.publishing.Lock()
+			_, err := n.js.PublishMsgAsync(m)
+			n.publishing.Unlock()
+			if err != nil {
 				n.acks.resolve(m, err)
 			}
 		case <-n.closed:
@@ -438,13 +468,13 @@ func (n *natsBroker) Consume(ctx context.Context, queue string, handler Handler,
 	opts = opts.withDefaults()
 	ctx, cancel := joinCancel(ctx, n.life.drainCtx)
 	defer cancel()
-	n.cfg.Metrics.initConsumer(queue)
+	series := n.cfg.Metrics.consumeSeries(queue)
 
 	retry := newReconnectBackoff()
 	for {
 		cons, err := n.consumer(ctx, physical, opts)
 		if err == nil {
-			err = n.consumeFrom(ctx, cons, queue, physical, handler, opts)
+			err = n.consumeFrom(ctx, cons, queue, physical, handler, opts, series)
 			retry.Reset()
 		}
 		if ctx.Err() != nil {
@@ -501,7 +531,7 @@ func (n *natsBroker) declareConsumer(ctx context.Context, physical string, opts 
 
 // consumeFrom runs the workers on one message iterator until ctx is
 // cancelled (nil, once in-flight handlers are done) or the iterator fails.
-func (n *natsBroker) consumeFrom(ctx context.Context, cons jetstream.Consumer, queue, physical string, handler Handler, opts ConsumeOptions) error {
+func (n *natsBroker) consumeFrom(ctx context.Context, cons jetstream.Consumer, queue, physical string, handler Handler, opts ConsumeOptions, series *consumeSeries) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(opts.Concurrency),
 		jetstream.PullExpiry(natsPullExpiry), jetstream.PullHeartbeat(natsPullHeartbeat))
 	if err != nil {
@@ -534,7 +564,7 @@ func (n *natsBroker) consumeFrom(ctx context.Context, cons jetstream.Consumer, q
 					_ = msg.Nak()
 					continue
 				}
-				n.handleMsg(ctx, queue, physical, handler, opts, ackWait, msg)
+				n.handleMsg(ctx, queue, physical, handler, opts, series, ackWait, msg)
 			}
 		})
 	}
@@ -547,7 +577,7 @@ func (n *natsBroker) consumeFrom(ctx context.Context, cons jetstream.Consumer, q
 
 // handleMsg runs one attempt and settles the message: ack, Nak with the
 // backoff delay, or dead-letter.
-func (n *natsBroker) handleMsg(ctx context.Context, queue, physical string, handler Handler, opts ConsumeOptions, ackWait time.Duration, msg jetstream.Msg) {
+func (n *natsBroker) handleMsg(ctx context.Context, queue, physical string, handler Handler, opts ConsumeOptions, series *consumeSeries, ackWait time.Duration, msg jetstream.Msg) {
 	hctx := handlerContext(ctx)
 	headers := natsHeaderStrings(msg.Headers())
 	m := Message{
@@ -561,13 +591,13 @@ func (n *natsBroker) handleMsg(ctx context.Context, queue, physical string, hand
 	if err == nil {
 		m.Attempt = int(meta.NumDelivered)
 	}
-	log := n.log.With("queue", queue, "message_id", m.ID)
+	log := func() *slog.Logger { return messageLogger(n.log, queue, m.ID) }
 
 	if m.Attempt > opts.MaxDeliveries {
-		log.ErrorContext(hctx, "message exceeded its delivery limit before this delivery, dead-lettering",
+		log().ErrorContext(hctx, "message exceeded its delivery limit before this delivery, dead-lettering",
 			"deliveries", m.Attempt, "max_deliveries", opts.MaxDeliveries)
-		n.cfg.Metrics.countConsume(queue, contract.OutcomeDeadLetter)
-		n.deadLetter(hctx, log, physical, msg, m, opts, "delivery limit exceeded")
+		series.count(contract.OutcomeDeadLetter)
+		n.deadLetter(hctx, log(), physical, msg, m, opts, "delivery limit exceeded")
 		return
 	}
 
@@ -577,21 +607,21 @@ func (n *natsBroker) handleMsg(ctx context.Context, queue, physical string, hand
 
 	switch {
 	case err == nil:
-		n.cfg.Metrics.observeConsume(queue, contract.OutcomeSuccess, took)
+		series.observe(contract.OutcomeSuccess, took)
 		if err := doubleAck(hctx, msg); err != nil {
-			log.WarnContext(hctx, "could not ack; the server will redeliver the message", "error", err)
+			log().WarnContext(hctx, "could not ack; the server will redeliver the message", "error", err)
 		}
 	case IsPermanent(err) || m.Attempt >= opts.MaxDeliveries:
-		n.cfg.Metrics.observeConsume(queue, contract.OutcomeDeadLetter, took)
-		log.ErrorContext(hctx, "message handling failed, dead-lettering",
+		series.observe(contract.OutcomeDeadLetter, took)
+		log().ErrorContext(hctx, "message handling failed, dead-lettering",
 			"attempt", m.Attempt, "permanent", IsPermanent(err), "error", err)
-		n.deadLetter(hctx, log, physical, msg, m, opts, err.Error())
+		n.deadLetter(hctx, log(), physical, msg, m, opts, err.Error())
 	default:
-		n.cfg.Metrics.observeConsume(queue, contract.OutcomeRetry, took)
+		series.observe(contract.OutcomeRetry, took)
 		wait := retryDelay(opts, m.Attempt)
-		log.WarnContext(hctx, "message handling failed, retrying", "attempt", m.Attempt, "retry_in", wait, "error", err)
+		log().WarnContext(hctx, "message handling failed, retrying", "attempt", m.Attempt, "retry_in", wait, "error", err)
 		if err := msg.NakWithDelay(wait); err != nil {
-			log.WarnContext(hctx, "could not nak; the server will redeliver the message after AckWait", "error", err)
+			log().WarnContext(hctx, "could not nak; the server will redeliver the message after AckWait", "error", err)
 		}
 	}
 }
@@ -641,28 +671,37 @@ func doubleAck(ctx context.Context, msg jetstream.Msg) error {
 }
 
 // keepInProgress tells the server the message is still being worked on
-// every half AckWait, so a slow handler is not raced by a redelivery.
+// every half AckWait, so a slow handler is not raced by a redelivery. It
+// arms a timer rather than starting a goroutine with a ticker: every
+// message pays for this before its handler runs, most handlers finish long
+// before the first tick, and a goroutine per message (start, wake-up on
+// stop, wait) was a visible share of the kit's consume path in a profile
+// of bench/e2e. After stop returns no InProgress is sent.
 func keepInProgress(msg jetstream.Msg, ackWait time.Duration) (stop func()) {
 	if ackWait <= 0 {
 		return func() {}
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(ackWait / 2)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(ackWait/2, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
+		_ = msg.InProgress()
+		t.Reset(ackWait / 2)
 	})
 	return func() {
-		close(done)
-		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
 	}
 }
 

@@ -23,18 +23,17 @@ package messaging
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
-	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/courier-dev/courier/services/kit/internal/randid"
 )
 
 // Outgoing is one message of a PublishBatch call.
@@ -155,24 +154,6 @@ func (b *base) queue(name string) (*queueInfo, error) {
 	}
 	_, err := b.cfg.physical(name) // the error naming the variable to set
 	return nil, err
-}
-
-// newMessageID returns a random (version 4) UUID, unique across processes
-// and restarts, which is what JetStream's de-duplication and consumers'
-// idempotency need. Why not uuid.New: it reads crypto/rand on every call,
-// about half a microsecond per message here (see bench/publish), for an id
-// that must be unique, not secret. math/rand/v2's generator is ChaCha8,
-// seeded per thread by the runtime from the OS entropy source, so 122
-// random bits collide no more often than crypto/rand's. (The kit's request
-// ids do the same; uuid.EnableRandPool would be cheaper too, but it is a
-// process-wide switch that changes every other caller's UUIDs.)
-func newMessageID() string {
-	var u uuid.UUID
-	binary.NativeEndian.PutUint64(u[:8], rand.Uint64())
-	binary.NativeEndian.PutUint64(u[8:], rand.Uint64())
-	u[6] = u[6]&0x0f | 0x40 // version 4
-	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
-	return u.String()
 }
 
 // driver is what differs between brokers on the publish path; M is the
@@ -347,7 +328,7 @@ func (c *publishCall[M]) prepare(o *outgoing[M]) {
 	if parent == nil {
 		parent = c.ctx
 	}
-	o.id = newMessageID()
+	o.id = randid.New()
 	var ctx context.Context
 	ctx, o.span = c.b.tracer.Start(parent, c.q.spanName, producerSpanKind)
 	// Attributes only for a span that records: building them costs more

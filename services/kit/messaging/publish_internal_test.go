@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -15,41 +14,15 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/courier-dev/courier/services/kit/contract"
+	"github.com/courier-dev/courier/services/kit/internal/randid"
 	"github.com/courier-dev/courier/services/kit/tracing"
 )
 
-func TestNewMessageIDIsAVersion4UUID(t *testing.T) {
-	seen := map[string]bool{}
-	for range 1000 {
-		id := newMessageID()
-		u, err := uuid.Parse(id)
-		if err != nil || u.Version() != 4 || u.Variant() != uuid.RFC4122 {
-			t.Fatalf("newMessageID() = %q (version %v, variant %v, %v), want a version 4 UUID", id, u.Version(), u.Variant(), err)
-		}
-		if seen[id] {
-			t.Fatalf("newMessageID() repeated %q", id)
-		}
-		seen[id] = true
-	}
-}
-
 // The benchmarks below price the per-message steps of the publish path
-// that bench/publish's profiles pointed at, each next to what it replaced:
+// that bench/publish's profiles pointed at, each next to what it replaced
+// (the message id's is in services/kit/internal/randid):
 //
 //	go test -run '^$' -bench . -benchmem ./services/kit/messaging/
-
-func BenchmarkMessageID(b *testing.B) {
-	b.Run("uuid.NewString", func(b *testing.B) {
-		for b.Loop() {
-			_ = uuid.NewString()
-		}
-	})
-	b.Run("newMessageID", func(b *testing.B) {
-		for b.Loop() {
-			_ = newMessageID()
-		}
-	})
-}
 
 func BenchmarkPublishCounter(b *testing.B) {
 	m := NewMetrics(prometheus.NewRegistry())
@@ -70,7 +43,7 @@ func BenchmarkPublishCounter(b *testing.B) {
 // provider, for a request whose trace is not sampled (the kit's default).
 func BenchmarkProducerSpan(b *testing.B) {
 	tracer, ctx := unsampledRequest()
-	id, physical := newMessageID(), "blog.emails"
+	id, physical := randid.New(), "blog.emails"
 	b.Run("attributes-always", func(b *testing.B) {
 		for b.Loop() {
 			_, span := tracer.Start(ctx, "publish "+physical,
@@ -104,7 +77,7 @@ func BenchmarkProducerSpan(b *testing.B) {
 func BenchmarkHeaders(b *testing.B) {
 	tracing.Install()
 	_, ctx := unsampledRequest()
-	id := newMessageID()
+	id := randid.New()
 	b.Run("rabbitmq/via-map", func(b *testing.B) {
 		for b.Loop() {
 			headers := propagation.MapCarrier{}

@@ -547,7 +547,7 @@ func (r *rabbitBroker) Consume(ctx context.Context, queue string, handler Handle
 	opts = opts.withDefaults()
 	ctx, cancel := joinCancel(ctx, r.life.drainCtx)
 	defer cancel()
-	r.cfg.Metrics.initConsumer(queue)
+	series := r.cfg.Metrics.consumeSeries(queue)
 
 	retry := newReconnectBackoff()
 	for {
@@ -555,7 +555,7 @@ func (r *rabbitBroker) Consume(ctx context.Context, queue string, handler Handle
 		if err != nil {
 			return nil // ctx cancelled: a clean stop
 		}
-		subscribed, err := r.consumeChannel(ctx, conn, queue, physical, handler, opts)
+		subscribed, err := r.consumeChannel(ctx, conn, queue, physical, handler, opts, series)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -576,7 +576,7 @@ func (r *rabbitBroker) Consume(ctx context.Context, queue string, handler Handle
 // consumeChannel consumes physical on a new channel until ctx is cancelled
 // (returns nil once in-flight handlers are done) or the channel dies. It
 // reports whether the subscription was established, to reset the backoff.
-func (r *rabbitBroker) consumeChannel(ctx context.Context, conn *amqp.Connection, queue, physical string, handler Handler, opts ConsumeOptions) (bool, error) {
+func (r *rabbitBroker) consumeChannel(ctx context.Context, conn *amqp.Connection, queue, physical string, handler Handler, opts ConsumeOptions, series *consumeSeries) (bool, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return false, fmt.Errorf("open consumer channel: %w", err)
@@ -620,7 +620,7 @@ func (r *rabbitBroker) consumeChannel(ctx context.Context, conn *amqp.Connection
 						_ = d.Nack(false, true)
 						return
 					}
-					r.handleDelivery(ctx, gone, queue, physical, handler, opts, d)
+					r.handleDelivery(ctx, gone, queue, physical, handler, opts, series, d)
 				}
 			}
 		})
@@ -637,7 +637,7 @@ func (r *rabbitBroker) consumeChannel(ctx context.Context, conn *amqp.Connection
 
 // handleDelivery runs the handler with in-process retries (see the file
 // comment for why) and settles the delivery exactly once.
-func (r *rabbitBroker) handleDelivery(ctx context.Context, gone <-chan struct{}, queue, physical string, handler Handler, opts ConsumeOptions, d amqp.Delivery) {
+func (r *rabbitBroker) handleDelivery(ctx context.Context, gone <-chan struct{}, queue, physical string, handler Handler, opts ConsumeOptions, series *consumeSeries, d amqp.Delivery) {
 	msg := Message{
 		ID:      d.MessageId,
 		Queue:   queue,
@@ -647,15 +647,15 @@ func (r *rabbitBroker) handleDelivery(ctx context.Context, gone <-chan struct{},
 	if msg.ID == "" {
 		msg.ID = msg.Headers[contract.HeaderMessageID]
 	}
-	log := r.log.With("queue", queue, "message_id", msg.ID)
+	log := func() *slog.Logger { return messageLogger(r.log, queue, msg.ID) }
 	hctx := handlerContext(ctx)
 
 	attempt := deliveryCount(d.Headers) + 1
 	if attempt > opts.MaxDeliveries {
-		log.ErrorContext(hctx, "message exceeded its delivery limit before this delivery, dead-lettering",
+		log().ErrorContext(hctx, "message exceeded its delivery limit before this delivery, dead-lettering",
 			"deliveries", attempt-1, "max_deliveries", opts.MaxDeliveries)
 		settle(hctx, log, d.Nack(false, false), "dead-letter")
-		r.cfg.Metrics.countConsume(queue, contract.OutcomeDeadLetter)
+		series.count(contract.OutcomeDeadLetter)
 		return
 	}
 	for ; ; attempt++ {
@@ -663,19 +663,19 @@ func (r *rabbitBroker) handleDelivery(ctx context.Context, gone <-chan struct{},
 		took, err := r.runHandler(hctx, physical, handler, msg)
 		switch {
 		case err == nil:
-			r.cfg.Metrics.observeConsume(queue, contract.OutcomeSuccess, took)
+			series.observe(contract.OutcomeSuccess, took)
 			settle(hctx, log, d.Ack(false), "ack")
 			return
 		case IsPermanent(err) || attempt >= opts.MaxDeliveries:
-			r.cfg.Metrics.observeConsume(queue, contract.OutcomeDeadLetter, took)
-			log.ErrorContext(hctx, "message handling failed, dead-lettering",
+			series.observe(contract.OutcomeDeadLetter, took)
+			log().ErrorContext(hctx, "message handling failed, dead-lettering",
 				"attempt", attempt, "permanent", IsPermanent(err), "error", err)
 			settle(hctx, log, d.Nack(false, false), "dead-letter")
 			return
 		}
-		r.cfg.Metrics.observeConsume(queue, contract.OutcomeRetry, took)
+		series.observe(contract.OutcomeRetry, took)
 		wait := retryDelay(opts, attempt)
-		log.WarnContext(hctx, "message handling failed, retrying", "attempt", attempt, "retry_in", wait, "error", err)
+		log().WarnContext(hctx, "message handling failed, retrying", "attempt", attempt, "retry_in", wait, "error", err)
 		timer := time.NewTimer(wait)
 		select {
 		case <-timer.C:
@@ -694,9 +694,9 @@ func (r *rabbitBroker) handleDelivery(ctx context.Context, gone <-chan struct{},
 
 // settle logs a failed ack or nack: the broker will redeliver the message,
 // so it is a duplicate in the making, not a loss.
-func settle(ctx context.Context, log *slog.Logger, err error, what string) {
+func settle(ctx context.Context, log func() *slog.Logger, err error, what string) {
 	if err != nil {
-		log.WarnContext(ctx, "could not settle delivery; the broker will redeliver it", "action", what, "error", err)
+		log().WarnContext(ctx, "could not settle delivery; the broker will redeliver it", "action", what, "error", err)
 	}
 }
 
