@@ -18,9 +18,10 @@ const (
 	// broker's management API accepts the administrator. True (NoBroker)
 	// when the app has no broker.
 	ConditionBrokerReady = "BrokerReady"
-	// ConditionTopologyReady is true when the broker holds the app's vhost,
-	// exchanges, queues, dead-letter queues, policies, users and permissions
-	// as the spec derives them. True (NoBroker) when the app has no broker.
+	// ConditionTopologyReady is true when the broker holds what the spec
+	// derives: on RabbitMQ the app's vhost, exchanges, queues, dead-letter
+	// queues, policies, users and permissions; on NATS its account, stream,
+	// durable consumers and users. True (NoBroker) when the app has no broker.
 	ConditionTopologyReady = "TopologyReady"
 	// ConditionCredentialsReady is true when every service that publishes
 	// or consumes has its connection Secret and the broker has its user with
@@ -146,7 +147,7 @@ const (
 )
 
 // AnnotationSkipBrokerCleanup, set to "true" on an app, makes its deletion
-// leave the app's users, queues and vhost on the broker instead of removing
+// leave the app's users, queues and vhost (RabbitMQ) or account (NATS) on the broker instead of removing
 // them: the way out of a deletion stuck on a broker that refuses the
 // operator (Ready=False, reason CleanupFailed). A BrokerCleanupSkipped
 // warning records it.

@@ -29,7 +29,7 @@ import (
 func (r *MicroserviceAppReconciler) cleanUpBroker(ctx context.Context, app *v1alpha1.MicroserviceApp) error {
 	if app.Annotations[v1alpha1.AnnotationSkipBrokerCleanup] == "true" {
 		r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, eventBrokerCleanupSkipped, "Delete",
-			"left the app's users, queues and vhost on the broker: the annotation %s asks so", v1alpha1.AnnotationSkipBrokerCleanup)
+			"left the app's users, queues and vhost or account on the broker: the annotation %s asks so", v1alpha1.AnnotationSkipBrokerCleanup)
 		return nil
 	}
 	d := r.driverFor(app)
@@ -49,18 +49,18 @@ func (r *MicroserviceAppReconciler) cleanUpBroker(ctx context.Context, app *v1al
 			return fmt.Errorf("clean up the broker: %w", err)
 		case len(res.Retained) > 0:
 			r.Recorder.Eventf(app, nil, corev1.EventTypeNormal, eventQueuesRetained, "Delete",
-				"kept the queues %s (and vhost %s) because they still hold messages (deletionPolicy retain)",
+				"kept the queues %s (and the app's vhost or account %s) because they still hold messages (deletionPolicy retain)",
 				strings.Join(res.Retained, ", "), resource.VHost(app))
 		}
 	}
 	if skip != "" {
 		logf.FromContext(ctx).Info("not cleaning up the broker", "reason", skip)
 		r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, eventBrokerCleanupSkipped, "Delete",
-			"left the app's users, queues and vhost on the broker: %s", skip)
+			"left the app's users, queues and vhost or account on the broker: %s", skip)
 		return nil
 	}
 	r.Recorder.Eventf(app, nil, corev1.EventTypeNormal, eventBrokerCleanedUp, "Delete",
-		"removed the app's users and, per deletionPolicy, its queues and vhost from the broker")
+		"removed the app's users and, per deletionPolicy, its queues and vhost or account from the broker")
 	return nil
 }
 
@@ -79,7 +79,7 @@ func (r *MicroserviceAppReconciler) stopManagedBroker(ctx context.Context, app *
 // The message is the error's, which the broker package keeps stable for
 // the same cause, so retries do not rewrite it.
 func (r *MicroserviceAppReconciler) reportCleanupFailed(ctx context.Context, app *v1alpha1.MicroserviceApp, cause error) {
-	msg := fmt.Sprintf("%v; the deletion retries. To delete the app and leave its users, queues and vhost on the broker, "+
+	msg := fmt.Sprintf("%v; the deletion retries. To delete the app and leave its users, queues and vhost or account on the broker, "+
 		"annotate it with %s=true", cause, v1alpha1.AnnotationSkipBrokerCleanup)
 	r.Recorder.Eventf(app, nil, corev1.EventTypeWarning, eventBrokerCleanupFailed, "Delete", "%s", msg)
 	original := app.DeepCopy()

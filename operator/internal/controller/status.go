@@ -239,7 +239,7 @@ func setBrokerConditions(app *v1alpha1.MicroserviceApp, b *brokerOutcome) {
 	switch {
 	case b.declared:
 		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionTrue, v1alpha1.ReasonDeclared,
-			"the broker holds the app's vhost, queues, users and permissions")
+			"the broker holds the app's queues, users and permissions (a RabbitMQ vhost, a NATS account)")
 	case !reached:
 		condition(v1alpha1.ConditionTopologyReady, metav1.ConditionFalse, v1alpha1.ReasonWaitingForBroker,
 			"waiting for the broker ("+brokerReason+")")
