@@ -149,15 +149,10 @@ func (b Broker) owners() []*metav1ac.OwnerReferenceApplyConfiguration {
 	return []*metav1ac.OwnerReferenceApplyConfiguration{b.Owner}
 }
 
+// labels are the caller's labels plus the selector labels, which win: the
+// pods must match the selector whatever the caller passed.
 func (b Broker) labels() map[string]string {
-	out := make(map[string]string, len(b.Labels)+2)
-	for k, v := range b.Labels {
-		out[k] = v
-	}
-	for k, v := range metadata.BrokerSelectorLabels(b.App) {
-		out[k] = v
-	}
-	return out
+	return podspec.Merge(metadata.BrokerSelectorLabels(b.App), b.Labels)
 }
 
 func orDefault(s, def string) string {
