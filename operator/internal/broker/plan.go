@@ -42,7 +42,7 @@ const (
 
 // Change is one write Declare made because the broker differed from the
 // settings. A Declare that finds nothing to repair returns no changes and
-// writes nothing, so a resync costs four reads.
+// writes nothing, so a resync costs only reads: three, and one per user.
 type Change struct {
 	Action Action `json:"action"`
 	Kind   Kind   `json:"kind"`

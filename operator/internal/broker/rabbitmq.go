@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -279,7 +280,7 @@ func (r *RabbitMQ) Declare(ctx context.Context, ep Endpoint, t Topology, creds C
 		return nil, err
 	}
 	defer cancel()
-	have, err := s.observe(want.VHost)
+	have, err := s.observe(want)
 	if err != nil {
 		return nil, err
 	}
@@ -316,8 +317,13 @@ func (c Credentials) byUser(app string, users []User) (map[string]string, error)
 	return out, nil
 }
 
-// observe reads what plan compares: four reads, however big the app.
-func (s *session) observe(vhost string) (observed, error) {
+// observe reads what plan compares: the vhost, its definitions and its
+// permissions, and each user the app has or that holds permissions in the
+// vhost. Every read is about this app only: listing the broker's users or
+// permissions would make each Declare cost O(apps on the broker), and a
+// shared broker with 1,000 apps spent its CPU encoding those lists.
+func (s *session) observe(want Settings) (observed, error) {
+	vhost := want.VHost
 	have := observed{
 		exchanges:   map[string]rh.ExchangeInfo{},
 		queues:      map[string]rh.QueueInfo{},
@@ -339,24 +345,56 @@ func (s *session) observe(vhost string) (observed, error) {
 			return have, s.wrap("read definitions of vhost "+vhost, err)
 		}
 		have.read(defs)
-	}
-	users, err := s.api.ListUsers()
-	if err != nil {
-		return have, s.wrap("list users", err)
-	}
-	for _, u := range users {
-		have.users[u.Name] = u
-	}
-	perms, err := s.api.ListPermissions()
-	if err != nil {
-		return have, s.wrap("list permissions", err)
-	}
-	for _, p := range perms {
-		if p.Vhost == vhost {
-			have.permissions[p.User] = p
+		// A vhost deleted since the read above has no permissions.
+		if perms, err := s.vhostPermissions(vhost); err == nil {
+			have.permissions = perms
+		} else if !isNotFound(err) {
+			return have, err
 		}
 	}
-	return have, nil
+	names := make([]string, 0, len(want.Users)+len(have.permissions))
+	for _, u := range want.Users {
+		names = append(names, u.Name)
+	}
+	for user := range have.permissions {
+		names = append(names, user)
+	}
+	have.users, err = s.users(names)
+	return have, err
+}
+
+// vhostPermissions reads the permissions in one vhost, by user. A vhost
+// that is gone is an error isNotFound recognises.
+func (s *session) vhostPermissions(vhost string) (map[string]rh.PermissionInfo, error) {
+	var perms []rh.PermissionInfo
+	if err := s.getJSON("/api/vhosts/"+url.PathEscape(vhost)+"/permissions", &perms); err != nil {
+		return nil, s.wrap("list permissions in vhost "+vhost, err)
+	}
+	out := make(map[string]rh.PermissionInfo, len(perms))
+	for _, p := range perms {
+		out[p.User] = p
+	}
+	return out, nil
+}
+
+// users reads the named users, one request each; a user that does not
+// exist is left out.
+func (s *session) users(names []string) (map[string]rh.UserInfo, error) {
+	out := make(map[string]rh.UserInfo, len(names))
+	for _, name := range names {
+		if _, seen := out[name]; seen {
+			continue
+		}
+		u, err := s.api.GetUser(name)
+		switch {
+		case isNotFound(err):
+		case err != nil:
+			return nil, s.wrap("read user "+name, err)
+		default:
+			out[name] = *u
+		}
+	}
+	return out, nil
 }
 
 // read indexes a vhost's exported definitions.
@@ -500,25 +538,23 @@ func (s *session) deleteUsers(t Topology) error {
 	for _, svc := range t.Services {
 		names[UserName(t.App, svc.Name)] = true
 	}
-	perms, err := s.api.ListPermissions()
+	perms, err := s.vhostPermissions(t.App)
+	if err != nil && !isNotFound(err) {
+		return err
+	}
+	for user := range perms {
+		names[user] = true
+	}
+	users, err := s.users(slices.Sorted(maps.Keys(names)))
 	if err != nil {
-		return s.wrap("list permissions", err)
+		return err
 	}
-	for _, p := range perms {
-		if p.Vhost == t.App {
-			names[p.User] = true
-		}
-	}
-	users, err := s.api.ListUsers()
-	if err != nil {
-		return s.wrap("list users", err)
-	}
-	for _, u := range users {
-		if !names[u.Name] || !slices.Contains(u.Tags, ManagedTag) {
+	for _, name := range slices.Sorted(maps.Keys(users)) {
+		if !slices.Contains(users[name].Tags, ManagedTag) {
 			continue
 		}
-		if err := s.write("delete user "+u.Name, func() (*http.Response, error) {
-			return s.api.DeleteUser(u.Name)
+		if err := s.write("delete user "+name, func() (*http.Response, error) {
+			return s.api.DeleteUser(name)
 		}); err != nil {
 			return err
 		}
@@ -790,21 +826,16 @@ func (r *RabbitMQ) Verify(ctx context.Context, ep Endpoint, t Topology) error {
 		return err
 	}
 	defer cancel()
-	var perms []rh.PermissionInfo
-	err = s.getJSON("/api/vhosts/"+url.PathEscape(want.VHost)+"/permissions", &perms)
+	have, err := s.vhostPermissions(want.VHost)
 	if isNotFound(err) {
 		return fmt.Errorf("vhost %s: %w: the vhost is gone", want.VHost, ErrDrift)
 	}
 	if err != nil {
-		return s.wrap("list permissions in vhost "+want.VHost, err)
-	}
-	have := make(map[string]rh.Permissions, len(perms))
-	for _, p := range perms {
-		have[p.User] = permissionsOf(p)
+		return err
 	}
 	var drifted []string
 	for _, p := range want.Permissions {
-		if got, ok := have[p.User]; !ok || got != (rh.Permissions{Configure: p.Configure, Write: p.Write, Read: p.Read}) {
+		if got, ok := have[p.User]; !ok || permissionsOf(got) != (rh.Permissions{Configure: p.Configure, Write: p.Write, Read: p.Read}) {
 			drifted = append(drifted, p.User)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"slices"
 	"strings"
@@ -981,5 +983,72 @@ func TestRunningNodesCountsTheCluster(t *testing.T) {
 	n, err := f.rabbit.RunningNodes(ctx, f.ep)
 	if err != nil || n != 1 {
 		t.Fatalf("RunningNodes = %d, %v; want the one test node", n, err)
+	}
+}
+
+// TestDeclareReadsOnlyItsOwnApp: on a broker shared by many apps, what a
+// Declare reads must not grow with the other apps. The management API is
+// reached through a recording proxy; no request may list the broker's users
+// or permissions, and a resync with nothing to repair reads the vhost, its
+// definitions, its permissions and each of the app's users, nothing else.
+func TestDeclareReadsOnlyItsOwnApp(t *testing.T) {
+	f := newFixture(t, "ownreads")
+	target, err := url.Parse(f.broker.ManagementURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.EscapedPath())
+		mu.Unlock()
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	ep := f.ep
+	ep.ManagementURL = srv.URL
+	requests := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		out := seen
+		seen = nil
+		return out
+	}
+
+	ctx := context.Background()
+	if _, err := f.rabbit.Declare(ctx, ep, f.topology, f.creds); err != nil {
+		t.Fatalf("first Declare: %v", err)
+	}
+	for _, r := range requests() {
+		if r == "GET /api/users" || r == "GET /api/permissions" || strings.HasPrefix(r, "GET /api/users?") {
+			t.Errorf("the first Declare listed every app's entities: %s", r)
+		}
+	}
+	changes, err := f.rabbit.Declare(ctx, ep, f.topology, f.creds)
+	if err != nil || len(changes) != 0 {
+		t.Fatalf("second Declare: changes %v, err %v; want none", changes, err)
+	}
+	want := []string{"GET /api/vhosts/ownreads", "GET /api/definitions/ownreads", "GET /api/vhosts/ownreads/permissions"}
+	settings, err := Generate(f.topology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Users with permissions in the vhost are read once each: the app's
+	// own, and the admin, who holds full access to it.
+	users := []string{f.ep.Username}
+	for _, u := range settings.Users {
+		users = append(users, u.Name)
+	}
+	slices.Sort(users)
+	for _, u := range slices.Compact(users) {
+		want = append(want, "GET /api/users/"+url.PathEscape(u))
+	}
+	got := requests()
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("a resync with nothing to repair sent\n  %v\nwant\n  %v", got, want)
 	}
 }
