@@ -75,7 +75,6 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d dri
 	now := r.now()
 
 	fresh := r.memo.fresh(key, s.app.UID, input, now, r.resyncInterval())
-	var changedAt time.Time
 	if fresh {
 		// What the conditions claim is checked on every reconcile, not
 		// only at the resync: a user deleted on the broker is repaired and
@@ -92,7 +91,6 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d dri
 	} else {
 		changes, err := conn.Declare(ctx, topology)
 		if len(changes) > 0 {
-			changedAt = now
 			log.Info("broker updated", "changes", len(changes), "first", changes[0].String())
 			r.Recorder.Eventf(s.app, nil, corev1.EventTypeNormal, eventBrokerUpdated, "Declare", "%s", summarise(changes))
 		}
@@ -110,7 +108,7 @@ func (r *MicroserviceAppReconciler) declare(ctx context.Context, s *scope, d dri
 	if len(topology.Queues) == 0 || !r.memo.statsDue(key, now, r.queueStatsInterval()) {
 		return
 	}
-	stats, err := conn.QueueStats(ctx, topology, changedAt)
+	stats, err := conn.QueueStats(ctx, topology)
 	if err != nil {
 		// The next reconcile declares again: the monitoring user may have
 		// been deleted by hand, or the broker may have gone away.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -19,6 +20,7 @@ import (
 	"github.com/courier-dev/courier/operator/api/v1alpha1"
 	"github.com/courier-dev/courier/operator/internal/broker"
 	"github.com/courier-dev/courier/operator/internal/fixture"
+	"github.com/courier-dev/courier/operator/internal/metadata"
 )
 
 // countingAdmin is the real broker admin, counting its calls by method.
@@ -124,6 +126,28 @@ func TestQueueStatsCostOneBrokerCallPerBrokerPerInterval(t *testing.T) {
 	// nothing to change on the broker.
 	for _, app := range all {
 		waitCondition(t, app, v1alpha1.ConditionTopologyReady, metav1.ConditionTrue, v1alpha1.ReasonDeclared)
+	}
+	// TopologyReady comes before the operator's last objects (a Deployment
+	// waits for its broker user): the first round must find every one in
+	// the manager's cache, or it reads the missing ones from the API server.
+	for _, app := range all {
+		eventually(t, "the objects of "+app.Name+" are cached", func(ctx context.Context) error {
+			if err := mgrClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: metadata.MonitoringSecretName(app.Name)}, &corev1.Secret{}); err != nil {
+				return err
+			}
+			for _, svc := range app.Spec.Services {
+				if err := mgrClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: metadata.Name(app.Name, svc.Name)}, &appsv1.Deployment{}); err != nil {
+					return err
+				}
+				if len(svc.Publishes)+len(svc.Consumes) == 0 {
+					continue
+				}
+				if err := mgrClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: metadata.ConnectionSecretName(app.Name, svc.Name)}, &corev1.Secret{}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
 
 	admin := &countingAdmin{Admin: testAdmin, calls: map[string]int{}}

@@ -76,12 +76,12 @@ type Conn interface {
 	// Verify checks cheaply that the broker still holds the users and
 	// permissions Declare made: broker.ErrDrift when not.
 	Verify(ctx context.Context, t broker.Topology) error
-	// QueueStats reads every queue's depth, consumers and dead letters,
-	// from a read made at or after since (when this reconcile's Declare
-	// changed the broker; zero otherwise) and within the queue statistics
-	// interval: a kind whose broker lists every app's queues in one call
-	// shares that call among its apps.
-	QueueStats(ctx context.Context, t broker.Topology, since time.Time) ([]broker.QueueStat, error)
+	// QueueStats reads every queue's depth, consumers and dead letters
+	// from a read made within the queue statistics interval: a kind whose
+	// broker lists every app's queues in one call shares that call among
+	// its apps, and a queue declared after that read shows in the next
+	// one (its stat has Exists false until then).
+	QueueStats(ctx context.Context, t broker.Topology) ([]broker.QueueStat, error)
 	// Remove deletes the app's users and, per deletionPolicy, its queues:
 	// broker.ErrUnreachable or broker.ErrOwnedElsewhere when it cannot,
 	// which the finalizer takes as "nothing left to do".

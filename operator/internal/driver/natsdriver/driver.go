@@ -293,7 +293,7 @@ func (c *natsConn) Verify(ctx context.Context, t broker.Topology) error {
 
 // QueueStats reads the app's stream as its account: NATS keeps every
 // account's streams apart, so each app is read on its own (two requests).
-func (c *natsConn) QueueStats(ctx context.Context, t broker.Topology, _ time.Time) ([]broker.QueueStat, error) {
+func (c *natsConn) QueueStats(ctx context.Context, t broker.Topology) ([]broker.QueueStat, error) {
 	return c.admin.QueueStats(ctx, c.sys, t, c.creds.AccountSeed)
 }
 

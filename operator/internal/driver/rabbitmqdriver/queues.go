@@ -33,19 +33,18 @@ type queueListing struct {
 // kept before it is dropped (the broker's apps are gone or moved).
 const listingsKept = 10
 
-// get returns the queues of the broker key, read at most maxAge ago
-// and not before since (a topology declared at since must show in them),
+// get returns the queues of the broker key, read at most maxAge ago,
 // calling list for a new listing otherwise. A failed call is not kept: the
 // next app to ask calls again.
-func (b *brokerQueues) get(ctx context.Context, key string, clock func() time.Time, since time.Time, maxAge time.Duration,
+func (b *brokerQueues) get(ctx context.Context, key string, clock func() time.Time, maxAge time.Duration,
 	list func(context.Context) (broker.Queues, error)) (broker.Queues, error) {
 	now := clock()
-	if q, ok := b.fresh(key, now, since, maxAge); ok {
+	if q, ok := b.fresh(key, now, maxAge); ok {
 		return q, nil
 	}
 	v, err, _ := b.group.Do(key, func() (any, error) {
 		// Another caller's call may have ended since this one looked.
-		if q, ok := b.fresh(key, now, since, maxAge); ok {
+		if q, ok := b.fresh(key, now, maxAge); ok {
 			return q, nil
 		}
 		at := clock()
@@ -72,11 +71,11 @@ func (b *brokerQueues) get(ctx context.Context, key string, clock func() time.Ti
 	return v.(broker.Queues), nil
 }
 
-func (b *brokerQueues) fresh(key string, now, since time.Time, maxAge time.Duration) (broker.Queues, bool) {
+func (b *brokerQueues) fresh(key string, now time.Time, maxAge time.Duration) (broker.Queues, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	l, ok := b.lists[key]
-	if !ok || l.at.Before(since) || now.Sub(l.at) >= maxAge {
+	if !ok || now.Sub(l.at) >= maxAge {
 		return nil, false
 	}
 	return l.queues, true
