@@ -130,6 +130,9 @@ func (r *MicroserviceAppReconciler) applyObject(ctx context.Context, app *v1alph
 		created, createErr := r.create(ctx, b, desired)
 		switch {
 		case createErr == nil:
+			if b.Kind == kind.Secret.Kind {
+				r.createdSecrets.created(key)
+			}
 			logf.FromContext(ctx).Info("applied", "kind", b.Kind, "object", key.Name, "created", true)
 			return created, eventCreated, nil
 		case !apierrors.IsConflict(createErr):

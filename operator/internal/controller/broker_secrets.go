@@ -3,7 +3,9 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -45,13 +47,24 @@ func (r *MicroserviceAppReconciler) deletedMeanwhile(ctx context.Context, s *sco
 	return apierrors.IsNotFound(r.Get(ctx, key, &corev1.Secret{}))
 }
 
-// getSecret reads a Secret the operator labels, from the cache and, when the
-// cache has none, from the API server: right after the operator created it
-// the cache may not have it yet, and taking that for "missing" would
-// generate a second password or admin credentials.
+// getSecret reads a Secret the operator labels from the cache. A Secret
+// the cache does not hold is read from the API server only when it may
+// exist all the same: the operator created it moments ago and the cache
+// has not seen it yet (createdSecrets), or the metadata cache of every
+// Secret shows one by that name (someone else's, or a lagging cache). Taking
+// such a Secret for "missing" would generate a second password or admin
+// credentials; asking the API server about every Secret the cache lacks
+// cost each new app one read per connection Secret.
 func (r *MicroserviceAppReconciler) getSecret(ctx context.Context, key client.ObjectKey, secret *corev1.Secret) (bool, error) {
 	err := r.Get(ctx, key, secret)
+	if err == nil {
+		r.createdSecrets.seen(key)
+		return true, nil
+	}
 	if apierrors.IsNotFound(err) {
+		if !r.createdSecrets.pending(key) && !r.secretMetadataShows(ctx, key) {
+			return false, nil
+		}
 		err = r.apiReader().Get(ctx, key, secret)
 	}
 	switch {
@@ -61,6 +74,55 @@ func (r *MicroserviceAppReconciler) getSecret(ctx context.Context, key client.Ob
 		return false, fmt.Errorf("read Secret %s: %w", key.Name, err)
 	}
 	return true, nil
+}
+
+// secretMetadataShows reports whether the metadata cache of every Secret
+// may hold key: true when it does, and when it cannot say (not set up yet,
+// or any error but not found).
+func (r *MicroserviceAppReconciler) secretMetadataShows(ctx context.Context, key client.ObjectKey) bool {
+	if r.secretMetadata == nil {
+		return true
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return !apierrors.IsNotFound(r.secretMetadata.Get(ctx, key, m))
+}
+
+// createdSecrets are the Secrets this process created that its cache may
+// not show yet: the "expectations" of kube-controller-manager's ReplicaSet
+// controller, for one kind and without counts. An entry ends when the cache
+// shows the Secret (seen) or, for a Secret deleted before the cache saw it,
+// after createdSecretsKept.
+type createdSecrets struct {
+	mu sync.Mutex
+	at map[client.ObjectKey]time.Time
+}
+
+// createdSecretsKept is far longer than a cache lags behind a write.
+const createdSecretsKept = 10 * time.Minute
+
+func (c *createdSecrets) created(key client.ObjectKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if c.at == nil {
+		c.at = map[client.ObjectKey]time.Time{}
+	}
+	maps.DeleteFunc(c.at, func(_ client.ObjectKey, at time.Time) bool { return now.Sub(at) > createdSecretsKept })
+	c.at[key] = now
+}
+
+func (c *createdSecrets) pending(key client.ObjectKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.at[key]
+	return ok && time.Since(at) <= createdSecretsKept
+}
+
+func (c *createdSecrets) seen(key client.ObjectKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.at, key)
 }
 
 // readExternalSecret reads a Secret a user made for an external broker.

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -62,18 +63,41 @@ func (a *countingAdmin) ListQueues(ctx context.Context, ep broker.Endpoint) (bro
 	return a.Admin.ListQueues(ctx, ep)
 }
 
-// countingReader reads from the API server, counting its requests.
+// countingReader reads from the API server, recording its requests.
 type countingReader struct {
 	client.Reader
 	mu    sync.Mutex
 	reads []string
+	// notFound are the reads answered "not found", kept until the test
+	// ends (the suite's reconciler records every test's).
+	notFound []client.ObjectKey
 }
 
+// suiteReads records what the suite's reconciler reads from the API server.
+var suiteReads *countingReader
+
 func (r *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := r.Reader.Get(ctx, key, obj, opts...)
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.reads = append(r.reads, fmt.Sprintf("get %T %s", obj, key))
-	r.mu.Unlock()
-	return r.Reader.Get(ctx, key, obj, opts...)
+	if apierrors.IsNotFound(err) {
+		r.notFound = append(r.notFound, key)
+	}
+	return err
+}
+
+// missingIn are the objects of namespace it was asked for that did not exist.
+func (r *countingReader) missingIn(namespace string) []client.ObjectKey {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []client.ObjectKey
+	for _, k := range r.notFound {
+		if k.Namespace == namespace {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func (r *countingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
@@ -197,4 +221,37 @@ func TestQueueStatsCostOneBrokerCallPerBrokerPerInterval(t *testing.T) {
 	}
 	t.Logf("%d apps x %d intervals x 2 reconciles: broker calls %v", apps, rounds, admin.calls)
 
+}
+
+// TestANewAppAsksTheAPIServerForNoSecretThatDoesNotExist: creating an app
+// with queues reads none of its connection or monitoring Secrets from the
+// API server only to learn they are not there. The cache lacking them is
+// enough, except right after the operator created one (createdSecrets),
+// and those reads find the Secret.
+func TestANewAppAsksTheAPIServerForNoSecretThatDoesNotExist(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	node := testBroker(t)
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broker-admin"},
+		Data: map[string][]byte{
+			v1alpha1.ExternalManagementURLKey: []byte("http://" + net.JoinHostPort(node.Host, strconv.Itoa(node.ManagementPort))),
+			v1alpha1.ExternalUsernameKey:      []byte(node.AdminUser),
+			v1alpha1.ExternalPasswordKey:      []byte(node.AdminPassword),
+		},
+	})
+	app := fixture.BlogWithQueues(ns, fixture.ExternalBroker("broker-admin", "rabbitmq.messaging.svc", 5672))
+	create(t, app)
+	waitCondition(t, app, v1alpha1.ConditionCredentialsReady, metav1.ConditionTrue, v1alpha1.ReasonCredentialsIssued)
+	for _, svc := range app.Spec.Services {
+		if len(svc.Publishes)+len(svc.Consumes) == 0 {
+			continue
+		}
+		eventually(t, "the connection Secret of "+svc.Name, func(ctx context.Context) error {
+			return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: metadata.ConnectionSecretName(app.Name, svc.Name)}, &corev1.Secret{})
+		})
+	}
+	if missing := suiteReads.missingIn(ns); len(missing) > 0 {
+		t.Errorf("the operator asked the API server for %v, which did not exist", missing)
+	}
 }

@@ -112,6 +112,7 @@ type MicroserviceAppReconciler struct {
 	// last read, valid while their resourceVersion is the one it shows.
 	secretMetadata  client.Reader
 	externalSecrets secretMemo
+	createdSecrets  createdSecrets
 	// clock tells the broker memo and the queue listings the time; nil
 	// means the real clock. Tests step it to count calls per interval.
 	clock clock.PassiveClock

@@ -111,9 +111,10 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	mgrClient = mgr.GetClient()
+	suiteReads = &countingReader{Reader: mgr.GetAPIReader()}
 	reconciler = &MicroserviceAppReconciler{
 		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
+		APIReader: suiteReads,
 		Recorder:  mgr.GetEventRecorder("courier-operator"),
 		Admin:     testAdmin,
 		NATSAdmin: testNATSAdmin,
