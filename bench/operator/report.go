@@ -29,7 +29,7 @@ func (o options) writeReport(lat []time.Duration, perApp map[string]int, convs [
 	p("and the driver, which creates the apps from 16 goroutines and plays the deployment controller envtest lacks:")
 	p("it marks every Deployment rolled out and available (as the envtest suite's `markAvailable` does). An app is the")
 	p("blog's four services (gateway with 2 replicas and `entryPoint`, users, posts, mailer; no storage); with queues,")
-	p("users and posts publish to `emails` and mailer consumes it, on one external RabbitMQ 3.10 node shared by all apps.")
+	p("users and posts publish to `emails` and mailer consumes it, on one external RabbitMQ 3.10 node shared by all the apps of a scenario (a fresh node per scenario).")
 	p("")
 
 	p("## 1. Convergence at scale")

@@ -4,7 +4,7 @@
 # peer operator written the kubebuilder scaffold's way (bench/operator/peer),
 # and API requests at rest. Real processes against real API servers
 # (envtest's etcd and kube-apiserver, one per scenario) and one real
-# RabbitMQ node (Debian's rabbitmq-server, started by test/brokertest).
+# RabbitMQ node per scenario with queues (Debian's rabbitmq-server, started by test/brokertest).
 # Prints the raw measurements and writes bench/operator/RESULTS.md.
 #
 #   bench/operator/run.sh                          # defaults below

@@ -83,9 +83,16 @@ func (r *MicroserviceAppReconciler) secretMetadataShows(ctx context.Context, key
 	if r.secretMetadata == nil {
 		return true
 	}
+	_, err := r.cachedSecretMetadata(ctx, key)
+	return !apierrors.IsNotFound(err)
+}
+
+// cachedSecretMetadata reads a Secret's metadata from the metadata cache of
+// every Secret, which must be set up (SetupWithManager).
+func (r *MicroserviceAppReconciler) cachedSecretMetadata(ctx context.Context, key client.ObjectKey) (*metav1.PartialObjectMetadata, error) {
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	return !apierrors.IsNotFound(r.secretMetadata.Get(ctx, key, m))
+	return m, r.secretMetadata.Get(ctx, key, m)
 }
 
 // createdSecrets are the Secrets this process created that its cache may
@@ -137,11 +144,9 @@ func (c *createdSecrets) seen(key client.ObjectKey) {
 // modify the Secret returned.
 func (r *MicroserviceAppReconciler) readExternalSecret(ctx context.Context, key client.ObjectKey) (*corev1.Secret, error) {
 	if r.secretMetadata != nil {
-		m := &metav1.PartialObjectMetadata{}
-		m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 		// Any failure to read the metadata (not cached yet, not found)
 		// falls back to the API server, which has the last word.
-		if err := r.secretMetadata.Get(ctx, key, m); err == nil {
+		if m, err := r.cachedSecretMetadata(ctx, key); err == nil {
 			if secret, ok := r.externalSecrets.get(key, m.ResourceVersion); ok {
 				return secret, nil
 			}
