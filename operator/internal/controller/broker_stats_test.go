@@ -241,6 +241,9 @@ func TestANewAppAsksTheAPIServerForNoSecretThatDoesNotExist(t *testing.T) {
 		},
 	})
 	app := fixture.BlogWithQueues(ns, fixture.ExternalBroker("broker-admin", "rabbitmq.messaging.svc", 5672))
+	// Its own name: the test broker is shared, and a vhost belongs to the
+	// first namespace that declares its name.
+	app.Name = "fresh-secrets"
 	create(t, app)
 	waitCondition(t, app, v1alpha1.ConditionCredentialsReady, metav1.ConditionTrue, v1alpha1.ReasonCredentialsIssued)
 	for _, svc := range app.Spec.Services {
