@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-rounds=${1:-7}
+rounds=${1:-9}
 requests=${2:-2000}
 goal=1.2
 out=bench/e2e/RESULTS.md

@@ -19,7 +19,7 @@ BENCHTIME=${BENCHTIME:-1s}  # per benchmark per in-process round
 DURATION=${DURATION:-4s}    # per wrk run
 CONNS=${CONNS:-32}          # wrk connections
 THREADS=${THREADS:-1}       # wrk threads; one leaves a core for the server on 2-core machines
-ROUNDS=${ROUNDS:-11}        # loopback rounds; the order of targets alternates per round
+ROUNDS=${ROUNDS:-15}        # loopback rounds; the order of targets alternates per round
 OUT=bench/http/RESULTS.md
 
 if ! command -v wrk >/dev/null; then
