@@ -3,8 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"net"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -128,16 +126,8 @@ func (r *countingReader) take() []string {
 func TestQueueStatsCostOneBrokerCallPerBrokerPerInterval(t *testing.T) {
 	t.Parallel()
 	const ns, apps, rounds = "shared-stats", 4, 4
-	node := testBroker(t)
 	create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	create(t, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broker-admin"},
-		Data: map[string][]byte{
-			v1alpha1.ExternalManagementURLKey: []byte("http://" + net.JoinHostPort(node.Host, strconv.Itoa(node.ManagementPort))),
-			v1alpha1.ExternalUsernameKey:      []byte(node.AdminUser),
-			v1alpha1.ExternalPasswordKey:      []byte(node.AdminPassword),
-		},
-	})
+	createBrokerAdminSecret(t, ns, "")
 	var all []*v1alpha1.MicroserviceApp
 	for i := range apps {
 		app := fixture.BlogWithQueues(ns, fixture.ExternalBroker("broker-admin", "rabbitmq.messaging.svc", 5672))
@@ -231,15 +221,7 @@ func TestQueueStatsCostOneBrokerCallPerBrokerPerInterval(t *testing.T) {
 func TestANewAppAsksTheAPIServerForNoSecretThatDoesNotExist(t *testing.T) {
 	t.Parallel()
 	ns := namespace(t)
-	node := testBroker(t)
-	create(t, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broker-admin"},
-		Data: map[string][]byte{
-			v1alpha1.ExternalManagementURLKey: []byte("http://" + net.JoinHostPort(node.Host, strconv.Itoa(node.ManagementPort))),
-			v1alpha1.ExternalUsernameKey:      []byte(node.AdminUser),
-			v1alpha1.ExternalPasswordKey:      []byte(node.AdminPassword),
-		},
-	})
+	createBrokerAdminSecret(t, ns, "")
 	app := fixture.BlogWithQueues(ns, fixture.ExternalBroker("broker-admin", "rabbitmq.messaging.svc", 5672))
 	// Its own name: the test broker is shared, and a vhost belongs to the
 	// first namespace that declares its name.

@@ -26,13 +26,15 @@ import (
 	"github.com/courier-dev/courier/test/brokertest"
 )
 
-// externalApp creates, in a namespace of its own, the blog with queues on an
-// external broker whose management API is at managementURL, with the test
-// node's administrator.
-func externalApp(t *testing.T, ns, name, managementURL string) *v1alpha1.MicroserviceApp {
+// createBrokerAdminSecret creates the Secret broker-admin in ns, the
+// external broker's administrator: the test node's, with its management API
+// at managementURL, or at the node's own address when managementURL is empty.
+func createBrokerAdminSecret(t *testing.T, ns, managementURL string) {
 	t.Helper()
 	node := testBroker(t)
-	create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	if managementURL == "" {
+		managementURL = "http://" + net.JoinHostPort(node.Host, strconv.Itoa(node.ManagementPort))
+	}
 	create(t, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broker-admin"},
 		Data: map[string][]byte{
@@ -41,6 +43,15 @@ func externalApp(t *testing.T, ns, name, managementURL string) *v1alpha1.Microse
 			v1alpha1.ExternalPasswordKey:      []byte(node.AdminPassword),
 		},
 	})
+}
+
+// externalApp creates, in a namespace of its own, the blog with queues on an
+// external broker whose management API is at managementURL, with the test
+// node's administrator.
+func externalApp(t *testing.T, ns, name, managementURL string) *v1alpha1.MicroserviceApp {
+	t.Helper()
+	create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	createBrokerAdminSecret(t, ns, managementURL)
 	app := fixture.BlogWithQueues(ns, fixture.ExternalBroker("broker-admin", "rabbitmq.messaging.svc", 5672))
 	app.Name = name
 	app.UID = ""
@@ -139,7 +150,6 @@ func TestFailingBrokerIsRetriedAtTheRetryInterval(t *testing.T) {
 // broker holds its service's user and the connection Secret exists.
 func TestDeploymentsWaitForTheirBrokerUsers(t *testing.T) {
 	t.Parallel()
-	node := testBroker(t)
 	ns := "deployments-wait"
 	create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	app := fixture.BlogWithQueues(ns, fixture.ExternalBroker("broker-admin", "rabbitmq.messaging.svc", 5672))
@@ -155,14 +165,7 @@ func TestDeploymentsWaitForTheirBrokerUsers(t *testing.T) {
 		}
 	}
 
-	create(t, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broker-admin"},
-		Data: map[string][]byte{
-			v1alpha1.ExternalManagementURLKey: []byte("http://" + net.JoinHostPort(node.Host, strconv.Itoa(node.ManagementPort))),
-			v1alpha1.ExternalUsernameKey:      []byte(node.AdminUser),
-			v1alpha1.ExternalPasswordKey:      []byte(node.AdminPassword),
-		},
-	})
+	createBrokerAdminSecret(t, ns, "")
 	api := adminAPI(t)
 	for _, svc := range []string{"users", "posts", "mailer"} {
 		get(t, ns, metadata.Name(app.Name, svc), &appsv1.Deployment{})
